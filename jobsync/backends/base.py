@@ -1,0 +1,532 @@
+"""The Backend protocol: the domain verbs the runtime needs, and their contract.
+
+One ``Backend`` object is one client's view of the store: one worker's
+connection (PostgreSQL), one process's connection (SQLite), or one simulated
+node's handle on a shared in-memory store.  Every verb is scoped by site.
+Every time is a float of seconds since the Unix epoch on the *backend's*
+clock (PostgreSQL's server clock, the SQLite host's clock, the memory store's
+injected clock); worker clocks never decide anything.
+
+The contract is written once, here; implementations do not repeat it
+(STYLE.md habit 5).  Shared rules of every verb:
+
+- Atomic: a verb either takes full effect or none (one transaction).
+- Errors: driver errors never escape.  A lost or busy connection raises
+  ``BackendUnavailable`` (transient; the caller retries); bad arguments raise
+  an ``InvalidArgument`` subclass before anything is written; an optimistic
+  compare-and-set that lost raises ``ConflictError``; a leader-only verb from a
+  node that is not the oldest live node raises ``NotLeader``.
+- "Statement clock": where a verb judges a lease expired at its commit, it
+  uses the clock at that statement (PostgreSQL ``clock_timestamp()``), not the
+  transaction's start, so a lease cannot expire between the check and the
+  commit unnoticed.
+- Liveness: an incarnation is live while its row is current, its state is
+  ``active`` or ``leaving``, and ``last_heartbeat + lease_timeout > now``
+  (strict: at exactly ``last_heartbeat + lease_timeout`` it is dead).
+- Change counter: bumped, in the same transaction, by every plan commit that
+  writes a token, acknowledgement, finished release, registration, leave,
+  deregistration, eviction and lock change.  Heartbeats do not bump it.  Each
+  bump also wakes ``wait_for_change`` waiters (PostgreSQL: one NOTIFY per
+  transaction, never one per token).
+- Incarnations are site-wide increasing integers; generations, epochs and
+  incarnations never go backwards, even across a database restart.
+
+Token rows.  Every token of a site has one row: ``owner`` (node name or
+None), ``incarnation`` (the owning incarnation or None), ``epoch`` (bumped
+whenever the owning incarnation changes, even if the name does not), and an
+optional pending release: ``pending_to`` (destination name, or None for
+"becomes unowned") and ``pending_deadline``.  While a release is pending the
+row's owner, incarnation and epoch remain the releaser's: a token in flight
+belongs to its releaser until acknowledged or until the releaser's lease
+has expired.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from array import array
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+NODE_ACTIVE = "active"
+NODE_LEAVING = "leaving"
+NODE_DEAD = "dead"
+NODE_EVICTED = "evicted"
+NODE_STATES = (NODE_ACTIVE, NODE_LEAVING, NODE_DEAD, NODE_EVICTED)
+
+
+class HeartbeatOutcome(enum.Enum):
+    """What a heartbeat found (DESIGN.md section 5, "Incarnations and leases")."""
+
+    RENEWED = "renewed"
+    """This incarnation's lease was unexpired and is now renewed."""
+    EXPIRED = "expired"
+    """Expired or evicted (or the row is gone): stop claiming, register anew."""
+    SUPERSEDED = "superseded"
+    """A newer incarnation of the same name holds the row: stop for good."""
+
+
+@attrs.frozen(kw_only=True)
+class SiteInfo:
+    """A site's stored constants and counters."""
+
+    site: str
+    total_tokens: int
+    hash_function: str
+    generation: int
+    change_counter: int
+    plan_basis: int
+    """The change counter the latest plan (even one that moved nothing) was computed from."""
+    created_at: float
+
+
+@attrs.frozen(kw_only=True)
+class Registration:
+    """The result of ``register``."""
+
+    incarnation: int
+    registered_at: float
+    """Backend time of registration; seniority for leader election."""
+    change_counter: int
+    """The counter after this registration's own bump: a plan whose basis is at
+    least this has considered the node."""
+    fence_until: float
+    """Tokens still held under this name by older incarnations may move to the
+    new one only after this instant (the old lease's end); 0.0 if none."""
+
+
+@attrs.frozen(kw_only=True)
+class Heartbeat:
+    """The result of ``heartbeat``: one round trip in the steady state."""
+
+    outcome: HeartbeatOutcome
+    now: float
+    """Backend clock at the heartbeat; the new ``last_heartbeat`` if renewed."""
+    change_counter: int
+    plan_basis: int
+    earliest_other_expiry: float | None
+    """The earliest ``last_heartbeat + lease_timeout`` among the *other* live
+    nodes of the site, or None if there are none."""
+
+
+@attrs.frozen(kw_only=True)
+class NodeRecord:
+    """One node row as stored."""
+
+    name: str
+    incarnation: int
+    registered_at: float
+    last_heartbeat: float
+    lease_timeout: float
+    state: str
+    fence_until: float = 0.0
+
+    @property
+    def lease_expires(self) -> float:
+        return self.last_heartbeat + self.lease_timeout
+
+    def is_live(self, now: float) -> bool:
+        """Live: active or leaving, and ``last_heartbeat + lease_timeout > now``."""
+        return self.state in (NODE_ACTIVE, NODE_LEAVING) and self.lease_expires > now
+
+
+@attrs.frozen(kw_only=True)
+class TokenTable:
+    """Every token row of a site, as flat parallel sequences indexed by token id."""
+
+    owner: tuple[str | None, ...]
+    incarnation: tuple[int | None, ...]
+    epoch: array[int]
+    pending_to: tuple[str | None, ...]
+    """Destination of a pending release; meaningful only where pending_deadline is set."""
+    pending_deadline: tuple[float | None, ...]
+    """None when no release is pending for the token."""
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
+    def is_pending(self, token: int) -> bool:
+        return self.pending_deadline[token] is not None
+
+
+@attrs.frozen(kw_only=True)
+class LockSpec:
+    """A lock to register: pins the token of ``task_key`` to nodes matching ``patterns``."""
+
+    task_key: str
+    """The task's canonical string (``str(task_id)``)."""
+    token: int
+    patterns: tuple[str, ...]
+    reason: str | None = None
+    expires_in: float | None = None
+    """Seconds from the backend's now; None never expires."""
+
+
+@attrs.frozen(kw_only=True)
+class LockRecord:
+    """A stored lock."""
+
+    task_key: str
+    token: int
+    patterns: tuple[str, ...]
+    reason: str | None
+    created_by: str
+    created_at: float
+    expires_at: float | None
+
+
+@attrs.frozen(kw_only=True)
+class ClusterView:
+    """One consistent snapshot of a site for planning (read in one transaction)."""
+
+    now: float
+    site: SiteInfo
+    nodes: tuple[NodeRecord, ...]
+    tokens: TokenTable
+    locks: tuple[LockRecord, ...]
+    """Unexpired locks only (``expires_at`` None or ``> now``)."""
+
+
+@attrs.frozen(kw_only=True)
+class OwnedTokens:
+    """What one incarnation holds, for its claimable snapshot."""
+
+    now: float
+    change_counter: int
+    plan_basis: int
+    tokens: tuple[int, ...]
+    """Tokens whose row names this incarnation, ascending (pending ones included)."""
+    epochs: tuple[int, ...]
+    """The epoch of each token in ``tokens``."""
+    pending: frozenset[int]
+    """Those of ``tokens`` with a release pending: not claimable, to acknowledge."""
+    incoming: int
+    """Tokens on their way to this node: pending releases destined to its name,
+    and tokens held under its name by an older incarnation."""
+
+
+@attrs.frozen(kw_only=True)
+class DirectAssign:
+    """Plan write: give ``token`` straight to (``owner``, ``incarnation``).
+
+    Allowed only when the row still holds ``expected_incarnation`` at
+    ``expected_epoch`` and that incarnation is not live (None = unowned).  The
+    transaction marks the expired incarnation dead (statement clock), clears
+    any pending release, bumps the epoch and releases the dead incarnation's
+    open claims.  ``owner`` None leaves the token unowned.
+    """
+
+    token: int
+    expected_incarnation: int | None
+    expected_epoch: int
+    owner: str | None
+    incarnation: int | None
+
+
+@attrs.frozen(kw_only=True)
+class Revoke:
+    """Plan write: ask the live holder of ``token`` to release it to ``destination``.
+
+    Conditioned on ``expected_incarnation`` and ``expected_epoch``.  If no
+    release is pending, records one with deadline ``commit time +
+    ack_timeout``; if one is pending, only its destination changes (never
+    cleared, re-attributed or extended).  ``destination`` may be the releaser
+    itself (the token comes back to it at a new epoch) or None (unowned).
+    """
+
+    token: int
+    expected_incarnation: int
+    expected_epoch: int
+    destination: str | None
+
+
+@attrs.frozen(kw_only=True)
+class HistoryEntry:
+    """One rebalance, recorded in the plan's own transaction."""
+
+    trigger: str
+    nodes_before: tuple[str, ...]
+    nodes_after: tuple[str, ...]
+    moved: int
+    unowned: int
+    duration_ms: float
+
+
+@attrs.frozen(kw_only=True)
+class HistoryRecord:
+    generation: int
+    leader: str
+    at: float
+    entry: HistoryEntry
+
+
+@attrs.frozen(kw_only=True)
+class PlanCommit:
+    """Everything one plan writes, in one compare-and-set transaction."""
+
+    leader: str
+    leader_incarnation: int
+    expected_generation: int
+    basis: int
+    """The change counter the plan was computed from (recorded as plan_basis)."""
+    assigns: tuple[DirectAssign, ...] = ()
+    revokes: tuple[Revoke, ...] = ()
+    ack_timeout: float = 10.0
+    history: HistoryEntry | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ClaimRequest:
+    """One task to claim: its canonical key, its token and the epoch the claimer holds."""
+
+    task_key: str
+    token: int
+    epoch: int
+
+
+@attrs.frozen(kw_only=True)
+class AuditRecord:
+    task_key: str
+    date: datetime.date
+    node: str
+    incarnation: int
+    token: int
+    epoch: int
+    status: str
+    """``claimed`` or ``done``."""
+    claimed_at: float
+    completed_at: float | None
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The storage verbs of jobsync.  See the module docstring for shared rules."""
+
+    # -- sites --------------------------------------------------------------
+    def ensure_site(self, site: str, total_tokens: int, hash_function: str) -> SiteInfo:
+        """Create the site with its constants and ``total_tokens`` unowned token rows
+        (epoch 0, or above any epoch the site ever had), or return it if it exists.
+
+        Raises ConfigMismatch, naming both values, if the site exists with a
+        different ``total_tokens`` or ``hash_function``.  Safe to race: several
+        callers creating one site at once all succeed with one site.
+        """
+        ...
+
+    def site_info(self, site: str) -> SiteInfo | None:
+        """The site's constants and counters, or None if it does not exist."""
+        ...
+
+    def reset_site(self, site: str, total_tokens: int, hash_function: str) -> SiteInfo:
+        """Operator command: change a site's constants and rebuild its token rows.
+
+        Refused with ConflictError while any node of the site is live.  Epochs
+        of the new rows start above every epoch the site had.
+        """
+        ...
+
+    # -- membership ---------------------------------------------------------
+    def register(self, site: str, name: str, lease_timeout: float) -> Registration:
+        """Register ``name`` as a new incarnation (``last_heartbeat`` = now, state active).
+
+        If a row for ``name`` exists it is taken over: the older incarnation's
+        heartbeats answer SUPERSEDED from now on, and ``fence_until`` becomes
+        the later of its stored value and the older incarnation's lease end if
+        that incarnation was not already dead.  Bumps the change counter.
+        """
+        ...
+
+    def heartbeat(self, site: str, name: str, incarnation: int) -> Heartbeat:
+        """Renew this incarnation's lease if it is unexpired (statement clock).
+
+        One round trip.  Outcomes: RENEWED; EXPIRED if the row is gone, the
+        state is dead or evicted, or the lease already ran out (the row is then
+        marked dead so it can never be renewed); SUPERSEDED if the row holds a
+        newer incarnation.  Only RENEWED writes.
+        """
+        ...
+
+    def mark_leaving(self, site: str, name: str, incarnation: int) -> bool:
+        """Set state ``leaving`` for this incarnation if it is live; bump the counter.
+
+        Returns False (writing nothing) if the incarnation is not current and live.
+        """
+        ...
+
+    def deregister(self, site: str, name: str, incarnation: int) -> bool:
+        """Delete this incarnation's row, leave its remaining tokens unowned (epoch
+        bumped, pending releases cleared) and release its open claims.  Bumps
+        the counter.  False (nothing written) if the row holds another incarnation.
+        """
+        ...
+
+    def read_nodes(self, site: str) -> tuple[float, tuple[NodeRecord, ...]]:
+        """The backend's now and every node row of the site, oldest first."""
+        ...
+
+    # -- planning -----------------------------------------------------------
+    def read_cluster(self, site: str) -> ClusterView:
+        """A consistent snapshot for planning: nodes, every token row, unexpired locks."""
+        ...
+
+    def commit_plan(self, site: str, commit: PlanCommit) -> int:
+        """Apply a plan atomically; return the site's generation afterwards.
+
+        Checks, at commit (statement clock): the site's generation equals
+        ``expected_generation`` (else ConflictError); the leader incarnation is
+        the oldest live node (else NotLeader); every written row still holds
+        what the plan read (else ConflictError); every DirectAssign's expected
+        incarnation is not live (else ConflictError).  On any failure nothing
+        is written.  With token writes: bumps the generation and the change
+        counter, records the history entry, and wakes waiters.  With none: only
+        raises ``plan_basis`` to ``basis`` (no generation bump, no counter bump,
+        no history) and wakes waiters so joining nodes see they were considered.
+        """
+        ...
+
+    def read_owned(self, site: str, name: str, incarnation: int) -> OwnedTokens:
+        """The tokens held by this incarnation, with epochs, pending flags and incoming count."""
+        ...
+
+    # -- hand-off -----------------------------------------------------------
+    def ack_releases(
+        self, site: str, name: str, incarnation: int, tokens: Sequence[tuple[int, int]]
+    ) -> frozenset[int]:
+        """Acknowledge pending releases of (token, epoch) pairs held by this incarnation.
+
+        Each acknowledged token passes to its destination's current incarnation
+        (unowned if the destination has no row or is not live) with its epoch
+        bumped and the release cleared.  Pairs that do not match (other holder,
+        other epoch, nothing pending) are skipped.  Returns the tokens acknowledged;
+        bumps the counter if any.
+        """
+        ...
+
+    def finish_expired_releases(self, site: str) -> frozenset[int]:
+        """Any node: complete every pending release whose releaser's lease has
+        expired (statement clock), as an acknowledgement would, marking the
+        releaser dead and releasing its open claims.  Returns the tokens moved.
+        """
+        ...
+
+    def evict_overdue(self, site: str, leader: str, leader_incarnation: int) -> tuple[str, ...]:
+        """Leader only (else NotLeader): mark evicted every incarnation holding a
+        release whose deadline has passed (deadline <= statement clock).  Its next
+        heartbeat answers EXPIRED; its tokens move once its lease has run out.
+        Returns the names evicted; bumps the counter if any.
+        """
+        ...
+
+    # -- claims and completion ---------------------------------------------
+    def claim(
+        self,
+        site: str,
+        date: datetime.date,
+        name: str,
+        incarnation: int,
+        requests: Sequence[ClaimRequest],
+    ) -> frozenset[str]:
+        """Claim tasks in one round trip; return the task keys claimed.
+
+        A request is accepted only if its token row holds this incarnation at
+        that epoch with no release pending, and no claim or completion exists
+        for (site, date, task_key).  Duplicate keys in one call count once.
+        """
+        ...
+
+    def complete(
+        self,
+        site: str,
+        date: datetime.date,
+        incarnation: int,
+        task_keys: Sequence[str],
+        connection: object | None = None,
+    ) -> frozenset[str]:
+        """Mark this incarnation's open claims done; return the keys completed.
+
+        Fenced by the claim itself (not the token's current epoch): a claim
+        made before a hand-off may still be completed.  With ``connection``
+        (PostgreSQL: the caller's psycopg connection, SQLite: the caller's
+        sqlite3 connection to the same file) the update runs inside the
+        caller's open transaction and commits or rolls back with it; backends
+        that cannot do so raise InvalidArgument.
+        """
+        ...
+
+    def release(
+        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
+    ) -> frozenset[str]:
+        """Give back this incarnation's open claims (delete them); return the keys released."""
+        ...
+
+    def read_audit(
+        self, site: str, date: datetime.date, name: str | None = None
+    ) -> tuple[AuditRecord, ...]:
+        """Claims and completions of a date (optionally of one node), by task key."""
+        ...
+
+    def reap_claims(self, site: str) -> int:
+        """Release open claims whose incarnation is no longer live (statement clock).
+        Returns how many were released."""
+        ...
+
+    # -- locks --------------------------------------------------------------
+    def replace_locks(
+        self, site: str, creator: str, locks: Sequence[LockSpec], clear_existing: bool
+    ) -> int:
+        """One transaction: optionally delete ``creator``'s locks, then upsert
+        ``locks`` keyed by (site, task_key) with ``creator`` as their creator
+        (whoever registers a lock last owns it).  An existing lock keeps its
+        ``created_at``.  Bumps the counter.  Returns the number of locks written.
+        """
+        ...
+
+    def list_locks(self, site: str) -> tuple[LockRecord, ...]:
+        """Unexpired locks, ordered by (created_at, task_key)."""
+        ...
+
+    def clear_locks(self, site: str, creator: str | None) -> int:
+        """Delete ``creator``'s locks, or all the site's locks if None; bump the counter
+        if any.  Returns how many were deleted."""
+        ...
+
+    # -- history and maintenance -------------------------------------------
+    def read_history(self, site: str, limit: int = 50) -> tuple[HistoryRecord, ...]:
+        """The latest rebalances, newest first."""
+        ...
+
+    def prune(self, site: str, older_than: float, batch_size: int = 10_000) -> Mapping[str, int]:
+        """Delete audit rows and history older than ``older_than`` seconds (backend
+        clock), in batches; return the counts deleted per kind.  Open claims are
+        never pruned."""
+        ...
+
+    # -- reaction -----------------------------------------------------------
+    def wait_for_change(self, site: str, timeout: float) -> bool:
+        """Block until a change of ``site`` is signalled, or ``timeout`` seconds pass.
+
+        Edge-triggered like PostgreSQL's LISTEN: True if any change (a counter
+        bump or a plan-basis update) was signalled since this handle's previous
+        call (or since it first touched the site), False on timeout.  So a
+        change that lands between the caller's last read and this call is never
+        lost.  A hint only: correctness rides on the counters that heartbeats
+        return.  Memory: a condition variable.  SQLite: polls the site's counters
+        every ``poll_interval`` (at most 200 ms; one indexed single-row read per
+        poll).  PostgreSQL: LISTEN/NOTIFY on the site's channel.
+        """
+        ...
+
+    def now(self) -> float:
+        """The backend's clock."""
+        ...
+
+    def statistics(self) -> Mapping[str, int]:
+        """Counters: ``round_trips`` and per-verb call counts, for load tests."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection; further calls raise BackendUnavailable."""
+        ...

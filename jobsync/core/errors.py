@@ -1,0 +1,123 @@
+"""The one error tree of jobsync.
+
+Every error the library raises on purpose is a ``JobSyncError``::
+
+    JobSyncError
+    +-- InvalidArgument (also ValueError)      bad input at the call that gave it
+    |   +-- InvalidTokenCount                  total_tokens not a positive int
+    |   +-- InvalidHashFunction                unknown hash name
+    |   +-- InvalidPattern                     not a LIKE pattern we accept
+    |   +-- InvalidNodeName                    node name not a usable string
+    |   +-- DuplicateNodeName                  one name twice in one call
+    |   +-- InvalidLock                        lock on a token out of range, ...
+    |   +-- InvalidTaskId                      task id that cannot be canonicalised
+    +-- ConfigError (also ValueError)          configuration that cannot work
+    |   +-- ConfigMismatch                     differs from the site's stored constants
+    +-- BackendError                           the storage layer failed
+    |   +-- BackendUnavailable                 transient: retried with backoff
+    |   +-- SchemaError                        the database schema is not what we need
+    +-- ConflictError                          an optimistic write lost its race
+    +-- NodeNameConflict                       a newer incarnation took this node's name
+    +-- IllegalTransition                      a lifecycle event not allowed in a state
+    +-- NotLeader                              a leader-only verb from a non-leader
+
+Driver errors never escape a backend: they are raised as one of these,
+``from`` the original (STYLE.md habit 10).  This module is re-exported as
+``jobsync.errors``.
+"""
+
+from __future__ import annotations
+
+
+class JobSyncError(Exception):
+    """Base class of every error jobsync raises on purpose."""
+
+
+class InvalidArgument(JobSyncError, ValueError):
+    """A public entry point was given a value it cannot use; nothing changed."""
+
+
+class InvalidTokenCount(InvalidArgument):
+    """``total_tokens`` is not a positive integer."""
+
+
+class InvalidHashFunction(InvalidArgument):
+    """The hash function name is not one jobsync knows."""
+
+
+class InvalidPattern(InvalidArgument):
+    """A node pattern is not a string or is not a valid LIKE pattern."""
+
+
+class InvalidNodeName(InvalidArgument):
+    """A node name is not a non-empty string."""
+
+
+class DuplicateNodeName(InvalidArgument):
+    """The same node name appears twice where names must be distinct."""
+
+
+class InvalidLock(InvalidArgument):
+    """A lock names a token out of range or carries no usable patterns."""
+
+
+class InvalidTaskId(InvalidArgument):
+    """A task id cannot be turned into its canonical string."""
+
+
+class ConfigError(JobSyncError, ValueError):
+    """The configuration cannot work (for example timeout < 2 * interval + margin)."""
+
+
+class ConfigMismatch(ConfigError):
+    """A Job's total_tokens or hash function differ from the site's stored ones."""
+
+
+class BackendError(JobSyncError):
+    """The storage layer failed in a way that is not the caller's input."""
+
+
+class BackendUnavailable(BackendError):
+    """Transient: the backend could not be reached or was busy.  Retried with backoff."""
+
+
+class SchemaError(BackendError):
+    """The database schema is missing, newer than this library, or damaged."""
+
+
+class ConflictError(JobSyncError):
+    """An optimistic compare-and-set lost: what it read changed before it wrote."""
+
+
+class NodeNameConflict(JobSyncError):
+    """A newer incarnation of this node's name took its row over; this one stops."""
+
+
+class IllegalTransition(JobSyncError):
+    """A lifecycle event arrived in a state whose table does not allow it."""
+
+
+class NotLeader(JobSyncError):
+    """A leader-only write came from a node that is not the oldest live node."""
+
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailable",
+    "ConfigError",
+    "ConfigMismatch",
+    "ConflictError",
+    "DuplicateNodeName",
+    "IllegalTransition",
+    "InvalidArgument",
+    "InvalidHashFunction",
+    "InvalidLock",
+    "InvalidNodeName",
+    "InvalidPattern",
+    "InvalidTaskId",
+    "InvalidTokenCount",
+    "JobSyncError",
+    "NodeNameConflict",
+    "NotLeader",
+    "SchemaError",
+]
