@@ -1,4 +1,43 @@
 """The jobsync error tree; see :mod:`jobsync.core.errors` for the drawing."""
 
-from jobsync.core.errors import *  # noqa: F403
-from jobsync.core.errors import __all__ as __all__
+from jobsync.core.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    ConfigMismatch,
+    ConflictError,
+    DuplicateNodeName,
+    IllegalTransition,
+    InvalidArgument,
+    InvalidHashFunction,
+    InvalidLock,
+    InvalidNodeName,
+    InvalidPattern,
+    InvalidTaskId,
+    InvalidTokenCount,
+    JobSyncError,
+    NodeNameConflict,
+    NotLeader,
+    SchemaError,
+)
+
+__all__ = [
+    "BackendError",
+    "BackendUnavailable",
+    "ConfigError",
+    "ConfigMismatch",
+    "ConflictError",
+    "DuplicateNodeName",
+    "IllegalTransition",
+    "InvalidArgument",
+    "InvalidHashFunction",
+    "InvalidLock",
+    "InvalidNodeName",
+    "InvalidPattern",
+    "InvalidTaskId",
+    "InvalidTokenCount",
+    "JobSyncError",
+    "NodeNameConflict",
+    "NotLeader",
+    "SchemaError",
+]

@@ -73,9 +73,7 @@ def validate_hash_function(hash_function: object) -> str:
     """Return the hash name if jobsync knows it, else raise InvalidHashFunction."""
     if not isinstance(hash_function, str) or hash_function not in HASH_FUNCTIONS:
         known = ", ".join(sorted(HASH_FUNCTIONS))
-        raise InvalidHashFunction(
-            f"unknown hash function {hash_function!r}; known: {known}"
-        )
+        raise InvalidHashFunction(f"unknown hash function {hash_function!r}; known: {known}")
     return hash_function
 
 

@@ -1,0 +1,1 @@
+"""PostgreSQL test fixtures (placeholder until the PostgreSQL backend lands)."""
