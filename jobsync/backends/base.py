@@ -22,7 +22,16 @@ The contract is written once, here; implementations do not repeat it
   commit unnoticed.
 - Liveness: an incarnation is live while its row is current, its state is
   ``active`` or ``leaving``, and ``last_heartbeat + lease_timeout > now``
-  (strict: at exactly ``last_heartbeat + lease_timeout`` it is dead).
+  (strict: at exactly ``last_heartbeat + lease_timeout`` it is dead).  Live
+  nodes are the ones leadership and planning count.
+- Lease expiry (stricter, and what every hand-off away from a holder without
+  its acknowledgement requires): an incarnation's lease has EXPIRED when its
+  row holds it and ``last_heartbeat + lease_timeout <= now`` whatever the
+  state (an *evicted* incarnation is not live, but its lease still runs until
+  then, because the worker may still believe it holds its tokens); or its row
+  holds a newer incarnation and ``fence_until <= now``; or no row exists for
+  its name (it deregistered).  DirectAssign, finish_expired_releases and
+  reap_claims act only on expired leases.
 - Change counter: bumped, in the same transaction, by every plan commit that
   writes a token, acknowledgement, finished release, registration, leave,
   deregistration, eviction and lock change.  Heartbeats do not bump it.  Each
@@ -213,7 +222,9 @@ class DirectAssign:
     """Plan write: give ``token`` straight to (``owner``, ``incarnation``).
 
     Allowed only when the row still holds ``expected_incarnation`` at
-    ``expected_epoch`` and that incarnation is not live (None = unowned).  The
+    ``expected_epoch`` and that incarnation's lease has EXPIRED (see the
+    module docstring: an evicted but unexpired incarnation does not qualify;
+    None = unowned).  The
     transaction marks the expired incarnation dead (statement clock), clears
     any pending release, bumps the epoch and releases the dead incarnation's
     open claims.  ``owner`` None leaves the token unowned.
@@ -379,7 +390,7 @@ class Backend(Protocol):
         ``expected_generation`` (else ConflictError); the leader incarnation is
         the oldest live node (else NotLeader); every written row still holds
         what the plan read (else ConflictError); every DirectAssign's expected
-        incarnation is not live (else ConflictError).  On any failure nothing
+        incarnation's lease has expired (else ConflictError).  On any failure nothing
         is written.  With token writes: bumps the generation and the change
         counter, records the history entry, and wakes waiters.  With none: only
         raises ``plan_basis`` to ``basis`` (no generation bump, no counter bump,

@@ -1,0 +1,78 @@
+"""The only place the runtime reads real time.
+
+A worker's own lease is measured on a clock that keeps counting through
+suspend: ``CLOCK_BOOTTIME`` on Linux, ``time.monotonic`` elsewhere
+(DESIGN.md section 5, "Clocks").  Everything else in the runtime takes a
+``Clock`` so tests and the simulator can drive time by hand.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Local time for leases and schedules (seconds, arbitrary origin)."""
+
+    def now(self) -> float: ...
+
+
+def _boottime_reader() -> Callable[[], float]:
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is None:
+        return time.monotonic
+    try:
+        time.clock_gettime(boottime)
+    except OSError:
+        return time.monotonic
+    clock_gettime = time.clock_gettime
+
+    def read() -> float:
+        return clock_gettime(boottime)
+
+    return read
+
+
+class SystemClock:
+    """The real clock: CLOCK_BOOTTIME where available, else monotonic."""
+
+    def __init__(self) -> None:
+        self.now: Callable[[], float] = _boottime_reader()
+
+
+class ManualClock:
+    """A clock moved by hand (tests): ``advance`` and ``set`` never go backwards."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self._now = float(start)
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> float:
+        if seconds < 0:
+            raise ValueError(f"cannot advance a clock by {seconds!r} seconds")
+        with self._lock:
+            self._now += seconds
+            return self._now
+
+    def set(self, instant: float) -> None:
+        with self._lock:
+            if instant < self._now:
+                raise ValueError(f"cannot move a clock back from {self._now!r} to {instant!r}")
+            self._now = float(instant)
+
+
+def wall_time() -> float:
+    """Seconds since the Unix epoch (only for human-facing stamps, never for decisions)."""
+    return time.time()
+
+
+def sleep(seconds: float) -> None:
+    """Block the calling thread (used only for ``wait_on_exit``)."""
+    if seconds > 0:
+        time.sleep(seconds)

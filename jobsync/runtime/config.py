@@ -1,0 +1,244 @@
+"""Configuration: the frozen CoordinationConfig and the environment-backed settings.
+
+``CoordinationConfig`` is validated on construction (DESIGN.md section 5,
+"Clocks"): the config is valid only if
+``heartbeat_timeout >= 2 * heartbeat_interval + safety_margin``, so a worker
+always gets a second heartbeat attempt before its lease ends.
+
+``jobsync.config`` is a ``Settings`` object that reads the ``SYNC_*``
+environment variables on first use, never at import, and names the variable
+in every error.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from urllib.parse import quote
+
+import attrs
+
+from jobsync.core.errors import ConfigError
+from jobsync.core.hashing import DEFAULT_HASH, DEFAULT_TOTAL_TOKENS, HASH_FUNCTIONS
+
+
+def _positive(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"{attr.name} must be a positive number of seconds, got {value!r}")
+
+
+def _optional_positive(
+    inst: object, attr: attrs.Attribute[float | None], value: float | None
+) -> None:
+    if value is not None:
+        _positive(inst, attr, value)  # type: ignore[arg-type]
+
+
+def _total_tokens(_inst: object, _attr: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"total_tokens must be a positive integer, got {value!r}")
+
+
+def _hash_name(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
+    if value not in HASH_FUNCTIONS:
+        known = ", ".join(sorted(HASH_FUNCTIONS))
+        raise ConfigError(f"hash_function must be one of {known}, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class CoordinationConfig:
+    """How a site's nodes coordinate.  Every time is in seconds.
+
+    ``safety_margin_sec`` defaults to max(0.5, 5% of the timeout);
+    ``ack_timeout_sec`` to 2 x the heartbeat interval; ``settle_window_sec``
+    to one heartbeat interval.  ``rebalance_check_interval_sec`` only bounds
+    the fallback reconciliation read: it never delays reaction to a change.
+    """
+
+    total_tokens: int = attrs.field(default=DEFAULT_TOTAL_TOKENS, validator=_total_tokens)
+    hash_function: str = attrs.field(default=DEFAULT_HASH, validator=_hash_name)
+    heartbeat_interval_sec: float = attrs.field(default=5.0, validator=_positive)
+    heartbeat_timeout_sec: float = attrs.field(default=15.0, validator=_positive)
+    rebalance_check_interval_sec: float = attrs.field(default=30.0, validator=_positive)
+    safety_margin_sec: float | None = attrs.field(default=None, validator=_optional_positive)
+    ack_timeout_sec: float | None = attrs.field(default=None, validator=_optional_positive)
+    settle_window_sec: float | None = attrs.field(default=None, validator=_optional_positive)
+    drain_timeout_sec: float = attrs.field(default=10.0, validator=_positive)
+    callback_timeout_sec: float = attrs.field(default=5.0, validator=_positive)
+    enabled: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        margin = self.margin
+        needed = 2 * self.heartbeat_interval_sec + margin
+        if self.heartbeat_timeout_sec < needed:
+            raise ConfigError(
+                f"heartbeat_timeout_sec={self.heartbeat_timeout_sec!r} must be at least "
+                f"2 * heartbeat_interval_sec + safety_margin_sec = {needed!r}"
+            )
+
+    @property
+    def margin(self) -> float:
+        """The effective safety margin."""
+        if self.safety_margin_sec is not None:
+            return self.safety_margin_sec
+        return max(0.5, 0.05 * self.heartbeat_timeout_sec)
+
+    @property
+    def ack_timeout(self) -> float:
+        return self.ack_timeout_sec or 2 * self.heartbeat_interval_sec
+
+    @property
+    def settle_window(self) -> float:
+        return self.settle_window_sec or self.heartbeat_interval_sec
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> CoordinationConfig:
+        """Build from ``SYNC_*`` variables; an unset variable keeps the default."""
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, object] = {}
+        if "SYNC_TOTAL_TOKENS" in env:
+            kwargs["total_tokens"] = _env_int(env, "SYNC_TOTAL_TOKENS")
+        if "SYNC_HASH_FUNCTION" in env:
+            kwargs["hash_function"] = env["SYNC_HASH_FUNCTION"]
+        for var, field in (
+            ("SYNC_HEARTBEAT_INTERVAL", "heartbeat_interval_sec"),
+            ("SYNC_HEARTBEAT_TIMEOUT", "heartbeat_timeout_sec"),
+            ("SYNC_DRAIN_TIMEOUT", "drain_timeout_sec"),
+        ):
+            if var in env:
+                kwargs[field] = _env_seconds(env, var)
+        caps = [
+            _env_seconds(env, var)
+            for var in ("SYNC_REBALANCE_INTERVAL", "SYNC_TOKEN_REFRESH_STEADY")
+            if var in env
+        ]
+        if caps:
+            kwargs["rebalance_check_interval_sec"] = min(caps)
+        if "SYNC_COORDINATION_ENABLED" in env:
+            kwargs["enabled"] = _env_bool(env, "SYNC_COORDINATION_ENABLED")
+        try:
+            return cls(**kwargs)  # type: ignore[arg-type]
+        except ConfigError as exc:
+            raise ConfigError(f"from the environment: {exc}") from None
+
+
+def _env_int(env: Mapping[str, str], var: str) -> int:
+    raw = env[var]
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{var} must be an integer, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{var} must be positive, got {raw!r}")
+    return value
+
+
+def _env_seconds(env: Mapping[str, str], var: str) -> float:
+    raw = env[var]
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{var} must be a number of seconds, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{var} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _env_bool(env: Mapping[str, str], var: str) -> bool:
+    raw = env[var].strip().lower()
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise ConfigError(f"{var} must be one of true/false/1/0/yes/no/on/off, got {env[var]!r}")
+
+
+@attrs.frozen(kw_only=True)
+class DatabaseSettings:
+    """Where the PostgreSQL database is (the README's defaults: localhost:5432)."""
+
+    host: str = "localhost"
+    port: int = 5432
+    database: str = "postgres"
+    username: str = "postgres"
+    password: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DatabaseSettings:
+        env = os.environ if environ is None else environ
+        kwargs: dict[str, object] = {}
+        for var, field in (
+            ("SYNC_SQL_HOST", "host"),
+            ("SYNC_SQL_DATABASE", "database"),
+            ("SYNC_SQL_USERNAME", "username"),
+            ("SYNC_SQL_PASSWORD", "password"),
+        ):
+            if var in env:
+                kwargs[field] = env[var]
+        if "SYNC_SQL_PORT" in env:
+            port = _env_int(env, "SYNC_SQL_PORT")
+            if port > 65535:
+                raise ConfigError(f"SYNC_SQL_PORT must be a TCP port, got {env['SYNC_SQL_PORT']!r}")
+            kwargs["port"] = port
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    @property
+    def url(self) -> str:
+        auth = quote(self.username, safe="")
+        if self.password:
+            auth += ":" + quote(self.password, safe="")
+        return f"postgresql://{auth}@{self.host}:{self.port}/{quote(self.database, safe='')}"
+
+
+class Settings:
+    """``jobsync.config``: the environment's settings, read on first use.
+
+    ``SYNC_SQL_URL`` (any backend URL) wins over the ``SYNC_SQL_*`` parts.
+    ``reload()`` forgets what was read so the next use reads again.
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self._environ = environ
+        self._coordination: CoordinationConfig | None = None
+        self._database: DatabaseSettings | None = None
+
+    def _env(self) -> Mapping[str, str]:
+        return os.environ if self._environ is None else self._environ
+
+    @property
+    def coordination(self) -> CoordinationConfig:
+        # A racing first use reads the same environment twice: harmless.
+        if self._coordination is None:
+            self._coordination = CoordinationConfig.from_env(self._env())
+        return self._coordination
+
+    @property
+    def database(self) -> DatabaseSettings:
+        if self._database is None:
+            self._database = DatabaseSettings.from_env(self._env())
+        return self._database
+
+    @property
+    def url(self) -> str:
+        explicit = self._env().get("SYNC_SQL_URL")
+        return explicit if explicit else self.database.url
+
+    def reload(self) -> None:
+        self._coordination = None
+        self._database = None
+
+    def __repr__(self) -> str:
+        return "<jobsync.config: settings from SYNC_* environment variables>"
+
+
+config = Settings()

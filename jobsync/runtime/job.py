@@ -1,0 +1,662 @@
+"""The Job a user holds: the README's API over a Node, a Driver and a backend.
+
+Guarantees users get (DESIGN.md section 6) and where they come from here:
+
+- ``can_claim_task`` reads one immutable snapshot and the local boot clock:
+  True only for tokens this incarnation holds, with no release pending,
+  while its own lease lasts and before a drain or SIGTERM began.
+- ``add_task`` is the durable, epoch-fenced claim; it returns False (never
+  raises) on a transient backend error.  Completion is fenced by the claim.
+- Leaving the ``with`` block normally completes the open claims, then
+  drains (revokes acknowledged, row deleted); leaving it by an exception
+  releases them so the next owner redoes the work.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeAlias
+
+from jobsync.backends.base import Backend, ClaimRequest, LockSpec
+from jobsync.core.errors import (
+    BackendUnavailable,
+    ConfigError,
+    InvalidArgument,
+    InvalidLock,
+    JobSyncError,
+)
+from jobsync.core.hashing import canonical, token_function
+from jobsync.core.lifecycle import TERMINAL, NodeState
+from jobsync.core.locks import conflicting_keys, resolve_locks
+from jobsync.core.patterns import validate_node_name, validate_pattern
+from jobsync.runtime import clock as clocks
+from jobsync.runtime.config import CoordinationConfig, Settings, config as default_settings
+from jobsync.runtime.loop import CallbackRunner, Driver
+from jobsync.runtime.node import Node, RebalanceEvent, Signal
+from jobsync.runtime.signals import SigtermHandler
+from jobsync.runtime.snapshot import ClaimSnapshot
+
+log = logging.getLogger("jobsync.job")
+
+LockItem: TypeAlias = tuple[object, "str | Sequence[str]", "str | None"]
+
+
+class Task:
+    """A unit of work.  Identity is the canonical string of ``id``: Task(1) == Task('1')."""
+
+    __slots__ = ("id", "key", "name")
+
+    def __init__(self, id: object, name: str | None = None) -> None:  # noqa: A002
+        self.id = id
+        self.name = name
+        self.key = canonical(id)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Task) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __lt__(self, other: Task) -> bool:
+        return self.key < other.key
+
+    def __repr__(self) -> str:
+        return f"Task({self.id!r})" if self.name is None else f"Task({self.id!r}, {self.name!r})"
+
+
+class _Standalone:
+    """Coordination disabled: this process may claim everything."""
+
+    def __init__(self, total_tokens: int) -> None:
+        self.snapshot = ClaimSnapshot(
+            owned=bytearray(b"\x01" * total_tokens),
+            tokens=frozenset(range(total_tokens)),
+            epochs={},
+            lease_deadline=float("inf"),
+            incarnation=None,
+            version=1,
+        )
+
+
+def _key(task: object) -> str:
+    return task.key if type(task) is Task else canonical(task)
+
+
+def _check_seconds(name: str, value: object, allow_zero: bool) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or not (value >= 0 if allow_zero else value > 0):  # type: ignore[operator]
+        kind = "non-negative" if allow_zero else "positive"
+        raise InvalidArgument(f"{name} must be a {kind} number of seconds, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+class Job:
+    """One worker of a site, used as a context manager.  See the README for the loop."""
+
+    def __init__(
+        self,
+        node_name: str,
+        site: str,
+        config: Settings | str | Backend | None = None,
+        *,
+        coordination_config: CoordinationConfig | None = None,
+        wait_on_enter: float = 120,
+        wait_on_exit: float = 0,
+        lock_provider: Callable[[Job], Iterable[LockItem] | None] | None = None,
+        clear_existing_locks: bool = False,
+        on_rebalance: Callable[..., object] | None = None,
+        date: datetime.date | None = None,
+        handle_sigterm: bool = True,
+        observer: bool = False,
+        clock: clocks.Clock | None = None,
+    ) -> None:
+        self.name = validate_node_name(node_name)
+        if not isinstance(site, str) or not site:
+            raise InvalidArgument(f"site must be a non-empty string, got {site!r}")
+        self.site = site
+        self._wait_on_enter = _check_seconds("wait_on_enter", wait_on_enter, allow_zero=False)
+        self._wait_on_exit = _check_seconds("wait_on_exit", wait_on_exit, allow_zero=True)
+        for label, fn in (("lock_provider", lock_provider), ("on_rebalance", on_rebalance)):
+            if fn is not None and not callable(fn):
+                raise InvalidArgument(f"{label} must be callable, got {fn!r}")
+        if date is not None and not isinstance(date, datetime.date):
+            raise InvalidArgument(f"date must be a datetime.date, got {date!r}")
+        if coordination_config is not None and not isinstance(
+            coordination_config, CoordinationConfig
+        ):
+            raise ConfigError(
+                f"coordination_config must be a CoordinationConfig, got {coordination_config!r}"
+            )
+        self._source = default_settings if config is None else config
+        if not isinstance(self._source, (Settings, str)) and not isinstance(self._source, Backend):
+            raise ConfigError(
+                f"config must be jobsync.config, a backend URL or a Backend, got {config!r}"
+            )
+        self.config = coordination_config or _coordination_of(self._source)
+        self.observer = bool(observer)
+        self._lock_provider = lock_provider
+        self._clear_existing_locks = bool(clear_existing_locks)
+        self._on_rebalance = on_rebalance
+        self._handle_sigterm = bool(handle_sigterm)
+        self._clock = clock or clocks.SystemClock()
+        self._now = self._clock.now
+        self._token = token_function(self.config.total_tokens, self.config.hash_function)
+        self._date = date
+        self._backend: Backend | None = None
+        self._owns_backend = False
+        self._node: Node | None = None
+        self._driver: Driver | None = None
+        self._callbacks: CallbackRunner | None = None
+        self._sigterm: SigtermHandler | None = None
+        self._holder: Any = _Standalone(0)
+        self._halted = False
+        self._sigterm_at: float | None = None
+        self._drain_signalled = False
+        self._open: dict[str, int] = {}
+        self._queued: set[str] = set()
+        self._collecting: list[LockSpec] | None = None
+        self._standalone_claims: set[str] = set()
+        self._entered = False
+        self.counters: dict[str, int] = {
+            "claims": 0,
+            "claims_refused": 0,
+            "claim_errors": 0,
+            "completions": 0,
+            "completions_refused": 0,
+            "completions_queued": 0,
+            "releases": 0,
+        }
+
+    # -- entering and leaving --------------------------------------------------
+    def __enter__(self) -> Job:
+        if self._entered:
+            raise InvalidArgument(f"Job {self.name!r} is already entered")
+        if not self.config.enabled:
+            self._holder = _Standalone(self.config.total_tokens)
+            self._date = self._date or datetime.datetime.now(datetime.timezone.utc).date()
+            self._entered = True
+            return self
+        try:
+            self._enter()
+        except BaseException:
+            self._teardown(deregister=True)
+            raise
+        self._entered = True
+        return self
+
+    def _enter(self) -> None:
+        backend = self._open_backend()
+        cfg = self.config
+        if self._date is None:
+            now = backend.now()
+            self._date = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).date()
+        if self.observer:
+            self._holder = _Standalone(0)
+            return
+        backend.ensure_site(self.site, cfg.total_tokens, cfg.hash_function)
+        if self._lock_provider is not None:
+            self._run_lock_provider(backend)
+        node = Node(backend, self.site, self.name, cfg, plan_timer=self._now)
+        self._node = node
+        self._holder = node
+        if self._on_rebalance is not None:
+            self._callbacks = CallbackRunner(self._on_rebalance, self.name)
+        self._driver = Driver(node, self._clock, self._dispatch, self._between_ticks)
+        self._driver.start()
+        driver = self._driver
+        done = driver.wait_for(
+            lambda: node.ready or node.state in TERMINAL or driver.error is not None,
+            self._wait_on_enter,
+        )
+        if driver.error is not None:
+            raise driver.error
+        if node.error is not None:
+            raise node.error
+        if not done or not node.ready:
+            raise TimeoutError(
+                f"node {self.name!r} of site {self.site!r} was not ready within "
+                f"{self._wait_on_enter:g} s: still waiting for {node.waiting_for}"
+            )
+        if self._handle_sigterm:
+            handler = SigtermHandler(self._on_sigterm)
+            if handler.install():
+                self._sigterm = handler
+
+    def _open_backend(self) -> Backend:
+        source = self._source
+        if isinstance(source, (Settings, str)):
+            from jobsync.backends.url import open_backend
+
+            url = source.url if isinstance(source, Settings) else source
+            self._backend = open_backend(url, client=self.name)
+            self._owns_backend = True
+        else:
+            self._backend = source
+        return self._backend
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self._entered:
+            return
+        self._entered = False
+        if self._node is None:
+            self._teardown(deregister=False)
+            return
+        try:
+            if exc_type is None:
+                self.write_audit()
+            else:
+                self._release_all()
+        except JobSyncError as error:
+            log.warning("node %s: could not settle claims at exit: %s", self.name, error)
+        clocks.sleep(self._wait_on_exit)
+        self.drain()
+        self._teardown(deregister=True)
+
+    def drain(self) -> bool:
+        """Stop claiming, hand every token off and leave; True if handed off in time.
+
+        Blocks for at most ``heartbeat_timeout + ack_timeout`` seconds.
+        """
+        node, driver = self._node, self._driver
+        if node is None or driver is None:
+            return True
+        self._halted = True
+        if not self._drain_signalled:
+            self._drain_signalled = True
+            driver.signal(Signal.DRAIN)
+        bound = self.config.heartbeat_timeout_sec + self.config.ack_timeout
+        return driver.wait_for(lambda: node.state in TERMINAL, bound)
+
+    def _teardown(self, deregister: bool) -> None:
+        node, driver, backend = self._node, self._driver, self._backend
+        if driver is not None:
+            driver.stop(timeout=max(1.0, self.config.heartbeat_interval_sec))
+        if (
+            deregister
+            and node is not None
+            and backend is not None
+            and node.registration is not None
+            and node.state is not NodeState.SUPERSEDED
+            and not (node.state is NodeState.STOPPED and node.draining)
+        ):
+            try:
+                backend.deregister(self.site, self.name, node.registration.incarnation)
+            except JobSyncError as error:
+                log.warning("node %s: could not deregister: %s", self.name, error)
+        if self._callbacks is not None:
+            if not self._callbacks.close(self.config.callback_timeout_sec):
+                log.warning("node %s: on_rebalance still running at shutdown", self.name)
+            self._callbacks = None
+        if backend is not None and self._owns_backend:
+            backend.close()
+        if self._sigterm is not None:
+            handler, self._sigterm = self._sigterm, None
+            if handler.received and not handler.drained:
+                handler.redeliver()
+            else:
+                handler.restore()
+
+    # -- SIGTERM -----------------------------------------------------------------
+    def _on_sigterm(self) -> None:
+        """Runs in the signal handler: flags only, no I/O."""
+        self._halted = True
+        self._sigterm_at = self._now()
+
+    def _between_ticks(self) -> None:
+        """On the coordination thread after each tick: retries and the SIGTERM drain."""
+        if self._queued and self._node is not None and self._node.lease_valid(self._now()):
+            self._flush_queued()
+        if self._sigterm_at is None or self._driver is None or self._node is None:
+            return
+        if not self._drain_signalled:
+            waited = self._now() - self._sigterm_at
+            if self._open and waited < self.config.drain_timeout_sec:
+                return
+            if self._open:
+                self._release_all()
+            self._drain_signalled = True
+            self._driver.signal(Signal.DRAIN)
+        elif self._node.state in TERMINAL and self._sigterm is not None:
+            handler, self._sigterm = self._sigterm, None
+            handler.redeliver()
+
+    # -- the hot path ---------------------------------------------------------
+    def can_claim_task(self, task: object) -> bool:
+        """True iff this worker may take ``task`` now (never raises on backend trouble)."""
+        snap = self._holder.snapshot
+        key = task.key if type(task) is Task else task
+        return (
+            snap.owned[self._token(key)] == 1 and self._now() < snap.lease_deadline
+        ) and not self._halted
+
+    def task_to_token(self, task_id: object) -> int:
+        return self._token(_key(task_id))
+
+    # -- claims ------------------------------------------------------------------
+    def add_task(self, task: object) -> bool:
+        """Durably claim ``task``; False if another worker holds or finished it, or on error."""
+        return bool(self._claim([task]))
+
+    def add_tasks(self, tasks: Iterable[object]) -> set[object]:
+        """Claim many in one round trip; return the inputs that were claimed."""
+        return self._claim(list(tasks))
+
+    def _claim(self, tasks: list[object]) -> set[object]:
+        keys = [_key(t) for t in tasks]
+        if not self.config.enabled:
+            fresh = {
+                t for t, k in zip(tasks, keys, strict=True) if k not in self._standalone_claims
+            }
+            self._standalone_claims.update(keys)
+            return fresh
+        backend, snap = self._backend, self._holder.snapshot
+        if backend is None or self._halted or snap.incarnation is None:
+            return set()
+        now = self._now()
+        if now >= snap.lease_deadline:
+            return set()
+        requests = []
+        for key in dict.fromkeys(keys):
+            token = self._token(key)
+            if snap.owned[token]:
+                requests.append(ClaimRequest(task_key=key, token=token, epoch=snap.epochs[token]))
+        if not requests:
+            return set()
+        try:
+            got = backend.claim(self.site, self.date, self.name, snap.incarnation, requests)
+        except BackendUnavailable as error:
+            self.counters["claim_errors"] += 1
+            log.warning("node %s: claim failed (%s); answering False", self.name, error)
+            return set()
+        for key in got:
+            self._open[key] = snap.incarnation
+        self.counters["claims"] += len(got)
+        self.counters["claims_refused"] += len(requests) - len(got)
+        return {t for t, k in zip(tasks, keys, strict=True) if k in got}
+
+    def complete(self, task: object, connection: object | None = None) -> bool:
+        """Mark a task this Job claimed as done; True if recorded.
+
+        With ``connection`` (your own psycopg or sqlite3 connection, inside your
+        transaction) the completion commits or rolls back with your side effect.
+        Without it, a transient error queues the completion for retry while the
+        lease lasts (returns False; ``statistics()['completions_queued']``).
+        """
+        key = _key(task)
+        if not self.config.enabled:
+            return key in self._standalone_claims
+        incarnation = self._open.get(key)
+        backend = self._backend
+        if incarnation is None or backend is None:
+            self.counters["completions_refused"] += 1
+            return False
+        try:
+            done = backend.complete(self.site, self.date, incarnation, [key], connection)
+        except BackendUnavailable:
+            if connection is not None:
+                raise
+            self._queued.add(key)
+            self.counters["completions_queued"] += 1
+            return False
+        return self._settled(key, key in done)
+
+    def _settled(self, key: str, done: bool) -> bool:
+        self._open.pop(key, None)
+        self._queued.discard(key)
+        if done:
+            self.counters["completions"] += 1
+        else:
+            self.counters["completions_refused"] += 1
+            log.warning("node %s: completion of %r refused (claim no longer held)", self.name, key)
+        return done
+
+    def _flush_queued(self) -> None:
+        backend = self._backend
+        keys = sorted(self._queued)
+        by_inc: dict[int, list[str]] = {}
+        for key in keys:
+            if key in self._open:
+                by_inc.setdefault(self._open[key], []).append(key)
+            else:
+                self._queued.discard(key)
+        for incarnation, group in by_inc.items():
+            assert backend is not None
+            try:
+                done = backend.complete(self.site, self.date, incarnation, group)
+            except BackendUnavailable:
+                return
+            for key in group:
+                self._settled(key, key in done)
+
+    def release(self, task: object) -> bool:
+        """Give a claimed task back (it failed); another worker may claim it."""
+        key = _key(task)
+        incarnation, backend = self._open.get(key), self._backend
+        if incarnation is None or backend is None:
+            return False
+        released = backend.release(self.site, self.date, incarnation, [key])
+        self._open.pop(key, None)
+        self._queued.discard(key)
+        self.counters["releases"] += len(released)
+        return key in released
+
+    def _release_all(self) -> None:
+        backend = self._backend
+        if backend is None:
+            return
+        by_inc: dict[int, list[str]] = {}
+        for key, incarnation in self._open.items():
+            by_inc.setdefault(incarnation, []).append(key)
+        for incarnation, keys in by_inc.items():
+            backend.release(self.site, self.date, incarnation, keys)
+        self.counters["releases"] += len(self._open)
+        self._open.clear()
+        self._queued.clear()
+
+    def write_audit(self) -> int:
+        """Complete every open claim of this Job in one batch; return how many were recorded."""
+        backend = self._backend
+        if backend is None or not self._open:
+            return 0
+        by_inc: dict[int, list[str]] = {}
+        for key, incarnation in sorted(self._open.items()):
+            by_inc.setdefault(incarnation, []).append(key)
+        recorded = 0
+        for incarnation, keys in by_inc.items():
+            done = backend.complete(self.site, self.date, incarnation, keys)
+            recorded += sum(self._settled(key, key in done) for key in keys)
+        return recorded
+
+    def get_audit(self) -> list[dict[str, object]]:
+        """This site's claims and completions for the Job's date."""
+        backend = self._require_backend()
+        return [
+            {
+                "task_id": r.task_key,
+                "date": r.date,
+                "node": r.node,
+                "token_id": r.token,
+                "epoch": r.epoch,
+                "status": r.status,
+                "claimed_at": r.claimed_at,
+                "completed_at": r.completed_at,
+            }
+            for r in backend.read_audit(self.site, self.date)
+        ]
+
+    # -- locks -------------------------------------------------------------------
+    def register_task_locks_bulk(self, items: Iterable[LockItem]) -> int:
+        """Pin tasks' tokens to nodes matching patterns: ``[(task_id, patterns, reason), ...]``."""
+        specs = [self._lock_spec(item) for item in items]
+        return self._write_locks(specs)
+
+    def register_lock(
+        self,
+        task_id: object,
+        patterns: str | Sequence[str],
+        reason: str | None = None,
+        expires_in_days: float | None = None,
+    ) -> int:
+        """Pin one task's token; ``expires_in_days`` on the backend's clock."""
+        if expires_in_days is not None:
+            _check_seconds("expires_in_days", expires_in_days, allow_zero=False)
+        spec = self._lock_spec((task_id, patterns, reason), expires_in_days)
+        return self._write_locks([spec])
+
+    def _lock_spec(self, item: object, expires_in_days: float | None = None) -> LockSpec:
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            raise InvalidLock(f"a lock is (task_id, pattern_or_patterns, reason), got {item!r}")
+        task_id, patterns, reason = (*item, None) if len(item) == 2 else item
+        listed = [patterns] if isinstance(patterns, str) else patterns
+        if not isinstance(listed, (list, tuple)) or not listed:
+            raise InvalidLock(f"lock on {task_id!r} needs one or more patterns, got {patterns!r}")
+        checked = tuple(validate_pattern(p) for p in listed)
+        if reason is not None and not isinstance(reason, str):
+            raise InvalidLock(f"lock reason must be a string or None, got {reason!r}")
+        key = _key(task_id)
+        return LockSpec(
+            task_key=key,
+            token=self._token(key),
+            patterns=checked,
+            reason=reason,
+            expires_in=None if expires_in_days is None else expires_in_days * 86_400.0,
+        )
+
+    def _write_locks(self, specs: list[LockSpec]) -> int:
+        if self._collecting is not None:
+            self._collecting.extend(specs)
+            return len(specs)
+        backend = self._require_backend()
+        return backend.replace_locks(self.site, self.name, specs, clear_existing=False)
+
+    def _run_lock_provider(self, backend: Backend) -> None:
+        assert self._lock_provider is not None
+        self._collecting = []
+        try:
+            returned = self._lock_provider(self)
+            if returned is not None:
+                self._collecting.extend(self._lock_spec(item) for item in returned)
+            specs, self._collecting = self._collecting, None
+        finally:
+            self._collecting = None
+        backend.replace_locks(self.site, self.name, specs, self._clear_existing_locks)
+
+    def list_locks(self) -> list[dict[str, object]]:
+        """Every unexpired lock of the site, with the lock that decides its token on conflict."""
+        backend = self._require_backend()
+        records = backend.list_locks(self.site)
+        losers = conflicting_keys(resolve_locks(records))
+        return [
+            {
+                "task_id": r.task_key,
+                "token_id": r.token,
+                "node_pattern": r.patterns[0],
+                "node_patterns": list(r.patterns),
+                "reason": r.reason,
+                "created_by": r.created_by,
+                "created_at": r.created_at,
+                "expires_at": r.expires_at,
+                "conflict_with": losers.get(r.task_key),
+            }
+            for r in records
+        ]
+
+    def clear_locks_by_creator(self, creator: str) -> int:
+        validate_node_name(creator)
+        return self._require_backend().clear_locks(self.site, creator)
+
+    def clear_all_locks(self) -> int:
+        return self._require_backend().clear_locks(self.site, None)
+
+    # -- what users read -------------------------------------------------------------
+    @property
+    def date(self) -> datetime.date:
+        if self._date is None:
+            raise InvalidArgument("the Job's date is known once it has entered")
+        return self._date
+
+    @property
+    def my_tokens(self) -> frozenset[int]:
+        """The claimable set: exactly the tokens for which can_claim_task answers True now."""
+        if self._halted:
+            return frozenset()
+        snap: ClaimSnapshot = self._holder.snapshot
+        return snap.claimable(self._now())
+
+    @property
+    def token_version(self) -> int:
+        return self._node.token_version if self._node is not None else 0
+
+    @property
+    def draining(self) -> bool:
+        return self._halted
+
+    def am_i_leader(self) -> bool:
+        return self._node is not None and self._node.is_leader
+
+    def am_i_healthy(self) -> bool:
+        """Live and ready: the coordination thread runs and the lease is valid."""
+        if not self.config.enabled:
+            return self._entered
+        node, driver = self._node, self._driver
+        return (
+            node is not None
+            and driver is not None
+            and driver.alive
+            and driver.error is None
+            and node.state is NodeState.ACTIVE
+            and node.lease_valid(self._now())
+        )
+
+    def get_active_nodes(self) -> list[str]:
+        now, nodes = self._require_backend().read_nodes(self.site)
+        return [n.name for n in nodes if n.is_live(now)]
+
+    def get_dead_nodes(self) -> list[str]:
+        now, nodes = self._require_backend().read_nodes(self.site)
+        return [n.name for n in nodes if not n.is_live(now)]
+
+    def get_coordination_status(self) -> dict[str, object]:
+        node = self._node
+        return {
+            "node": self.name,
+            "site": self.site,
+            "state": node.state.value if node else ("observer" if self.observer else "standalone"),
+            "incarnation": node.incarnation if node else None,
+            "leader": self.am_i_leader(),
+            "healthy": self.am_i_healthy(),
+            "draining": self.draining,
+            "tokens": len(self.my_tokens),
+            "token_version": self.token_version,
+            "generation": node.generation if node else None,
+            "waiting_for": node.waiting_for if node else None,
+            "open_claims": len(self._open),
+        }
+
+    def statistics(self) -> dict[str, int]:
+        stats = dict(self.counters)
+        if self._node is not None:
+            stats.update(self._node.stats)
+        if self._callbacks is not None:
+            stats["callback_calls"] = self._callbacks.calls
+            stats["callback_errors"] = self._callbacks.errors
+        if self._backend is not None:
+            stats.update({f"backend_{k}": v for k, v in self._backend.statistics().items()})
+        return stats
+
+    def _require_backend(self) -> Backend:
+        if self._backend is None:
+            raise InvalidArgument(f"Job {self.name!r} has no backend yet: enter it first")
+        return self._backend
+
+    def _dispatch(self, events: list[RebalanceEvent]) -> None:
+        if self._callbacks is not None:
+            self._callbacks.submit(events)
+
+
+def _coordination_of(source: object) -> CoordinationConfig:
+    if isinstance(source, Settings):
+        return source.coordination
+    return default_settings.coordination

@@ -1,0 +1,183 @@
+"""What the leader writes: a cluster snapshot in, a PlanCommit and a schedule out.
+
+Law (DESIGN.md section 5, "Hand-off"): a token moves *directly* only from an
+incarnation whose lease has expired (judged here on the snapshot's clock and
+again by the backend at commit, on the statement clock); any live holder,
+draining or ineligible ones included, goes through revoke and acknowledge.
+A pending release is never cleared or re-attributed here: a later plan may
+only change its destination (to the releaser itself when the plan keeps the
+token where it is).  A holder that is neither live nor expired (evicted but
+still within its lease, or an older incarnation still inside its fence) is
+left alone and the leader is told when to look again.
+
+Pure apart from the planner call: no I/O, no clock.  The node decides when to
+call it and sends what it returns.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from jobsync.backends.base import (
+    ClusterView,
+    DirectAssign,
+    HistoryEntry,
+    NodeRecord,
+    PlanCommit,
+    Revoke,
+)
+from jobsync.core.locks import LockConflict, resolve_locks
+from jobsync.core.planner import Plan, plan
+
+NONE, LIVE, EXPIRED, WAITING = "none", "live", "expired", "waiting"
+
+
+@attrs.frozen(kw_only=True)
+class Decision:
+    """The leader's answer for one snapshot."""
+
+    is_leader: bool
+    commit: PlanCommit | None = None
+    evict: bool = False
+    next_check: float | None = None
+    """Backend time at which the leader should look again (deadlines, fences, expiries)."""
+    plan: Plan | None = None
+    conflicts: tuple[LockConflict, ...] = ()
+
+
+def oldest_live(nodes: tuple[NodeRecord, ...], now: float) -> NodeRecord | None:
+    live = [n for n in nodes if n.is_live(now)]
+    return min(live, key=lambda n: (n.registered_at, n.name)) if live else None
+
+
+class _Holders:
+    """Classifies a token row's holding incarnation as none/live/expired/waiting."""
+
+    def __init__(self, view: ClusterView) -> None:
+        self.now = view.now
+        self.rows = {n.name: n for n in view.nodes}
+
+    def classify(self, owner: str | None, incarnation: int | None) -> tuple[str, float | None]:
+        if incarnation is None or owner is None:
+            return NONE, None
+        row = self.rows.get(owner)
+        if row is None:
+            return EXPIRED, None
+        if row.incarnation == incarnation:
+            if row.is_live(self.now):
+                return LIVE, None
+            if row.lease_expires <= self.now:
+                return EXPIRED, None
+            return WAITING, row.lease_expires
+        if row.fence_until <= self.now:
+            return EXPIRED, None
+        return WAITING, row.fence_until
+
+
+def decide(
+    view: ClusterView,
+    name: str,
+    incarnation: int,
+    ack_timeout: float,
+    trigger: str,
+) -> Decision:
+    """Plan from ``view`` if (name, incarnation) is the oldest live node."""
+    now = view.now
+    leader = oldest_live(view.nodes, now)
+    if leader is None or leader.name != name or leader.incarnation != incarnation:
+        return Decision(is_leader=False)
+    eligible = [n for n in view.nodes if n.is_live(now) and n.state == "active"]
+    current = {n.name: n.incarnation for n in eligible}
+    resolved = resolve_locks(view.locks, now)
+    result = plan(view.site.total_tokens, view.tokens.owner, sorted(current), resolved.pins)
+    assigns, revokes, wake, overdue = _writes(view, result, current)
+    for lock in view.locks:
+        if lock.expires_at is not None:
+            wake = _earliest(wake, lock.expires_at)
+    site = view.site
+    commit: PlanCommit | None = None
+    if assigns or revokes or site.plan_basis < site.change_counter:
+        history = None
+        if assigns or revokes:
+            before = sorted({o for o in view.tokens.owner if o is not None})
+            history = HistoryEntry(
+                trigger=trigger,
+                nodes_before=tuple(before),
+                nodes_after=tuple(sorted(current)),
+                moved=result.moved,
+                unowned=len(result.unowned),
+                duration_ms=0.0,  # the node fills in what it measured
+            )
+        commit = PlanCommit(
+            leader=name,
+            leader_incarnation=incarnation,
+            expected_generation=site.generation,
+            basis=site.change_counter,
+            assigns=tuple(assigns),
+            revokes=tuple(revokes),
+            ack_timeout=ack_timeout,
+            history=history,
+        )
+    return Decision(
+        is_leader=True,
+        commit=commit,
+        evict=overdue,
+        next_check=wake,
+        plan=result,
+        conflicts=resolved.conflicts,
+    )
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def _writes(
+    view: ClusterView, result: Plan, current: dict[str, int]
+) -> tuple[list[DirectAssign], list[Revoke], float | None, bool]:
+    tokens = view.tokens
+    holders = _Holders(view)
+    assigns: list[DirectAssign] = []
+    revokes: list[Revoke] = []
+    wake: float | None = None
+    overdue = False
+    target_of = result.assignment
+    for token in range(len(tokens)):
+        owner, inc, epoch = tokens.owner[token], tokens.incarnation[token], tokens.epoch[token]
+        deadline = tokens.pending_deadline[token]
+        target = target_of[token]
+        kind, until = holders.classify(owner, inc)
+        if kind == WAITING:
+            wake = _earliest(wake, until)
+            continue
+        if kind == LIVE:
+            assert inc is not None
+            if deadline is not None:
+                wake = _earliest(wake, deadline)
+                overdue = overdue or deadline <= view.now
+                if tokens.pending_to[token] != target:
+                    revokes.append(_revoke(token, inc, epoch, target))
+            elif owner != target:
+                revokes.append(_revoke(token, inc, epoch, target))
+            continue
+        target_inc = current.get(target) if target is not None else None
+        if kind == NONE and target is None:
+            continue
+        assigns.append(
+            DirectAssign(
+                token=token,
+                expected_incarnation=inc,
+                expected_epoch=epoch,
+                owner=target,
+                incarnation=target_inc,
+            )
+        )
+    return assigns, revokes, wake, overdue
+
+
+def _revoke(token: int, inc: int, epoch: int, target: str | None) -> Revoke:
+    return Revoke(token=token, expected_incarnation=inc, expected_epoch=epoch, destination=target)
