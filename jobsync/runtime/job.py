@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeAlias
 
 from jobsync.backends.base import Backend, ClaimRequest, LockSpec
+from jobsync.backends.url import open_backend
 from jobsync.core.errors import (
     BackendUnavailable,
     ConfigError,
@@ -32,7 +33,8 @@ from jobsync.core.lifecycle import TERMINAL, NodeState
 from jobsync.core.locks import conflicting_keys, resolve_locks
 from jobsync.core.patterns import validate_node_name, validate_pattern
 from jobsync.runtime import clock as clocks
-from jobsync.runtime.config import CoordinationConfig, Settings, config as default_settings
+from jobsync.runtime.config import CoordinationConfig, Settings
+from jobsync.runtime.config import config as default_settings
 from jobsync.runtime.loop import CallbackRunner, Driver
 from jobsync.runtime.node import Node, RebalanceEvent, Signal
 from jobsync.runtime.signals import SigtermHandler
@@ -48,7 +50,7 @@ class Task:
 
     __slots__ = ("id", "key", "name")
 
-    def __init__(self, id: object, name: str | None = None) -> None:  # noqa: A002
+    def __init__(self, id: object, name: str | None = None) -> None:
         self.id = id
         self.name = name
         self.key = canonical(id)
@@ -227,8 +229,6 @@ class Job:
     def _open_backend(self) -> Backend:
         source = self._source
         if isinstance(source, (Settings, str)):
-            from jobsync.backends.url import open_backend
-
             url = source.url if isinstance(source, Settings) else source
             self._backend = open_backend(url, client=self.name)
             self._owns_backend = True
