@@ -62,7 +62,12 @@ def open_backend(url: str, client: str = "") -> Backend:
         from jobsync.backends.postgres import PostgresBackend
 
         dsn, options = _split_options(url)
-        return PostgresBackend(dsn, client=client, **options)
+        return PostgresBackend(
+            dsn,
+            client=client,
+            schema=options.get("schema", "public"),
+            prefix=options.get("prefix", "sync_"),
+        )
     raise InvalidArgument(f"unknown backend URL scheme {scheme!r} in {url!r}")
 
 

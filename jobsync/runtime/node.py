@@ -128,6 +128,7 @@ class Node:
         self._next_reconcile = NEVER
         self._peer_check_at = NEVER
         self._leader_check_at = NEVER
+        self._plan_not_before = -math.inf
         self._plan_wanted = False
         self._drain_requested = False
         self._marked_leaving = False
@@ -204,7 +205,11 @@ class Node:
             self._refresh(now)
             if self.state in TERMINAL:
                 return
-        if self.is_leader and (self._plan_wanted or now >= self._leader_check_at):
+        if (
+            self.is_leader
+            and now >= self._plan_not_before
+            and (self._plan_wanted or now >= self._leader_check_at)
+        ):
             self._lead(now)
 
     def _on_unavailable(self, now: float, exc: BackendUnavailable) -> None:
@@ -341,7 +346,12 @@ class Node:
             and not owned.pending
         ):
             self.state = transition(self.state, NodeEvent.READY)
-        if self.state is NodeState.DRAINING and self._marked_leaving and not owned.tokens:
+        if (
+            self.state is NodeState.DRAINING
+            and self._marked_leaving
+            and not owned.tokens
+            and owned.incoming == 0  # an older incarnation's fence still stands
+        ):
             self.backend.deregister(self.site, self.name, inc)
             self.is_leader = False
             self.state = transition(self.state, NodeEvent.DRAINED)
@@ -363,14 +373,14 @@ class Node:
         # nodes starting (or coming back) together are planned together.
         settle_end = reg.registered_at + self.config.settle_window
         if self.backend_time(now) < settle_end:
-            self._leader_check_at = settle_end - self._offset
+            self._plan_not_before = settle_end - self._offset
             return
         started = self._plan_timer() if self._plan_timer else 0.0
         view = self.backend.read_cluster(self.site)
         self._offset = view.now - now
         self.generation = view.site.generation
         if view.now < settle_end:
-            self._leader_check_at = settle_end - self._offset
+            self._plan_not_before = settle_end - self._offset
             return
         decision = leadership.decide(
             view, self.name, reg.incarnation, self.config.ack_timeout, self._trigger()
@@ -479,11 +489,12 @@ class Node:
             return NEVER
         if self._retry_at > now:
             return self._retry_at
-        if self._dirty or (self.is_leader and self._plan_wanted):
+        if self._dirty:
             return now
         candidates = [self._next_heartbeat, self._next_reconcile, self._peer_check_at]
         if self.is_leader:
-            candidates.append(self._leader_check_at)
+            check = now if self._plan_wanted else self._leader_check_at
+            candidates.append(max(check, self._plan_not_before))
         if self.snapshot.tokens:
             candidates.append(self.snapshot.lease_deadline)
         return min(candidates)

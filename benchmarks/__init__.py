@@ -1,0 +1,1 @@
+"""Benchmarks for jobsync (not part of the installed package)."""

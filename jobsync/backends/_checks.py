@@ -1,0 +1,205 @@
+"""Argument checks for backend verbs.
+
+Each function returns the value it was given (or a normalised copy) or raises
+the ``InvalidArgument`` subclass that names the bad value, so a verb can check
+everything before it writes anything (base.py: "bad arguments raise an
+``InvalidArgument`` subclass before anything is written").  Checks that need a
+site's ``total_tokens`` take it as an argument.  Written for the memory backend;
+nothing in it is memory-specific, so SQL backends may share it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Sequence
+from typing import TypeVar
+
+from jobsync.backends.base import (
+    ClaimRequest,
+    DirectAssign,
+    HistoryEntry,
+    LockSpec,
+    PlanCommit,
+    Revoke,
+)
+from jobsync.core.errors import InvalidArgument, InvalidLock, InvalidTaskId
+from jobsync.core.patterns import validate_node_name, validate_pattern
+
+_T = TypeVar("_T")
+
+
+def site_name(site: object) -> str:
+    if not isinstance(site, str) or not site or "\x00" in site:
+        raise InvalidArgument(f"site must be a non-empty string without NUL, got {site!r}")
+    return site
+
+
+def node_name(name: object) -> str:
+    return validate_node_name(name)
+
+
+def optional_node_name(name: object) -> str | None:
+    return None if name is None else validate_node_name(name)
+
+
+def integer(what: str, value: object, *, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidArgument(f"{what} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def incarnation(value: object) -> int:
+    return integer("incarnation", value)
+
+
+def seconds(what: str, value: object, *, allow_zero: bool = False) -> float:
+    ok = (
+        not isinstance(value, bool)
+        and isinstance(value, (int, float))
+        and math.isfinite(value)
+        and (value >= 0 if allow_zero else value > 0)
+    )
+    if not ok:
+        kind = "non-negative" if allow_zero else "positive"
+        raise InvalidArgument(f"{what} must be a {kind} finite number of seconds, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def claim_date(value: object) -> datetime.date:
+    if isinstance(value, datetime.datetime) or not isinstance(value, datetime.date):
+        raise InvalidArgument(f"date must be a datetime.date (not a datetime), got {value!r}")
+    return value
+
+
+def task_key(value: object) -> str:
+    """A canonical task key: a str that PostgreSQL, SQLite and memory all store alike."""
+    if not isinstance(value, str):
+        raise InvalidTaskId(f"task key must be the canonical string str(task_id), got {value!r}")
+    if "\x00" in value:
+        raise InvalidTaskId(f"task key must not contain NUL, got {value!r}")
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise InvalidTaskId(f"task key {value!r} is not encodable as UTF-8") from None
+    return value
+
+
+def sequence(what: str, values: object) -> Sequence[object]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+        raise InvalidArgument(f"{what} must be a sequence, got {values!r}")
+    return values
+
+
+def task_keys(values: object) -> tuple[str, ...]:
+    return tuple(task_key(v) for v in sequence("task keys", values))
+
+
+def token(value: object, total: int, error: type[InvalidArgument] = InvalidArgument) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < total:
+        raise error(f"token must be an integer in [0, {total}), got {value!r}")
+    return value
+
+
+def claim_requests(requests: object, total: int) -> tuple[ClaimRequest, ...]:
+    checked = []
+    for request in sequence("claim requests", requests):
+        if not isinstance(request, ClaimRequest):
+            raise InvalidArgument(f"claim requests must be ClaimRequest values, got {request!r}")
+        task_key(request.task_key)
+        token(request.token, total)
+        integer("epoch", request.epoch)
+        checked.append(request)
+    return tuple(checked)
+
+
+def token_epochs(pairs: object, total: int) -> tuple[tuple[int, int], ...]:
+    checked = []
+    for pair in sequence("(token, epoch) pairs", pairs):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise InvalidArgument(f"expected a (token, epoch) pair, got {pair!r}")
+        checked.append((token(pair[0], total), integer("epoch", pair[1])))
+    return tuple(checked)
+
+
+def lock_specs(locks: object, total: int) -> tuple[LockSpec, ...]:
+    checked: list[LockSpec] = []
+    seen: set[str] = set()
+    for spec in sequence("locks", locks):
+        if not isinstance(spec, LockSpec):
+            raise InvalidLock(f"locks must be LockSpec values, got {spec!r}")
+        key = task_key(spec.task_key)
+        if key in seen:
+            raise InvalidLock(f"task key {key!r} appears twice in one lock registration")
+        seen.add(key)
+        token(spec.token, total, InvalidLock)
+        patterns: object = spec.patterns  # callers may pass anything despite the annotation
+        if not isinstance(patterns, (tuple, list)):
+            raise InvalidLock(f"lock patterns must be a tuple of strings, got {patterns!r}")
+        if not patterns:
+            raise InvalidLock(f"lock on task {key!r} has no patterns")
+        for pattern in patterns:
+            validate_pattern(pattern)
+        if spec.reason is not None and not isinstance(spec.reason, str):
+            raise InvalidLock(f"lock reason must be a string or None, got {spec.reason!r}")
+        if spec.expires_in is not None:
+            try:
+                seconds("lock expires_in", spec.expires_in)
+            except InvalidArgument as exc:
+                raise InvalidLock(str(exc)) from None
+        checked.append(spec)
+    return tuple(checked)
+
+
+def plan_shape(commit: object) -> PlanCommit:
+    """Everything about a plan that does not need the site: types and names."""
+    if not isinstance(commit, PlanCommit):
+        raise InvalidArgument(f"commit must be a PlanCommit, got {commit!r}")
+    node_name(commit.leader)
+    incarnation(commit.leader_incarnation)
+    integer("expected_generation", commit.expected_generation)
+    integer("basis", commit.basis)
+    seconds("ack_timeout", commit.ack_timeout)
+    if commit.history is not None and not isinstance(commit.history, HistoryEntry):
+        raise InvalidArgument(f"history must be a HistoryEntry or None, got {commit.history!r}")
+    for assign in _items("assigns", commit.assigns, DirectAssign):
+        _check_assign(assign)
+    for revoke in _items("revokes", commit.revokes, Revoke):
+        incarnation(revoke.expected_incarnation)
+        integer("expected_epoch", revoke.expected_epoch)
+        optional_node_name(revoke.destination)
+    return commit
+
+
+def plan_tokens(commit: PlanCommit, total: int) -> None:
+    """Every written token in range, and none written twice by one plan."""
+    seen: set[int] = set()
+    writes: tuple[DirectAssign | Revoke, ...] = (*commit.assigns, *commit.revokes)
+    for write in writes:
+        t = token(write.token, total)
+        if t in seen:
+            raise InvalidArgument(f"token {t} is written twice by one plan")
+        seen.add(t)
+
+
+def _items(what: str, values: object, kind: type[_T]) -> list[_T]:
+    items = []
+    for item in sequence(what, values):
+        if not isinstance(item, kind):
+            raise InvalidArgument(f"{what} must hold {kind.__name__} values, got {item!r}")
+        items.append(item)
+    return items
+
+
+def _check_assign(assign: DirectAssign) -> None:
+    if assign.expected_incarnation is not None:
+        incarnation(assign.expected_incarnation)
+    integer("expected_epoch", assign.expected_epoch)
+    optional_node_name(assign.owner)
+    if assign.incarnation is not None:
+        incarnation(assign.incarnation)
+    if (assign.owner is None) != (assign.incarnation is None):
+        raise InvalidArgument(
+            f"DirectAssign of token {assign.token!r} needs owner and incarnation both set or "
+            f"both None, got owner={assign.owner!r}, incarnation={assign.incarnation!r}"
+        )

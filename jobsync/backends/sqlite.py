@@ -1,0 +1,648 @@
+"""SQLite backend: processes on one host coordinate through one database file.
+
+Every read-modify-write runs in ``BEGIN IMMEDIATE``.  SQLite admits one
+writer at a time, so a transaction holding the write lock sees every row as
+it will be at its commit, and its compare-and-set checks (generation,
+leadership, per-row expectations, lease expiry) cannot be raced.  The clock
+is read *after* the lock is taken: that reading is base.py's statement clock.
+WAL mode lets reads (``read_cluster``, change polls) proceed while a writer
+works; ``busy_timeout`` bounds the wait for the lock, after which the call
+raises BackendUnavailable.  Schema and SQL text live in ``_sqlite_schema``.
+
+Two judgements of an incarnation, as base.py defines them: *live*
+(``NodeRecord.is_live``: leadership, release destinations, ``mark_leaving``)
+and *lease expired* (``S.holds_lease`` is its negation: DirectAssign,
+``finish_expired_releases``, ``reap_claims``).  An evicted incarnation is
+not live but holds its lease until it runs out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import sqlite3
+import threading
+import time
+from array import array
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+
+from jobsync.backends import _checks as C
+from jobsync.backends import _sqlite_schema as S
+from jobsync.backends._sqlite_schema import Row
+from jobsync.backends.base import (
+    NODE_ACTIVE,
+    NODE_DEAD,
+    NODE_EVICTED,
+    NODE_LEAVING,
+    AuditRecord,
+    ClaimRequest,
+    ClusterView,
+    Heartbeat,
+    HeartbeatOutcome,
+    HistoryRecord,
+    LockRecord,
+    LockSpec,
+    NodeRecord,
+    OwnedTokens,
+    PlanCommit,
+    Registration,
+    SiteInfo,
+    TokenTable,
+)
+from jobsync.core.errors import (
+    BackendUnavailable,
+    ConfigMismatch,
+    ConflictError,
+    InvalidArgument,
+    JobSyncError,
+    SchemaError,
+)
+from jobsync.core.hashing import token_function, validate_hash_function, validate_total_tokens
+
+MAX_POLL_INTERVAL = 0.2
+_RUNNING = (NODE_ACTIVE, NODE_LEAVING)
+# Positions in a sync_site row (S.SITE_COLUMNS) and a token row (S.TOKEN_COLUMNS).
+_TOTAL, _GENERATION, _COUNTER, _BASIS, _SIGNAL, _INCARNATIONS, _FLOOR = 1, 3, 4, 5, 7, 8, 9
+_ID, _OWNER, _INC, _EPOCH, _DEST, _DEADLINE = S.TOKEN_POSITIONS
+
+
+class SQLiteBackend:
+    """The Backend protocol over one SQLite file shared by the processes of one host.
+
+    The backend's clock is this host's clock (``clock``, ``time.time`` unless a
+    test injects one): SQLite lives on one host by construction, so the host
+    clock is the database clock.  One handle is one connection, thread-safe
+    (calls are serialised on a lock).  ``wait_for_change`` polls the site's
+    signal counter every ``poll_interval`` seconds (at most 0.2).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        client: str = "",
+        clock: Callable[[], float] = time.time,
+        busy_timeout: float = 5.0,
+        poll_interval: float = MAX_POLL_INTERVAL,
+    ) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidArgument(f"path must be a str or os.PathLike, got {path!r}")
+        if not isinstance(client, str):
+            raise InvalidArgument(f"client must be a string, got {client!r}")
+        if not callable(clock):
+            raise InvalidArgument(f"clock must be callable, got {clock!r}")
+        C.seconds("busy_timeout", busy_timeout, allow_zero=True)
+        if C.seconds("poll_interval", poll_interval) > MAX_POLL_INTERVAL:
+            raise InvalidArgument(f"poll_interval must be at most 0.2 s, got {poll_interval!r}")
+        self.path, self.client = os.fspath(path), client
+        self._clock, self._poll_interval = clock, float(poll_interval)
+        self._lock = threading.RLock()
+        self._stats: Counter[str] = Counter(round_trips=0)
+        self._seen: dict[str, int] = {}  # per site, the signal this handle was told of
+        self._conn: sqlite3.Connection | None = None
+        conn = None
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            S.prepare(conn, busy_timeout)
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise _translate(exc) from exc
+            raise
+        self._conn = conn
+
+    def __repr__(self) -> str:
+        return f"SQLiteBackend({self.path!r}, client={self.client!r})"
+
+    # -- plumbing -------------------------------------------------------------
+    @contextlib.contextmanager
+    def _tx(self, verb: str | None, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction on the handle's connection; driver errors translated."""
+        with self._lock:
+            if self._conn is None:
+                raise BackendUnavailable(f"{self!r} is closed")
+            conn = self._conn
+            self._stats["round_trips"] += 1
+            if verb is not None:
+                self._stats[verb] += 1
+            try:
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):  # the first error propagates
+                            conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise _translate(exc) from exc
+
+    def _site(self, conn: sqlite3.Connection, site: str) -> Row:
+        found: Row | None = conn.execute(S.SELECT_SITE, (site,)).fetchone()
+        if found is None:
+            raise InvalidArgument(f"unknown site {site!r}: ensure_site creates it")
+        self._seen.setdefault(site, found[_SIGNAL])
+        return found
+
+    @staticmethod
+    def _nodes(conn: sqlite3.Connection, site: str) -> dict[str, NodeRecord]:
+        return {row[0]: S.node(row) for row in conn.execute(S.SELECT_NODES, (site,))}
+
+    @staticmethod
+    def _rows(conn: sqlite3.Connection, site: str, tokens: Iterable[int]) -> dict[int, Row]:
+        found = conn.execute(S.SELECT_SOME_TOKENS, (site, json.dumps(sorted(set(tokens)))))
+        return {row[_ID]: row for row in found}
+
+    @staticmethod
+    def _bury(conn: sqlite3.Connection, site: str, dead: Iterable[tuple[str, int]]) -> None:
+        """Incarnations whose lease expired: mark their rows dead, release their claims."""
+        for name, incarnation in dead:
+            conn.execute(S.MARK_DEAD, (site, name, incarnation))
+            conn.execute(S.RELEASE_CLAIMS, (site, incarnation))
+
+    # -- sites ----------------------------------------------------------------
+    def ensure_site(self, site: str, total_tokens: int, hash_function: str) -> SiteInfo:
+        C.site_name(site)
+        total = validate_total_tokens(total_tokens)
+        hash_name = validate_hash_function(hash_function)
+        with self._tx("ensure_site") as conn:
+            if conn.execute(S.SELECT_SITE, (site,)).fetchone() is None:
+                conn.execute(S.INSERT_SITE, (site, total, hash_name, 0, self._clock()))
+                conn.execute(S.INSERT_TOKENS, (site, total, 0))
+            found = self._site(conn, site)
+        if (found[_TOTAL], found[2]) != (total, hash_name):
+            raise ConfigMismatch(
+                f"site {site!r} stores total_tokens={found[_TOTAL]}, hash_function={found[2]!r};"
+                f" got total_tokens={total}, hash_function={hash_name!r}"
+            )
+        return S.site_info(found)
+
+    def site_info(self, site: str) -> SiteInfo | None:
+        C.site_name(site)
+        with self._tx("site_info", write=False) as conn:
+            if conn.execute(S.SELECT_SITE, (site,)).fetchone() is None:
+                return None
+            return S.site_info(self._site(conn, site))
+
+    def reset_site(self, site: str, total_tokens: int, hash_function: str) -> SiteInfo:
+        C.site_name(site)
+        total = validate_total_tokens(total_tokens)
+        hash_name = validate_hash_function(hash_function)
+        with self._tx("reset_site") as conn:
+            info, now = self._site(conn, site), self._clock()
+            busy = sorted(
+                n.name
+                for n in self._nodes(conn, site).values()
+                if n.fence_until > now or S.holds_lease(n, n.incarnation, now)
+            )
+            if busy:
+                raise ConflictError(f"site {site!r} has nodes within their lease: {busy}")
+            (top,) = conn.execute(S.MAX_EPOCH, (site,)).fetchone()
+            floor = max(info[_FLOOR], top or 0)  # epochs never go backwards
+            conn.execute(S.DELETE_TOKENS, (site,))
+            conn.execute(S.INSERT_TOKENS, (site, total, floor))
+            conn.execute(S.RESET_SITE, (site, total, hash_name, floor))
+            conn.execute(S.BUMP, (site,))
+            conn.execute(S.RELEASE_ALL_CLAIMS, (site,))
+            token_of = token_function(total, hash_name)  # a lock pins its task's new token
+            keys = [key for (key,) in conn.execute(S.LOCK_KEYS, (site,))]
+            conn.executemany(S.RETOKEN_LOCK, [(site, key, token_of(key)) for key in keys])
+            return S.site_info(self._site(conn, site))
+
+    # -- membership -----------------------------------------------------------
+    def register(self, site: str, name: str, lease_timeout: float) -> Registration:
+        C.site_name(site)
+        C.node_name(name)
+        lease = C.seconds("lease_timeout", lease_timeout)
+        with self._tx("register") as conn:
+            info, now = self._site(conn, site), self._clock()
+            incarnation = info[_INCARNATIONS] + 1
+            old = self._nodes(conn, site).get(name)
+            fence = 0.0
+            if old is not None:
+                fence = old.fence_until
+                if old.state != NODE_DEAD:
+                    fence = max(fence, old.lease_expires)
+            row = (site, name, incarnation, now, now, lease, NODE_ACTIVE, fence)
+            conn.execute(S.UPSERT_NODE, row)
+            conn.execute(S.TAKE_INCARNATION, (site, incarnation))
+            conn.execute(S.BUMP, (site,))
+        return Registration(
+            incarnation=incarnation, registered_at=now, change_counter=info[_COUNTER] + 1,
+            fence_until=fence,
+        )  # fmt: skip
+
+    def heartbeat(self, site: str, name: str, incarnation: int) -> Heartbeat:
+        self._member(site, name, incarnation)
+        with self._tx("heartbeat") as conn:
+            info, now = self._site(conn, site), self._clock()
+            nodes = self._nodes(conn, site)
+            node = nodes.get(name)
+            if node is not None and node.incarnation > incarnation:
+                outcome = HeartbeatOutcome.SUPERSEDED
+            elif node is None or node.incarnation != incarnation or node.state not in _RUNNING:
+                outcome = HeartbeatOutcome.EXPIRED
+            elif node.lease_expires <= now:
+                outcome = HeartbeatOutcome.EXPIRED
+                conn.execute(S.MARK_DEAD, (site, name, incarnation))  # never renewable again
+            else:
+                outcome = HeartbeatOutcome.RENEWED
+                conn.execute(S.RENEW, (site, name, now))
+        others = [n.lease_expires for n in nodes.values() if n.name != name and n.is_live(now)]
+        return Heartbeat(
+            outcome=outcome, now=now, change_counter=info[_COUNTER], plan_basis=info[_BASIS],
+            earliest_other_expiry=min(others, default=None),
+        )  # fmt: skip
+
+    def mark_leaving(self, site: str, name: str, incarnation: int) -> bool:
+        self._member(site, name, incarnation)
+        with self._tx("mark_leaving") as conn:
+            self._site(conn, site)
+            node = self._nodes(conn, site).get(name)
+            if node is None or node.incarnation != incarnation or not node.is_live(self._clock()):
+                return False
+            if node.state != NODE_LEAVING:
+                conn.execute(S.SET_STATE, (site, name, NODE_LEAVING))
+                conn.execute(S.BUMP, (site,))
+            return True
+
+    def deregister(self, site: str, name: str, incarnation: int) -> bool:
+        self._member(site, name, incarnation)
+        with self._tx("deregister") as conn:
+            self._site(conn, site)
+            node = self._nodes(conn, site).get(name)
+            if node is None or node.incarnation != incarnation:
+                return False
+            conn.execute(S.DELETE_NODE, (site, name))
+            conn.execute(S.FREE_TOKENS, (site, incarnation))
+            conn.execute(S.RELEASE_CLAIMS, (site, incarnation))
+            conn.execute(S.BUMP, (site,))
+            return True
+
+    def read_nodes(self, site: str) -> tuple[float, tuple[NodeRecord, ...]]:
+        C.site_name(site)
+        with self._tx("read_nodes", write=False) as conn:
+            self._site(conn, site)
+            return self._clock(), _by_seniority(self._nodes(conn, site).values())
+
+    # -- planning -------------------------------------------------------------
+    def read_cluster(self, site: str) -> ClusterView:
+        C.site_name(site)
+        with self._tx("read_cluster", write=False) as conn:
+            info, now = self._site(conn, site), self._clock()
+            nodes = self._nodes(conn, site)
+            rows = conn.execute(S.SELECT_TOKENS, (site,)).fetchall()
+            locks = tuple(S.lock(row) for row in conn.execute(S.SELECT_LOCKS, (site, now)))
+        owner, incarnation, epoch, dest, deadline = zip(*rows, strict=True)
+        table = TokenTable(
+            owner=owner, incarnation=incarnation, epoch=array("q", epoch), pending_to=dest,
+            pending_deadline=deadline,
+        )  # fmt: skip
+        return ClusterView(
+            now=now, site=S.site_info(info), nodes=_by_seniority(nodes.values()), tokens=table,
+            locks=locks,
+        )  # fmt: skip
+
+    def commit_plan(self, site: str, commit: PlanCommit) -> int:
+        C.site_name(site)
+        C.plan_shape(commit)
+        with self._tx("commit_plan") as conn:
+            info, now = self._site(conn, site), self._clock()
+            C.plan_tokens(commit, info[_TOTAL])
+            generation = info[_GENERATION]
+            if commit.basis > info[_COUNTER]:
+                raise InvalidArgument(
+                    f"plan basis {commit.basis} is above site {site!r}'s change counter"
+                    f" {info[_COUNTER]}"
+                )
+            if commit.expected_generation != generation:
+                raise ConflictError(
+                    f"site {site!r} is at generation {generation}; the plan expected"
+                    f" {commit.expected_generation}"
+                )
+            nodes = self._nodes(conn, site)
+            S.require_leader(nodes, now, commit.leader, commit.leader_incarnation)
+            written = [a.token for a in commit.assigns] + [r.token for r in commit.revokes]
+            updates, dead = S.plan_rows(site, commit, self._rows(conn, site, written), nodes, now)
+            if not written:
+                conn.execute(S.RAISE_BASIS, (site, commit.basis))
+                return int(generation)
+            conn.executemany(S.UPDATE_TOKEN, updates)  # only the rows that change
+            self._bury(conn, site, dead)
+            generation += 1
+            conn.execute(S.NEW_GENERATION, (site, generation, commit.basis))
+            conn.execute(S.BUMP, (site,))
+            if commit.history is not None:
+                record = HistoryRecord(
+                    generation=generation, leader=commit.leader, at=now, entry=commit.history
+                )
+                conn.execute(S.INSERT_HISTORY, S.history_params(site, record))
+            return int(generation)
+
+    def read_owned(self, site: str, name: str, incarnation: int) -> OwnedTokens:
+        self._member(site, name, incarnation)
+        with self._tx("read_owned", write=False) as conn:
+            info, now = self._site(conn, site), self._clock()
+            rows = conn.execute(S.SELECT_OWNED, (site, name, incarnation)).fetchall()
+            (incoming,) = conn.execute(S.COUNT_INCOMING, (site, name, incarnation)).fetchone()
+        return OwnedTokens(
+            now=now, change_counter=info[_COUNTER], plan_basis=info[_BASIS],
+            tokens=tuple(r[0] for r in rows), epochs=tuple(r[1] for r in rows),
+            pending=frozenset(r[0] for r in rows if r[2] is not None), incoming=incoming,
+        )  # fmt: skip
+
+    # -- hand-off -------------------------------------------------------------
+    def ack_releases(
+        self, site: str, name: str, incarnation: int, tokens: Sequence[tuple[int, int]]
+    ) -> frozenset[int]:
+        self._member(site, name, incarnation)
+        with self._tx("ack_releases") as conn:
+            pairs = C.token_epochs(tokens, self._site(conn, site)[_TOTAL])
+            now, nodes = self._clock(), self._nodes(conn, site)
+            rows = self._rows(conn, site, (token for token, _ in pairs))
+            done: dict[int, Row] = {}
+            for token, epoch in pairs:
+                row = rows[token]
+                held = (row[_OWNER], row[_INC], row[_EPOCH]) == (name, incarnation, epoch)
+                if held and row[_DEADLINE] is not None:
+                    done[token] = S.handoff(site, row, nodes, now)
+            conn.executemany(S.UPDATE_TOKEN, done.values())
+            if done:
+                conn.execute(S.BUMP, (site,))
+        return frozenset(done)
+
+    def finish_expired_releases(self, site: str) -> frozenset[int]:
+        C.site_name(site)
+        with self._tx("finish_expired_releases") as conn:
+            self._site(conn, site)
+            now, nodes = self._clock(), self._nodes(conn, site)
+            rows = conn.execute(S.SELECT_PENDING, (site,)).fetchall()
+            expired = [r for r in rows if not S.holds_lease(nodes.get(r[_OWNER]), r[_INC], now)]
+            self._bury(conn, site, {(r[_OWNER], r[_INC]) for r in expired})
+            conn.executemany(S.UPDATE_TOKEN, [S.handoff(site, r, nodes, now) for r in expired])
+            if expired:
+                conn.execute(S.BUMP, (site,))
+        return frozenset(row[_ID] for row in expired)
+
+    def evict_overdue(self, site: str, leader: str, leader_incarnation: int) -> tuple[str, ...]:
+        self._member(site, leader, leader_incarnation)
+        with self._tx("evict_overdue") as conn:
+            self._site(conn, site)
+            now, nodes = self._clock(), self._nodes(conn, site)
+            S.require_leader(nodes, now, leader, leader_incarnation)
+            overdue = conn.execute(S.OVERDUE, (site, now)).fetchall()
+            names = sorted({name for name, inc in overdue if S.running(nodes.get(name), inc)})
+            conn.executemany(S.SET_STATE, [(site, name, NODE_EVICTED) for name in names])
+            if names:
+                conn.execute(S.BUMP, (site,))
+        return tuple(names)
+
+    # -- claims and completion ------------------------------------------------
+    def claim(
+        self, site: str, date: datetime.date, name: str, incarnation: int,
+        requests: Sequence[ClaimRequest],
+    ) -> frozenset[str]:  # fmt: skip
+        self._member(site, name, incarnation)
+        day = C.claim_date(date).isoformat()
+        claimed: set[str] = set()
+        with self._tx("claim") as conn:
+            checked = C.claim_requests(requests, self._site(conn, site)[_TOTAL])
+            now = self._clock()
+            rows = self._rows(conn, site, (r.token for r in checked))
+            for r in checked:
+                row = rows[r.token]
+                if (row[_OWNER], row[_INC], row[_EPOCH], row[_DEADLINE]) != (
+                    name, incarnation, r.epoch, None,
+                ):  # fmt: skip
+                    continue
+                params = (site, day, r.task_key, name, incarnation, r.token, r.epoch, now)
+                if conn.execute(S.INSERT_CLAIM, params).rowcount == 1:
+                    claimed.add(r.task_key)
+        return frozenset(claimed)
+
+    def complete(
+        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str],
+        connection: object | None = None,
+    ) -> frozenset[str]:  # fmt: skip
+        C.site_name(site)
+        day = C.claim_date(date).isoformat()
+        C.incarnation(incarnation)
+        keys = list(dict.fromkeys(C.task_keys(task_keys)))
+        if connection is not None:
+            return self._complete_on(connection, site, day, incarnation, keys)
+        with self._tx("complete") as conn:
+            self._site(conn, site)
+            now = self._clock()
+            return _each(conn, S.COMPLETE, keys, lambda k: (site, day, k, incarnation, now))
+
+    def _complete_on(
+        self, conn: object, site: str, day: str, incarnation: int, keys: list[str]
+    ) -> frozenset[str]:
+        """The completion inside the caller's open transaction: no commit, no rollback.
+
+        The caller's transaction should hold the write lock already (``BEGIN
+        IMMEDIATE``, or a write before this call): a deferred transaction whose
+        snapshot is older than the latest commit cannot upgrade to a writer, and
+        SQLite then answers "locked" at once (BackendUnavailable).
+        """
+        if not isinstance(conn, sqlite3.Connection):
+            raise InvalidArgument(
+                f"connection must be a sqlite3.Connection to {self.path!r}, got {conn!r}"
+            )
+        autocommit = conn.isolation_level is None or getattr(conn, "autocommit", None) is True
+        if autocommit and not conn.in_transaction:  # the update would commit on its own
+            raise InvalidArgument(
+                f"connection {conn!r} is in autocommit mode with no open transaction"
+            )
+        with self._lock:
+            if self._conn is None:
+                raise BackendUnavailable(f"{self!r} is closed")
+            self._stats.update(("round_trips", "complete"))
+        try:
+            files = {row[1]: row[2] for row in conn.execute("PRAGMA database_list")}
+            if not _same_file(files.get("main") or "", self.path):
+                raise InvalidArgument(
+                    f"connection is to {files.get('main')!r}, not to {self.path!r}"
+                )
+            if conn.execute(S.SELECT_SITE, (site,)).fetchone() is None:
+                raise InvalidArgument(f"unknown site {site!r}: ensure_site creates it")
+            now = self._clock()
+            return _each(conn, S.COMPLETE, keys, lambda k: (site, day, k, incarnation, now))
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+
+    def release(
+        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
+    ) -> frozenset[str]:
+        C.site_name(site)
+        day = C.claim_date(date).isoformat()
+        C.incarnation(incarnation)
+        keys = list(dict.fromkeys(C.task_keys(task_keys)))
+        with self._tx("release") as conn:
+            self._site(conn, site)
+            return _each(conn, S.RELEASE, keys, lambda k: (site, day, k, incarnation))
+
+    def read_audit(
+        self, site: str, date: datetime.date, name: str | None = None
+    ) -> tuple[AuditRecord, ...]:
+        C.site_name(site)
+        day = C.claim_date(date).isoformat()
+        C.optional_node_name(name)
+        with self._tx("read_audit", write=False) as conn:
+            self._site(conn, site)
+            return tuple(S.audit(row) for row in conn.execute(S.SELECT_AUDIT, (site, day, name)))
+
+    def reap_claims(self, site: str) -> int:
+        C.site_name(site)
+        with self._tx("reap_claims") as conn:
+            self._site(conn, site)
+            now, nodes = self._clock(), self._nodes(conn, site)
+            claimers = conn.execute(S.OPEN_CLAIMERS, (site,)).fetchall()
+            return sum(
+                conn.execute(S.RELEASE_CLAIMS, (site, incarnation)).rowcount
+                for name, incarnation in claimers
+                if not S.holds_lease(nodes.get(name), incarnation, now)
+            )
+
+    # -- locks ----------------------------------------------------------------
+    def replace_locks(
+        self, site: str, creator: str, locks: Sequence[LockSpec], clear_existing: bool
+    ) -> int:
+        C.site_name(site)
+        C.node_name(creator)
+        if not isinstance(clear_existing, bool):
+            raise InvalidArgument(f"clear_existing must be a bool, got {clear_existing!r}")
+        with self._tx("replace_locks") as conn:
+            specs = C.lock_specs(locks, self._site(conn, site)[_TOTAL])
+            now = self._clock()
+            conn.execute(S.PURGE_LOCKS, (site, now))  # an expired lock exists for no one
+            conn.executemany(S.UPSERT_LOCK, [S.lock_params(site, creator, s, now) for s in specs])
+            cleared = 0
+            if clear_existing:  # deleting after the upsert keeps re-registered created_at
+                kept = json.dumps([s.task_key for s in specs])
+                cleared = conn.execute(S.CLEAR_OTHER_LOCKS, (site, creator, kept)).rowcount
+            if specs or cleared:
+                conn.execute(S.BUMP, (site,))
+        return len(specs)
+
+    def list_locks(self, site: str) -> tuple[LockRecord, ...]:
+        C.site_name(site)
+        with self._tx("list_locks", write=False) as conn:
+            self._site(conn, site)
+            rows = conn.execute(S.SELECT_LOCKS, (site, self._clock()))
+            return tuple(S.lock(row) for row in rows)
+
+    def clear_locks(self, site: str, creator: str | None) -> int:
+        C.site_name(site)
+        C.optional_node_name(creator)
+        with self._tx("clear_locks") as conn:
+            self._site(conn, site)
+            conn.execute(S.PURGE_LOCKS, (site, self._clock()))
+            deleted: int = conn.execute(S.CLEAR_LOCKS, (site, creator)).rowcount
+            if deleted:
+                conn.execute(S.BUMP, (site,))
+        return deleted
+
+    # -- history and maintenance ----------------------------------------------
+    def read_history(self, site: str, limit: int = 50) -> tuple[HistoryRecord, ...]:
+        C.site_name(site)
+        C.integer("limit", limit, minimum=1)
+        with self._tx("read_history", write=False) as conn:
+            self._site(conn, site)
+            return tuple(S.history(row) for row in conn.execute(S.SELECT_HISTORY, (site, limit)))
+
+    def prune(self, site: str, older_than: float, batch_size: int = 10_000) -> Mapping[str, int]:
+        C.site_name(site)
+        age = C.seconds("older_than", older_than, allow_zero=True)
+        batch = C.integer("batch_size", batch_size, minimum=1)
+        with self._tx("prune", write=False) as conn:
+            self._site(conn, site)
+            cutoff = self._clock() - age
+        counts = dict.fromkeys(S.PRUNE, 0)
+        for kind, sql in S.PRUNE.items():
+            deleted = batch
+            while deleted == batch:  # short transactions: other writers go in between
+                with self._tx(None) as conn:
+                    deleted = conn.execute(sql, (site, cutoff, batch)).rowcount
+                counts[kind] += deleted
+        return counts
+
+    # -- reaction -------------------------------------------------------------
+    def wait_for_change(self, site: str, timeout: float) -> bool:
+        C.site_name(site)
+        deadline = time.monotonic() + C.seconds("timeout", timeout, allow_zero=True)
+        verb: str | None = "wait_for_change"
+        while True:
+            with self._tx(verb, write=False) as conn:
+                signal = self._site(conn, site)[_SIGNAL]
+                if signal != self._seen[site]:
+                    self._seen[site] = signal
+                    return True
+            verb, remaining = None, deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(self._poll_interval, remaining))  # the lock is free meanwhile
+
+    def now(self) -> float:
+        with self._lock:
+            if self._conn is None:
+                raise BackendUnavailable(f"{self!r} is closed")
+            self._stats["now"] += 1
+        return float(self._clock())
+
+    def statistics(self) -> Mapping[str, int]:
+        with self._lock:
+            return dict(self._stats)
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    @staticmethod
+    def _member(site: str, name: str, incarnation: int) -> None:
+        C.site_name(site)
+        C.node_name(name)
+        C.incarnation(incarnation)
+
+
+# -- judgements and row arithmetic (pure) ----------------------------------------
+def _translate(exc: sqlite3.Error) -> JobSyncError:
+    """A driver error as a JobSyncError (STYLE.md habit 10); raise it ``from`` exc."""
+    text = f"SQLite: {exc}"
+    if isinstance(exc, sqlite3.OperationalError):
+        if "no such table" in str(exc) or "no such column" in str(exc):
+            return SchemaError(text)
+        return BackendUnavailable(text)  # locked or busy after busy_timeout, I/O, cannot open
+    if isinstance(exc, sqlite3.IntegrityError):
+        return ConflictError(text)
+    if isinstance(exc, (sqlite3.ProgrammingError, sqlite3.InterfaceError)):
+        return BackendUnavailable(text)  # a closed connection and the like
+    if isinstance(exc, sqlite3.DatabaseError):
+        return SchemaError(text)  # not a database, malformed image
+    return BackendUnavailable(text)
+
+
+def _each(
+    conn: sqlite3.Connection, sql: str, keys: list[str], params: Callable[[str], Row]
+) -> frozenset[str]:
+    return frozenset(k for k in keys if conn.execute(sql, params(k)).rowcount == 1)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return bool(a) and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _by_seniority(nodes: Iterable[NodeRecord]) -> tuple[NodeRecord, ...]:
+    return tuple(sorted(nodes, key=lambda n: (n.registered_at, n.name)))
