@@ -26,6 +26,7 @@ from jobsync.core.errors import (
     ConfigError,
     InvalidArgument,
     InvalidLock,
+    InvalidPattern,
     JobSyncError,
 )
 from jobsync.core.hashing import canonical, token_function
@@ -253,6 +254,8 @@ class Job:
         clocks.sleep(self._wait_on_exit)
         self.drain()
         self._teardown(deregister=True)
+        if exc_type is None:
+            self._raise_if_stopped()
 
     def drain(self) -> bool:
         """Stop claiming, hand every token off and leave; True if handed off in time.
@@ -343,7 +346,16 @@ class Job:
         """Claim many in one round trip; return the inputs that were claimed."""
         return self._claim(list(tasks))
 
+    def _raise_if_stopped(self) -> None:
+        """A superseded node or a crashed coordination thread is the user's to know."""
+        node, driver = self._node, self._driver
+        if node is not None and node.error is not None:
+            raise node.error
+        if driver is not None and driver.error is not None:
+            raise driver.error
+
     def _claim(self, tasks: list[object]) -> set[object]:
+        self._raise_if_stopped()
         keys = [_key(t) for t in tasks]
         if not self.config.enabled:
             fresh = {
@@ -510,7 +522,12 @@ class Job:
             raise InvalidLock(f"a lock is (task_id, pattern_or_patterns, reason), got {item!r}")
         task_id, patterns, reason = (*item, None) if len(item) == 2 else item
         listed = [patterns] if isinstance(patterns, str) else patterns
-        if not isinstance(listed, (list, tuple)) or not listed:
+        if not isinstance(listed, (list, tuple)):
+            raise InvalidPattern(
+                f"lock on {task_id!r}: patterns must be a string or a list of strings, "
+                f"got {patterns!r}"
+            )
+        if not listed:
             raise InvalidLock(f"lock on {task_id!r} needs one or more patterns, got {patterns!r}")
         checked = tuple(validate_pattern(p) for p in listed)
         if reason is not None and not isinstance(reason, str):
