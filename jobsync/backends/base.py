@@ -119,6 +119,10 @@ class Heartbeat:
     earliest_other_expiry: float | None
     """The earliest ``last_heartbeat + lease_timeout`` among the *other* live
     nodes of the site, or None if there are none."""
+    live_others: int | None = None
+    """How many *other* nodes of the site are live now.  A drop tells a node
+    that a peer died even though no counter moved (a death bumps nothing);
+    None where a backend cannot say, and the node then falls back to timers."""
 
 
 @attrs.frozen(kw_only=True)

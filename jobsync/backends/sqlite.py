@@ -258,7 +258,7 @@ class SQLiteBackend:
         others = [n.lease_expires for n in nodes.values() if n.name != name and n.is_live(now)]
         return Heartbeat(
             outcome=outcome, now=now, change_counter=info[_COUNTER], plan_basis=info[_BASIS],
-            earliest_other_expiry=min(others, default=None),
+            earliest_other_expiry=min(others, default=None), live_others=len(others),
         )  # fmt: skip
 
     def mark_leaving(self, site: str, name: str, incarnation: int) -> bool:

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 
 import attrs
 
-from jobsync.backends.base import Backend, HeartbeatOutcome, NodeRecord, Registration
+from jobsync.backends.base import Backend, Heartbeat, HeartbeatOutcome, NodeRecord, Registration
 from jobsync.core.errors import (
     BackendUnavailable,
     ConflictError,
@@ -133,6 +133,7 @@ class Node:
         self._drain_requested = False
         self._marked_leaving = False
         self._lapsed = False
+        self._live: frozenset[str] = frozenset()
 
     # -- public view ------------------------------------------------------
     @property
@@ -192,13 +193,13 @@ class Node:
             self._start(now)
         if self._drain_requested:
             self._begin_drain()
+        if now >= self._peer_check_at:  # before a heartbeat can move it
+            self._dirty = True
+            self._plan_wanted = True
         if now >= self._next_heartbeat:
             self._heartbeat(now)
             if self.state in TERMINAL:
                 return
-        if now >= self._peer_check_at:
-            self._dirty = True
-            self._plan_wanted = True
         if now >= self._next_reconcile:
             self._dirty = True
         if self._dirty:
@@ -240,7 +241,8 @@ class Node:
         cfg = self.config
         self._lease_deadline = sent_at + cfg.heartbeat_timeout_sec - cfg.margin
         self._next_heartbeat = sent_at + cfg.heartbeat_interval_sec
-        self._next_reconcile = sent_at + cfg.rebalance_check_interval_sec
+        if self._next_reconcile == NEVER:
+            self._next_reconcile = sent_at + cfg.rebalance_check_interval_sec
         if self._lapsed:
             # The local lease ran out but the backend's had not: read our tokens again.
             self._lapsed = False
@@ -265,7 +267,23 @@ class Node:
             self._renewed(now)
             if (beat.change_counter, beat.plan_basis) != self._seen:
                 self._dirty = True
+            self._after_renewal(now, beat)
+
+    def _after_renewal(self, now: float, beat: Heartbeat) -> None:
+        """Notice a peer's death, which bumps no counter, and schedule the next look."""
+        known = len(self._live - {self.name})
+        if beat.live_others is not None:
+            if beat.live_others < known:
+                self._dirty = True  # a peer died: read who is left, and plan if we lead
+                self._plan_wanted = True
             self._schedule_peer_check(now, beat.earliest_other_expiry)
+            return
+        # Without a live count, never postpone a pending look that is due before our
+        # next heartbeat: its peer may be dead already, and so no longer "other live".
+        pending = self._peer_check_at
+        self._schedule_peer_check(now, beat.earliest_other_expiry)
+        if pending <= self._next_heartbeat:
+            self._peer_check_at = min(pending, self._peer_check_at)
 
     def _superseded(self) -> None:
         self._fence()
@@ -322,8 +340,10 @@ class Node:
         previous_leader = self.is_leader
         top = leadership.oldest_live(nodes, backend_now)
         self.is_leader = top is not None and top.name == self.name and top.incarnation == inc
-        if self.is_leader and not previous_leader:
-            self._plan_wanted = True
+        live = frozenset(n.name for n in nodes if n.is_live(backend_now))
+        if self.is_leader and (not previous_leader or live != self._live):
+            self._plan_wanted = True  # a peer died since the last read: no counter says so
+        self._live = live
         owned = self.backend.read_owned(self.site, self.name, inc)
         self._dirty = False
         self._next_reconcile = now + self.config.rebalance_check_interval_sec

@@ -74,8 +74,9 @@ def test_no_polling_beyond_the_heartbeat_in_steady_state() -> None:
         heartbeats = after["heartbeat"] - before[key]["heartbeat"]
         assert 59 <= heartbeats <= 61
         for verb in ("read_cluster", "read_owned", "read_nodes", "commit_plan"):
-            # at most the fallback reconciliation (every 30 s) beyond the heartbeat
-            assert after.get(verb, 0) - before[key].get(verb, 0) <= 2, (key, verb)
+            # at most the fallback reconciliation (one per 30 s) beyond the heartbeat
+            budget = 60 // CFG.rebalance_check_interval_sec + 1
+            assert after.get(verb, 0) - before[key].get(verb, 0) <= budget, (key, verb)
 
 
 @pytest.mark.parametrize("leaver", ["a", "b"])  # the leader, a follower
@@ -223,3 +224,25 @@ def test_drift_and_offsets_within_the_margin_keep_exclusivity() -> None:
     c.crash("a")
     c.pause("b", 5)
     assert c.run_until(lambda: c.now > c.nodes["b"].paused_until and c.ready() and balanced(c), 30)
+
+
+@pytest.mark.parametrize("victim", ["a", "b", "c", "d"])
+@pytest.mark.parametrize("delay", [0.0, 2.0, 4.999, 7.0])
+def test_crash_at_default_timings_heals_within_the_bound(victim: str, delay: float) -> None:
+    # Regression: a heartbeat landing exactly on a dead peer's lease end used to
+    # reschedule the would-be leader's look past it, and nobody ever planned.
+    defaults = CoordinationConfig(total_tokens=1000)
+    c = VirtualCluster(defaults, seed=11)
+    for name in "abcd":
+        c.add(name)
+    assert c.run_until(c.ready, 60)
+    c.run_for(delay)
+    c.crash(victim)
+    start = c.now
+
+    def healed() -> bool:
+        sets = c.claimable()
+        return victim not in sets and sum(len(v) for v in sets.values()) == 1000
+
+    assert c.run_until(healed, 60)
+    assert c.now - start <= defaults.heartbeat_timeout_sec + 1.0
