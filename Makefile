@@ -18,7 +18,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest --cov=jobsync --cov-report=term $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check jobsync tests benchmarks
+	$(BIN)/ruff check jobsync tests benchmarks examples
 	$(BIN)/ruff format --check jobsync
 	$(BIN)/mypy --strict jobsync
 

@@ -16,6 +16,7 @@ from jobsync import errors
 from jobsync.core import match_pattern, token_for
 from jobsync.core.errors import JobSyncError, NodeNameConflict
 from jobsync.runtime.config import CoordinationConfig, Settings, config
+from jobsync.runtime.health import serve_health
 from jobsync.runtime.job import Job, Task
 from jobsync.runtime.node import RebalanceEvent
 
@@ -33,5 +34,6 @@ __all__ = [
     "config",
     "errors",
     "match_pattern",
+    "serve_health",
     "token_for",
 ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from jobsync.backends.base import Backend, ClaimRequest, LockSpec
 from jobsync.backends.url import open_backend
@@ -36,12 +36,14 @@ from jobsync.core.patterns import validate_node_name, validate_pattern
 from jobsync.runtime import clock as clocks
 from jobsync.runtime.config import CoordinationConfig, Settings
 from jobsync.runtime.config import config as default_settings
+from jobsync.runtime.health import HealthServer, serve_health
 from jobsync.runtime.loop import CallbackRunner, Driver
 from jobsync.runtime.node import Node, RebalanceEvent, Signal
 from jobsync.runtime.signals import SigtermHandler
 from jobsync.runtime.snapshot import ClaimSnapshot
 
 log = logging.getLogger("jobsync.job")
+_T = TypeVar("_T")
 
 LockItem: TypeAlias = tuple[object, "str | Sequence[str]", "str | None"]
 
@@ -114,6 +116,8 @@ class Job:
         handle_sigterm: bool = True,
         observer: bool = False,
         clock: clocks.Clock | None = None,
+        http_port: int | None = None,
+        http_host: str = "127.0.0.1",
     ) -> None:
         self.name = validate_node_name(node_name)
         if not isinstance(site, str) or not site:
@@ -139,6 +143,9 @@ class Job:
             )
         self.config = coordination_config or _coordination_of(self._source)
         self.observer = bool(observer)
+        self._http = (http_host, _check_port(http_port, self.observer))
+        self.health_server: HealthServer | None = None
+        self._beats = (0, -1.0)  # (heartbeats seen, local time the count last grew)
         self._lock_provider = lock_provider
         self._clear_existing_locks = bool(clear_existing_locks)
         self._on_rebalance = on_rebalance
@@ -179,6 +186,7 @@ class Job:
         if not self.config.enabled:
             self._holder = _Standalone(self.config.total_tokens)
             self._date = self._date or datetime.datetime.now(datetime.timezone.utc).date()
+            self._start_health()
             self._entered = True
             return self
         try:
@@ -190,17 +198,20 @@ class Job:
         return self
 
     def _enter(self) -> None:
+        deadline = self._now() + self._wait_on_enter
         backend = self._open_backend()
         cfg = self.config
         if self._date is None:
-            now = backend.now()
+            now = self._patiently(backend.now, deadline)
             self._date = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).date()
         if self.observer:
             self._holder = _Standalone(0)
             return
-        backend.ensure_site(self.site, cfg.total_tokens, cfg.hash_function)
+        self._patiently(
+            lambda: backend.ensure_site(self.site, cfg.total_tokens, cfg.hash_function), deadline
+        )
         if self._lock_provider is not None:
-            self._run_lock_provider(backend)
+            self._run_lock_provider(backend, deadline)
         node = Node(backend, self.site, self.name, cfg, plan_timer=self._now)
         self._node = node
         self._holder = node
@@ -208,6 +219,7 @@ class Job:
             self._callbacks = CallbackRunner(self._on_rebalance, self.name)
         self._driver = Driver(node, self._clock, self._dispatch, self._between_ticks)
         self._driver.start()
+        self._start_health()
         driver = self._driver
         done = driver.wait_for(
             lambda: node.ready or node.state in TERMINAL or driver.error is not None,
@@ -226,6 +238,29 @@ class Job:
             handler = SigtermHandler(self._on_sigterm)
             if handler.install():
                 self._sigterm = handler
+
+    def _start_health(self) -> None:
+        host, port = self._http
+        if port is not None:
+            self.health_server = serve_health(self, port=port, host=host)
+
+    def _patiently(self, call: Callable[[], _T], deadline: float) -> _T:
+        """Retry a transient failure with capped backoff until ``deadline``."""
+        delay = 0.05
+        while True:
+            try:
+                return call()
+            except BackendUnavailable as error:
+                if self._now() + delay >= deadline:
+                    raise TimeoutError(
+                        f"node {self.name!r} of site {self.site!r}: the backend stayed "
+                        f"unavailable for {self._wait_on_enter:g} s (last error: {error})"
+                    ) from error
+                log.warning(
+                    "node %s: backend unavailable at enter (%s); retrying", self.name, error
+                )
+                clocks.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     def _open_backend(self) -> Backend:
         source = self._source
@@ -294,6 +329,9 @@ class Job:
             self._callbacks = None
         if backend is not None and self._owns_backend:
             backend.close()
+        if self.health_server is not None:
+            self.health_server.close()
+            self.health_server = None
         if self._sigterm is not None:
             handler, self._sigterm = self._sigterm, None
             if handler.received and not handler.drained:
@@ -309,6 +347,8 @@ class Job:
 
     def _between_ticks(self) -> None:
         """On the coordination thread after each tick: retries and the SIGTERM drain."""
+        if self._node is not None and self._node.stats["heartbeats"] != self._beats[0]:
+            self._beats = (self._node.stats["heartbeats"], self._now())
         if self._queued and self._node is not None and self._node.lease_valid(self._now()):
             self._flush_queued()
         if self._sigterm_at is None or self._driver is None or self._node is None:
@@ -548,7 +588,7 @@ class Job:
         backend = self._require_backend()
         return backend.replace_locks(self.site, self.name, specs, clear_existing=False)
 
-    def _run_lock_provider(self, backend: Backend) -> None:
+    def _run_lock_provider(self, backend: Backend, deadline: float) -> None:
         assert self._lock_provider is not None
         self._collecting = []
         try:
@@ -558,7 +598,10 @@ class Job:
             specs, self._collecting = self._collecting, None
         finally:
             self._collecting = None
-        backend.replace_locks(self.site, self.name, specs, self._clear_existing_locks)
+        self._patiently(
+            lambda: backend.replace_locks(self.site, self.name, specs, self._clear_existing_locks),
+            deadline,
+        )
 
     def list_locks(self) -> list[dict[str, object]]:
         """Every unexpired lock of the site, with the lock that decides its token on conflict."""
@@ -636,7 +679,8 @@ class Job:
         return [n.name for n in nodes if not n.is_live(now)]
 
     def get_coordination_status(self) -> dict[str, object]:
-        node = self._node
+        node, driver = self._node, self._driver
+        error = (driver.error if driver else None) or (node.error if node else None)
         return {
             "node": self.name,
             "site": self.site,
@@ -650,6 +694,9 @@ class Job:
             "generation": node.generation if node else None,
             "waiting_for": node.waiting_for if node else None,
             "open_claims": len(self._open),
+            "coordinating": driver is not None and driver.alive and driver.error is None,
+            "error": None if error is None else str(error),
+            "heartbeat_age_sec": self._now() - self._beats[1] if self._beats[0] else None,
         }
 
     def statistics(self) -> dict[str, int]:
@@ -671,6 +718,16 @@ class Job:
     def _dispatch(self, events: list[RebalanceEvent]) -> None:
         if self._callbacks is not None:
             self._callbacks.submit(events)
+
+
+def _check_port(port: object, observer: bool) -> int | None:
+    if port is None:
+        return None
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise InvalidArgument(f"http_port must be a TCP port (0 picks a free one), got {port!r}")
+    if observer:
+        raise InvalidArgument("http_port needs a worker: an observer has no health to report")
+    return port
 
 
 def _coordination_of(source: object) -> CoordinationConfig:

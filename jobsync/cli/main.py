@@ -1,0 +1,224 @@
+"""``jobsync`` / ``python -m jobsync``: the operator's view of a cluster, and the demo.
+
+Exit codes: 0 done; 1 the command ran but found problems (``status
+--check``) or was refused (not confirmed, live nodes during ``site
+reset``); 2 it could not run (bad arguments, bad DSN, unreachable database,
+unknown site, schema missing).  Errors are one line on stderr, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from jobsync.cli import commands
+from jobsync.cli.connect import one_line, redact
+from jobsync.core.errors import JobSyncError
+from jobsync.core.hashing import HASH_FUNCTIONS
+
+PROG = "jobsync"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        return int(args.handler(args))
+    except commands.CommandRefused as exc:
+        _error(str(exc))
+        return 1
+    except JobSyncError as exc:
+        _error(f"error: {exc}")
+        return 2
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return 130
+    except BrokenPipeError:  # `jobsync tokens | head`
+        return 0
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: {one_line(redact(message))}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jobsync import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Inspect and operate a jobsync cluster; `jobsync demo` shows one at work.",
+        epilog="The connection comes from --dsn or the SYNC_SQL_URL / SYNC_SQL_* "
+        "environment variables, as for workers.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    conn = _connection_options()
+    site = _site_options()
+    out = _json_option()
+
+    p = sub.add_parser("status", parents=[conn, site, out], help="the site at a glance")
+    p.add_argument(
+        "--history",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="recent rebalances to show (default 5)",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 if there is a problem (no leader, unowned tokens, ...)",
+    )
+    p.set_defaults(handler=commands.status)
+
+    p = sub.add_parser("nodes", parents=[conn, site, out], help="node rows and their leases")
+    p.set_defaults(handler=commands.nodes)
+
+    p = sub.add_parser("tokens", parents=[conn, site, out], help="who owns which token")
+    p.add_argument("--node", help="only this node's tokens")
+    p.set_defaults(handler=commands.tokens)
+
+    p = sub.add_parser("which", parents=[conn, site, out], help="a task's token and owner")
+    p.add_argument("task_id", metavar="TASK_ID")
+    p.set_defaults(handler=commands.which)
+
+    p = sub.add_parser("history", parents=[conn, site, out], help="the rebalance log")
+    p.add_argument("--limit", type=_positive_int, default=20, metavar="N")
+    p.set_defaults(handler=commands.history)
+
+    _locks(sub, conn, site, out)
+    _maintenance(sub, conn, site, out)
+    _demo(sub)
+    return parser
+
+
+def _locks(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    conn: argparse.ArgumentParser,
+    site: argparse.ArgumentParser,
+    out: argparse.ArgumentParser,
+) -> None:
+    locks = sub.add_parser("locks", help="list, add or clear task locks (pins)")
+    actions = locks.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = actions.add_parser("list", parents=[conn, site, out], help="every unexpired lock")
+    p.set_defaults(handler=commands.locks_list)
+    p = actions.add_parser("add", parents=[conn, site, out], help="pin a task's token")
+    p.add_argument("task_id", metavar="TASK_ID")
+    p.add_argument(
+        "patterns",
+        metavar="PATTERN",
+        nargs="+",
+        help="LIKE patterns of node names, in order of preference",
+    )
+    p.add_argument("--reason")
+    p.add_argument(
+        "--creator",
+        default=commands.DEFAULT_CREATOR,
+        help=f"who owns the lock (default {commands.DEFAULT_CREATOR})",
+    )
+    p.add_argument(
+        "--expires-in",
+        type=commands.parse_duration,
+        metavar="DURATION",
+        help="for example 7d or 12h (default: never)",
+    )
+    p.set_defaults(handler=commands.locks_add)
+    p = actions.add_parser("clear", parents=[conn, site, out], help="delete locks")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--creator", help="delete this creator's locks")
+    which.add_argument("--all", action="store_true", help="delete every lock of the site")
+    _yes(p)
+    p.set_defaults(handler=commands.locks_clear)
+
+
+def _maintenance(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    conn: argparse.ArgumentParser,
+    site: argparse.ArgumentParser,
+    out: argparse.ArgumentParser,
+) -> None:
+    p = sub.add_parser("migrate", parents=[conn], help="create or upgrade the schema")
+    p.set_defaults(handler=commands.migrate)
+
+    p = sub.add_parser(
+        "prune", parents=[conn, site, out], help="delete old audit rows and rebalance history"
+    )
+    p.add_argument(
+        "--older-than",
+        type=commands.parse_duration,
+        required=True,
+        metavar="DURATION",
+        help="for example 30d, 12h, 45m or 90s",
+    )
+    _yes(p)
+    p.set_defaults(handler=commands.prune)
+
+    site_cmd = sub.add_parser("site", help="show or reset a site's constants")
+    actions = site_cmd.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = actions.add_parser("show", parents=[conn, site, out], help="the site's stored constants")
+    p.set_defaults(handler=commands.site_show)
+    p = actions.add_parser(
+        "reset",
+        parents=[conn, site, out],
+        help="change total tokens and hash (no node may be live)",
+    )
+    p.add_argument("--tokens", type=_positive_int, required=True, metavar="N")
+    p.add_argument(
+        "--hash",
+        required=True,
+        choices=sorted(HASH_FUNCTIONS),
+        metavar="NAME",
+        help=f"one of {', '.join(sorted(HASH_FUNCTIONS))}",
+    )
+    _yes(p)
+    p.set_defaults(handler=commands.site_reset)
+
+
+def _demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from jobsync.cli import demo
+
+    p = sub.add_parser("demo", help="run workers on SQLite: kill one, add one, check the work")
+    demo.add_arguments(p)
+    p.set_defaults(handler=demo.run)
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--dsn",
+        metavar="URL",
+        help="sqlite:///path or postgresql://...; default: SYNC_SQL_URL or SYNC_SQL_*",
+    )
+    return p
+
+
+def _site_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--site", required=True, help="the site (the Job's second argument)")
+    return p
+
+
+def _json_option() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def _yes(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value

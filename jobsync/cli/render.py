@@ -1,0 +1,166 @@
+"""Human output: aligned tables, ages and times (JSON output skips all of this)."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+
+from jobsync.cli.report import Json, ranges
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Left-aligned columns separated by two spaces; ``-`` for None."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = [_line(headers, widths)] + [_line(row, widths) for row in cells]
+    return "\n".join(lines)
+
+
+def _line(values: Sequence[str], widths: Sequence[int]) -> str:
+    return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else ""
+    return str(value)
+
+
+def age(seconds: object) -> str:
+    """``0.4s``, ``12s``, ``3m10s``, ``2h05m``, ``3d04h``."""
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    s = float(seconds)
+    sign, s = ("-" if s < 0 else ""), abs(s)
+    if s < 10:
+        return f"{sign}{s:.1f}s"
+    whole = int(s)
+    if whole < 60:
+        return f"{sign}{whole}s"
+    if whole < 3600:
+        return f"{sign}{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{sign}{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{sign}{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def stamp(epoch: object) -> str:
+    """A backend timestamp as UTC ISO 8601 to the second."""
+    if not isinstance(epoch, (int, float)):
+        return "-"
+    moment = datetime.datetime.fromtimestamp(float(epoch), datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def nodes_table(nodes: Sequence[Json]) -> str:
+    if not nodes:
+        return "(no nodes)"
+    return table(
+        ["NODE", "STATE", "HEARTBEAT", "UP", "TOKENS", "PENDING", "INCARNATION", "LEADER"],
+        [
+            [
+                n["name"],
+                n["state"],
+                age(n["heartbeat_age_sec"]) + " ago",
+                age(n["uptime_sec"]),
+                n["tokens"],
+                n["pending_releases"],
+                n["incarnation"],
+                n["leader"],
+            ]
+            for n in nodes
+        ],
+    )
+
+
+def history_table(rows: Sequence[Json]) -> str:
+    if not rows:
+        return "(no rebalances recorded)"
+    return table(
+        ["GEN", "WHEN", "AGO", "LEADER", "TRIGGER", "MOVED", "UNOWNED", "PLAN", "NODES AFTER"],
+        [
+            [
+                r["generation"],
+                stamp(r["at"]),
+                age(r["age_sec"]),
+                r["leader"],
+                r["trigger"],
+                r["moved"],
+                r["unowned"],
+                f"{r['duration_ms']}ms",
+                ",".join(strings(r["nodes_after"])) or "(none)",
+            ]
+            for r in rows
+        ],
+    )
+
+
+def status_text(report: Json, dsn: str) -> str:
+    balance = report["balance"]
+    assert isinstance(balance, dict)
+    nodes = report["nodes"]
+    assert isinstance(nodes, list)
+    lines = [
+        f"site {report['site']!r} at {dsn}",
+        f"  tokens {report['total_tokens']} ({report['hash_function']}), "
+        f"generation {report['generation']}, backend time {stamp(report['now'])}",
+        f"  leader: {report['leader'] or '(none: no live node)'}",
+        "",
+        nodes_table(nodes),
+        "",
+    ]
+    if balance["min"] is None:
+        lines.append("balance:           (no live node)")
+    else:
+        lines.append(
+            f"balance:           {balance['min']}..{balance['max']} tokens per live node "
+            f"(max-min {balance['spread']})"
+        )
+    lines += [
+        f"unowned tokens:    {_tokens(report['unowned_tokens'])}",
+        f"held by non-live:  {_tokens(report['stranded_tokens'])}",
+        f"pending releases:  {report['pending_releases']}",
+        f"locks:             {report['locks']}",
+        f"unsatisfied pins:  {_pins(report['unsatisfied_pins'])}",
+        f"lock conflicts:    {_conflicts(report['lock_conflicts'])}",
+        "",
+        "recent rebalances:",
+        history_table(_dicts(report["recent_rebalances"])),
+        "",
+    ]
+    found = strings(report["problems"])
+    lines.append("problems: " + ("; ".join(found) if found else "none"))
+    return "\n".join(lines)
+
+
+def _tokens(value: object) -> str:
+    ids = [int(str(t)) for t in value] if isinstance(value, list) else []
+    return f"{len(ids)} ({ranges(ids)})" if ids else "0"
+
+
+def _pins(value: object) -> str:
+    pins = _dicts(value)
+    if not pins:
+        return "none"
+    return "; ".join(f"token {p['token']} (task {p['task_id']!r}) -> {p['patterns']}" for p in pins)
+
+
+def _conflicts(value: object) -> str:
+    found = _dicts(value)
+    if not found:
+        return "none"
+    return "; ".join(
+        f"token {c['token']}: {c['winner']!r} decides over {c['losers']}" for c in found
+    )
+
+
+def _dicts(value: object) -> list[Json]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+def strings(value: object) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
