@@ -461,10 +461,12 @@ class SQLiteBackend:
             raise InvalidArgument(
                 f"connection {conn!r} is in autocommit mode with no open transaction"
             )
-        with self._lock:
-            if self._conn is None:
-                raise BackendUnavailable(f"{self!r} is closed")
-            self._stats.update(("round_trips", "complete"))
+        # Not under self._lock: the caller's connection may hold SQLite's write
+        # lock while our coordination thread holds self._lock waiting for it
+        # (BEGIN IMMEDIATE), and taking both here would deadlock for busy_timeout.
+        if self._conn is None:
+            raise BackendUnavailable(f"{self!r} is closed")
+        self._stats.update(("round_trips", "complete"))  # a racy count is harmless
         try:
             files = {row[1]: row[2] for row in conn.execute("PRAGMA database_list")}
             if not _same_file(files.get("main") or "", self.path):

@@ -8,20 +8,11 @@ Exactly-once: the result row and the completion commit in one SQLite
 transaction on the worker's own connection (``job.complete(task,
 connection=conn)``).  If the worker dies first, the transaction rolls back,
 the claim is released when its lease ends, and the task's new owner does it.
-
-Lock order (a workaround, see ``_handle_lock``): ``SQLiteBackend.complete(
-connection=...)`` takes the Job's backend-handle lock while the caller's
-connection already holds SQLite's write lock, and the coordination thread
-takes them in the other order (handle lock, then ``BEGIN IMMEDIATE``).  The
-two can wait on each other until the busy timeout (5 s), during which this
-process holds the database's write lock and every worker's heartbeat fails.
-Taking the handle lock first, for the whole transaction, keeps one order.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import sqlite3
 import sys
@@ -60,17 +51,6 @@ def pending(conn: sqlite3.Connection, site: str, ids: Sequence[str]) -> list[str
 
 def record(conn: sqlite3.Connection, job: Job, task: Task) -> bool:
     """Insert the result and complete the claim in one transaction; False if the claim was lost."""
-    with _handle_lock(job):
-        return _record(conn, job, task)
-
-
-def _handle_lock(job: Job) -> contextlib.AbstractContextManager[object]:
-    """The Job's SQLite handle lock (reentrant), or nothing for other backends."""
-    lock = getattr(job._backend, "_lock", None)
-    return lock if isinstance(lock, contextlib.AbstractContextManager) else contextlib.nullcontext()
-
-
-def _record(conn: sqlite3.Connection, job: Job, task: Task) -> bool:
     conn.execute("BEGIN IMMEDIATE")
     try:
         done = job.complete(task, connection=conn)

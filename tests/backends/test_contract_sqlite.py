@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -281,3 +282,30 @@ def test_one_handle_serves_two_threads_at_once(db: SQLiteBackend) -> None:
     assert not errors, errors
     assert woke == [True]
     assert len(db.read_audit(SITE, DAY)) == 100
+
+
+def test_completion_in_the_callers_transaction_never_waits_on_the_coordination_thread(
+    db: SQLiteBackend, harness: SQLiteHarness
+) -> None:
+    # Regression: complete(connection=...) took the handle's lock while the caller held
+    # SQLite's write lock, and a heartbeat holding the handle's lock waited for the write
+    # lock: both stalled for the whole busy timeout, and so did every other worker.
+    incarnation = _own_everything(db)
+    assert _claim(db, incarnation, "t1") == {"t1"}
+    mine = sqlite3.connect(harness.path, isolation_level=None)
+    beat: list[object] = []
+    try:
+        mine.execute("BEGIN IMMEDIATE")  # the user's write transaction
+        heartbeat = threading.Thread(
+            target=lambda: beat.append(db.heartbeat(SITE, "a", incarnation).outcome)
+        )
+        heartbeat.start()
+        heartbeat.join(0.2)  # the heartbeat is now waiting for the write lock
+        started = time.monotonic()
+        assert db.complete(SITE, DAY, incarnation, ["t1"], connection=mine) == {"t1"}
+        mine.execute("COMMIT")
+        heartbeat.join()
+        assert time.monotonic() - started < 2.0  # busy_timeout is 5 s
+        assert [str(o) for o in beat] == ["HeartbeatOutcome.RENEWED"]
+    finally:
+        mine.close()
