@@ -113,7 +113,7 @@ def test_a_ready_worker_serves_all_three_endpoints(url: str) -> None:
         assert value(samples, "jobsync_node_state", state="joining") == 0
         assert value(samples, "jobsync_plans_committed_total") >= 1
         assert value(samples, "jobsync_backend_calls_total", verb="claim") == 25
-        assert value(samples, "jobsync_backend_errors_total") == 0
+        assert value(samples, "jobsync_transient_errors_total") == 0
         assert value(samples, "jobsync_unowned_tokens") == 0
         assert get(server.url + "/nope")[0] == 404
     with pytest.raises(urllib.error.URLError):  # stopped when the Job left

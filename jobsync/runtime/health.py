@@ -56,7 +56,7 @@ COUNTERS: Mapping[str, str] = {
     "releases": "Claims given back (failed tasks, exits by an exception).",
     "heartbeats": "Heartbeats the database answered.",
     "heartbeat_failures": "Heartbeats that failed on a transient backend error.",
-    "backend_errors": "Transient backend errors met by the coordination thread.",
+    "transient_errors": "Transient backend errors met by the coordination thread.",
     "plans_committed": "Plans this node committed as leader that moved tokens.",
     "plan_conflicts": "Plans that lost a compare-and-set race and were re-planned.",
     "acks": "Token releases this node acknowledged (hand-offs away from it).",
@@ -282,7 +282,7 @@ def render_metrics(job: Job, probe: _Probe | None = None) -> str:
 
 def _counters(out: _Exposition, stats: Mapping[str, int]) -> None:
     # Job.statistics() prefixes the backend's own counters with "backend_"; the
-    # node's "backend_errors" is a node counter that happens to share the prefix.
+    # node's counters never use that prefix.
     def from_backend(key: str) -> bool:
         return key.startswith("backend_") and key not in COUNTERS
 

@@ -206,6 +206,9 @@ class Job:
             self._date = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).date()
         if self.observer:
             self._holder = _Standalone(0)
+            info = self._patiently(lambda: backend.site_info(self.site), deadline)
+            if info is not None:  # hash task ids with the site's constants, not ours
+                self._token = token_function(info.total_tokens, info.hash_function)
             return
         self._patiently(
             lambda: backend.ensure_site(self.site, cfg.total_tokens, cfg.hash_function), deadline
@@ -586,6 +589,10 @@ class Job:
             self._collecting.extend(specs)
             return len(specs)
         backend = self._require_backend()
+        if self.observer and backend.site_info(self.site) is None:
+            # An operator may pin tasks before the first worker starts.
+            cfg = self.config
+            backend.ensure_site(self.site, cfg.total_tokens, cfg.hash_function)
         return backend.replace_locks(self.site, self.name, specs, clear_existing=False)
 
     def _run_lock_provider(self, backend: Backend, deadline: float) -> None:

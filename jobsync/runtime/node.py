@@ -48,6 +48,7 @@ from jobsync.core.errors import (
     NotLeader,
 )
 from jobsync.core.lifecycle import CLAIMING, TERMINAL, NodeEvent, NodeState, transition
+from jobsync.core.locks import LockConflict
 from jobsync.runtime import leader as leadership
 from jobsync.runtime.config import CoordinationConfig
 from jobsync.runtime.snapshot import ClaimSnapshot, diff
@@ -105,10 +106,12 @@ class Node:
         self.is_leader = False
         self.nodes: tuple[NodeRecord, ...] = ()
         self.generation = 0
+        self.unowned: frozenset[int] = frozenset()
+        self.conflicts: tuple[LockConflict, ...] = ()
         self.stats: dict[str, int] = {
             "heartbeats": 0,
             "heartbeat_failures": 0,
-            "backend_errors": 0,
+            "transient_errors": 0,
             "plans_committed": 0,
             "plan_conflicts": 0,
             "acks": 0,
@@ -215,7 +218,7 @@ class Node:
 
     def _on_unavailable(self, now: float, exc: BackendUnavailable) -> None:
         self._failures += 1
-        self.stats["backend_errors"] += 1
+        self.stats["transient_errors"] += 1
         base = min(self.config.heartbeat_interval_sec / 2, 0.05 * 2 ** min(self._failures, 10))
         self._retry_at = now + base * (0.8 + 0.4 * self._rng.random())
         log.warning("node %s: backend unavailable (%s); retrying", self.name, exc)
@@ -410,6 +413,7 @@ class Node:
             self.is_leader = False
             self._leader_check_at = NEVER
             return
+        self._report(decision)
         if decision.evict:
             evicted = self.backend.evict_overdue(self.site, self.name, reg.incarnation)
             self.stats["evictions"] += len(evicted)
@@ -436,6 +440,31 @@ class Node:
         if commit.assigns or commit.revokes:
             self.stats["plans_committed"] += 1
         self._dirty = True
+
+    def _report(self, decision: leadership.Decision) -> None:
+        """Warn, once per change, about tokens left unowned and conflicting locks."""
+        unowned = decision.plan.unowned if decision.plan is not None else frozenset()
+        if unowned != self.unowned:
+            self.unowned = unowned
+            if unowned:
+                sample = ", ".join(str(t) for t in sorted(unowned)[:10])
+                log.warning(
+                    "site %s: %d token(s) unowned: their pins match no live node (%s%s)",
+                    self.site,
+                    len(unowned),
+                    sample,
+                    ", ..." if len(unowned) > 10 else "",
+                )
+        if decision.conflicts != self.conflicts:
+            self.conflicts = decision.conflicts
+            for conflict in decision.conflicts:
+                log.warning(
+                    "site %s: locks with different patterns on token %d: %s decides, %s ignored",
+                    self.site,
+                    conflict.token,
+                    conflict.winner,
+                    ", ".join(conflict.losers),
+                )
 
     def _trigger(self) -> str:
         return "leader-change" if self.generation == 0 else "membership-or-locks"

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from jobsync import CoordinationConfig, Job, NodeNameConflict, Task
+from jobsync import CoordinationConfig, Job, NodeNameConflict, Task, token_for
 from jobsync.backends.memory import MemoryStore
 from jobsync.core.lifecycle import NodeState
 from jobsync.errors import ConfigMismatch, InvalidArgument, InvalidPattern
@@ -438,3 +438,27 @@ def test_drained_job_reports_nothing_claimable(memory_backends: Backends) -> Non
     assert eventually(lambda: covered([b]), 5)
     a.__exit__(None, None, None)
     b.__exit__(None, None, None)
+
+
+def test_observer_hashes_with_the_sites_constants_and_may_pin_before_any_worker() -> None:
+    store = MemoryStore()
+    legacy = CoordinationConfig(
+        total_tokens=100,
+        hash_function="md5",
+        heartbeat_interval_sec=0.2,
+        heartbeat_timeout_sec=2.0,
+        safety_margin_sec=0.5,
+    )
+    with Job(
+        "admin", "fresh", store.connect("admin"), observer=True, coordination_config=legacy
+    ) as admin:
+        admin.register_lock("x", "gpu-%")  # the site does not exist yet: created
+    with Job("w", "fresh", store.connect("w"), coordination_config=legacy, handle_sigterm=False):
+        pass
+    # A second observer with default settings still computes the site's token.
+    with Job(
+        "admin2", "fresh", store.connect("admin2"), observer=True, coordination_config=FAST
+    ) as other:
+        assert other.task_to_token("x") == token_for("x", 100, "md5")
+        (lock,) = other.list_locks()
+        assert lock["token_id"] == token_for("x", 100, "md5")
