@@ -34,7 +34,8 @@ from jobsync.backends.postgres import PostgresBackend
 TOTAL = 10_000
 NODES = 7
 TARGET_MS = 30.0
-SHORT_LEASE = 0.2
+SHORT_LEASE = 1.0
+"""Leases the setup waits out: long enough to build a 10,000-token plan on a busy box."""
 DEFAULT_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
 Setup = Callable[[PostgresBackend, str], PlanCommit]

@@ -131,6 +131,18 @@ class MembershipContract:
         scene.expire(b)
         assert scene.db.heartbeat(scene.site, "a", a.incarnation).earliest_other_expiry is None
 
+    def test_live_others_counts_the_other_live_nodes(self, scene: Scene) -> None:
+        a = scene.join("a")
+        assert scene.db.heartbeat(scene.site, "a", a.incarnation).live_others in (0, None)
+        scene.join("b")
+        b2 = scene.join("c", SHORT_LEASE)
+        beat = scene.db.heartbeat(scene.site, "a", a.incarnation)
+        if beat.live_others is None:
+            return  # optional: the runtime then falls back to timers
+        assert beat.live_others == 2
+        scene.expire(b2)  # a death bumps no counter; the count shows it
+        assert scene.db.heartbeat(scene.site, "a", a.incarnation).live_others == 1
+
     def test_heartbeat_after_the_lease_ran_out_is_expired_for_good(self, scene: Scene) -> None:
         a = scene.join("a", SHORT_LEASE)
         scene.expire(a)

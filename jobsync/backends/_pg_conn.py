@@ -1,0 +1,389 @@
+"""One PostgreSQL connection shared by two threads, with LISTEN, counting and reconnect.
+
+Why one connection (base.py allows two): the coordination thread and the
+user's thread both run short statements, serialised by ``lock``; a user's call
+can delay a heartbeat by at most one short statement (the user's verbs are
+single statements).  Waiting for a notification does *not* hold the lock: the
+waiter ``select()``s on the connection's socket and on a self-pipe, and takes
+the lock only to drain input that arrived (microseconds).  Notifications that
+arrive while another thread runs a statement are dispatched by psycopg to
+``_on_notify``, which records the channel and writes to the self-pipe, so the
+waiter wakes either way.  A second connection used only for LISTEN would
+double the server's connection count for no gain in latency.
+
+Reconnection: a statement that fails because the connection is gone drops
+the connection and raises BackendUnavailable.  The next call reconnects at
+once; each failed attempt doubles a capped delay (with jitter) during which
+calls raise BackendUnavailable without trying.  After a reconnect every
+channel is re-LISTENed and signalled, since notifications may have been lost.
+Before each use, input waiting on an idle connection is drained, which both
+delivers notifications and notices a server-side termination before a
+statement is sent, so that case reconnects without surfacing an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import os
+import random
+import select
+import threading
+import time
+import weakref
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+from psycopg import pq, sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from jobsync.core.errors import BackendUnavailable
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+Cursor = psycopg.Cursor[tuple[Any, ...]]
+
+BACKOFF_BASE = 0.05
+BACKOFF_CAP = 5.0
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000
+"""A worker paused inside one of our transactions holds the site row lock; the
+server ends such a session after this long, freeing the site for the others."""
+KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "3",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "15000",
+}
+"""Defaults for a dead peer to be noticed within about 20 s, idle or not (a DSN's
+own settings win)."""
+
+
+def conninfo(dsn: str, application_name: str, connect_timeout: float) -> str:
+    """The DSN with our connection options: the DSN's own keepalive settings win;
+    ``application_name`` and ``connect_timeout`` are the caller's."""
+    params: dict[str, Any] = dict(KEEPALIVES)
+    params.update(conninfo_to_dict(dsn))
+    params["application_name"] = application_name
+    params["connect_timeout"] = str(max(1, math.ceil(connect_timeout)))
+    return make_conninfo("", **params)
+
+
+class Session:
+    """A connection that reconnects, counts round trips and waits for NOTIFY."""
+
+    def __init__(self, conninfo: str, on_connect: Callable[[Session, Conn], None]) -> None:
+        self._conninfo = conninfo
+        # Weak, like the notify handler below: no reference cycle keeps an
+        # abandoned handle (a crashed worker's) alive, and __del__ closes it.
+        self._on_connect: Callable[[], Callable[[Session, Conn], None] | None] = (
+            weakref.WeakMethod(on_connect) if inspect.ismethod(on_connect) else lambda: on_connect
+        )
+        self.lock = threading.Lock()
+        """Held for every statement (or transaction) on the connection."""
+        self._conn: Conn | None = None
+        self._closed = False
+        self._failures = 0
+        self._retry_at = 0.0
+        self._stats_lock = threading.Lock()
+        self.stats: Counter[str] = Counter()
+        self._channels: set[str] = set()
+        self._prepared: set[bytes] = set()
+        self._pending: list[str] = []
+        """Channels to LISTEN on with the next statement."""
+        self._pipelines = psycopg.Pipeline.is_supported()
+        self._signal_lock = threading.Lock()
+        self._signalled: set[str] = set()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    # -- statements (callers hold ``lock``) ------------------------------------
+    def connection(self) -> Conn:
+        """The live connection, reconnecting if allowed; BackendUnavailable if not."""
+        if self._closed:
+            raise BackendUnavailable("the PostgreSQL backend handle is closed")
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken:
+            self._drain(conn)
+            if self._conn is not None:
+                return self._conn
+        self.drop()
+        wait = self._retry_at - time.monotonic()
+        if wait > 0:
+            raise BackendUnavailable(f"PostgreSQL unreachable; next reconnect in {wait:.2f} s")
+        try:
+            conn = self._connect()
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            self._failures += 1
+            delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (self._failures - 1))
+            self._retry_at = time.monotonic() + delay * random.uniform(0.5, 1.0)
+            raise BackendUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+        self._failures = 0
+        self._retry_at = 0.0
+        return conn
+
+    def execute(
+        self, query: bytes, params: Any = None, *, prepare: bool = False, binary: bool = False
+    ) -> Cursor:
+        """Send one statement: one round trip.
+
+        LISTENs queued by ``listen`` and the first preparation of a prepared
+        statement travel in the same pipeline as the statement, so they cost
+        no round trip of their own (libpq >= 14; without pipeline support
+        each costs one).
+        """
+        conn = self._live()
+        needs_prepare = prepare and query not in self._prepared
+        if needs_prepare or self._pending:
+            if self._pipelines:
+                # One Sync: the LISTENs share the statement's implicit
+                # transaction, so they take effect when it commits, and
+                # are queued again if it fails.
+                self.count("round_trips")
+                channels = list(self._pending)
+                try:
+                    with conn.pipeline():
+                        self._send_listens(conn)
+                        cur = conn.execute(query, params, prepare=prepare or None, binary=binary)
+                except BaseException:
+                    self._pending = [*channels, *(c for c in self._pending if c not in channels)]
+                    raise
+                self._prepared.add(query)
+                return cur
+            self._send_listens(conn)
+            if needs_prepare:
+                self.count("round_trips")  # Parse waits for its own reply outside a pipeline
+            self._prepared.add(query)
+        self.count("round_trips")
+        return conn.execute(query, params, prepare=prepare or None, binary=binary)
+
+    def _live(self) -> Conn:
+        """The connection a verb opened with ``connection()``; never a silent reconnect
+        in the middle of a verb (its transaction would be lost)."""
+        if self._conn is None:
+            raise BackendUnavailable("the PostgreSQL connection was lost")
+        return self._conn
+
+    def listen(self, channel: str) -> None:
+        """LISTEN on ``channel`` from the next statement on, also after reconnects."""
+        if channel not in self._channels:
+            self._channels.add(channel)
+            self._pending.append(channel)
+
+    def listening(self, channel: str) -> bool:
+        return channel in self._channels and channel not in self._pending
+
+    def flush(self) -> None:
+        """Send queued LISTENs now (one round trip), e.g. before waiting."""
+        if self._pending:
+            conn = self._live()
+            self.count("round_trips")
+            if self._pipelines:
+                with conn.pipeline():
+                    self._send_listens(conn)
+            else:
+                self._send_listens(conn, count=True)
+
+    def _send_listens(self, conn: Conn, *, count: bool = False) -> None:
+        while self._pending:
+            if count:
+                self.count("round_trips")
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._pending[0])))
+            self._pending.pop(0)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """BEGIN ... COMMIT on the (autocommit) connection; ROLLBACK on any error.
+
+        Queued LISTENs go first, on their own: inside the transaction a
+        rollback would undo them.
+        """
+        self.flush()
+        self.execute(b"BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._rollback()
+            raise
+        self.execute(b"COMMIT")
+
+    def _rollback(self) -> None:
+        conn = self._conn
+        if conn is None or conn.closed or conn.broken:
+            return
+        try:
+            self.count("round_trips")
+            conn.execute(b"ROLLBACK")
+        except psycopg.Error:
+            self.drop()
+
+    def drop(self) -> None:
+        """Forget the connection (after it failed); the next call reconnects."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+            self._wake()
+
+    def close(self) -> None:
+        with self.lock:
+            self._closed = True
+            self.drop()
+        self._wake()
+
+    def count(self, key: str) -> None:
+        with self._stats_lock:
+            self.stats[key] += 1
+
+    def statistics(self) -> dict[str, int]:
+        with self._stats_lock:
+            return dict(self.stats)
+
+    # -- notifications ---------------------------------------------------------
+    def wait(self, channel: str, timeout: float) -> bool:
+        """True once ``channel`` was signalled since the last True; False after ``timeout``.
+
+        Call without holding ``lock``; the channel must be LISTENed already.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._take(channel):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return self._last_look(channel)
+            conn = self._conn
+            if conn is None:
+                with self.lock:
+                    self.connection()  # reconnects (signalling every channel) or raises
+                    self.flush()
+                continue
+            fd = self._fileno(conn)
+            watched = [self._wake_r] if fd is None else [self._wake_r, fd]
+            try:
+                ready, _, _ = select.select(watched, [], [], remaining)
+            except (OSError, ValueError):  # the socket closed under us: look again
+                ready = []
+            if self._wake_r in ready:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_r, 4096)
+            if fd is not None and fd in ready and self.lock.acquire(timeout=remaining):
+                try:
+                    if self._conn is conn and not self._closed:
+                        self._drain(conn)
+                finally:
+                    self.lock.release()
+
+    def _last_look(self, channel: str) -> bool:
+        """Before answering False: read whatever already reached the socket."""
+        if self.lock.acquire(blocking=False):
+            try:
+                conn = self._conn
+                if conn is not None and not self._closed:
+                    self._drain(conn)
+            finally:
+                self.lock.release()
+        return self._take(channel)
+
+    def _take(self, channel: str) -> bool:
+        with self._signal_lock:
+            if channel in self._signalled:
+                self._signalled.discard(channel)
+                return True
+            return False
+
+    def _on_notify(self, notify: psycopg.Notify) -> None:
+        with self._signal_lock:
+            self._signalled.add(notify.channel)
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
+
+    def _drain(self, conn: Conn) -> None:
+        """Read whatever an idle connection has received: notifications, or the news
+        that the server ended the session (then the connection is dropped)."""
+        fd = self._fileno(conn)
+        if fd is None:
+            self.drop()
+            return
+        try:
+            ready, _, _ = select.select([fd], [], [], 0)
+        except (OSError, ValueError):
+            self.drop()
+            return
+        pgconn = conn.pgconn
+        if ready:
+            try:
+                pgconn.consume_input()
+            except psycopg.Error:
+                self.drop()
+                return
+        while (notify := pgconn.notifies()) is not None:  # also any already buffered
+            handler = pgconn.notify_handler
+            if handler is not None:
+                handler(notify)
+        if pgconn.status != pq.ConnStatus.OK:
+            self.drop()
+
+    @staticmethod
+    def _fileno(conn: Conn) -> int | None:
+        try:
+            return conn.fileno()
+        except psycopg.Error:
+            return None
+
+    def _connect(self) -> Conn:
+        conn: Conn = psycopg.connect(self._conninfo, autocommit=True)
+        # Only the hot single statements are prepared, explicitly, so that
+        # ``round_trips`` counts exactly what goes over the wire.
+        conn.prepare_threshold = 2**31
+        self._prepared.clear()
+        try:
+            self.count("connects")
+            self.count("round_trips")
+            conn.execute(
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+                (str(IDLE_IN_TRANSACTION_TIMEOUT_MS),),
+            )
+            on_connect = self._on_connect()
+            if on_connect is None:
+                raise BackendUnavailable("the PostgreSQL backend handle is gone")
+            on_connect(self, conn)
+            self._pending = sorted(self._channels)  # re-LISTEN with the next statement
+            conn.add_notify_handler(_weak_handler(self))
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        with self._signal_lock:  # whatever was sent while we were away is lost: say so
+            self._signalled.update(self._channels)
+        if self._channels:
+            self._wake()
+        return conn
+
+    def __del__(self) -> None:
+        """An abandoned handle (never closed) closes its connection quietly."""
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+        for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def _weak_handler(session: Session) -> Callable[[psycopg.Notify], None]:
+    ref = weakref.ref(session)
+
+    def handler(notify: psycopg.Notify) -> None:
+        target = ref()
+        if target is not None:
+            target._on_notify(notify)
+
+    return handler

@@ -1,0 +1,505 @@
+"""The SQL of the PostgreSQL backend, one template per statement.
+
+Templates name tables as ``{node}``, ``{token}``, ... (quoted, schema-qualified
+``psycopg.sql.Identifier`` values filled in by ``render``) and take every value
+as a bound parameter (``%(name)s``).  Four macros keep the judgements in one
+place:
+
+- ``@EXP:n@``   the lease end of node row ``n``: ``last_heartbeat + lease_timeout``;
+- ``@LIVE:n@``  base.py's *live*: active or leaving and the lease end after
+  the statement clock ``clock_timestamp()``;
+- ``@HELD:h@``  the *lease still held* by (``h.node``, ``h.incarnation``), the
+  negation of base.py's *expired*: its row holds it and its lease end is after
+  the statement clock (whatever the state), or its row holds a newer
+  incarnation whose ``fence_until`` is after the statement clock;
+- ``@EPOCH:x@`` a timestamptz as float seconds since the Unix epoch.
+
+Lock order.  Every transaction that writes token rows, node states (other
+than a heartbeat's own row) or the site's counters first locks the site row
+(``FOR UPDATE``), then node rows, then token rows, then audit rows.  So
+token rows cannot change under a transaction that holds the site row, and no
+two of these transactions can deadlock.  A heartbeat locks only its own node
+row; a claim takes ``FOR SHARE`` locks on its token rows and then inserts audit
+rows, the same order again.  Statements of one transaction that must not
+reorder their locks are separate statements (the sub-statements of one CTE
+run in no guaranteed order).
+"""
+
+from __future__ import annotations
+
+import re
+
+from psycopg import sql
+
+from jobsync.backends._pg_schema import Conn, identifiers
+
+_MACROS = {
+    "EXP": "({a}.last_heartbeat + {a}.lease_timeout * interval '1 second')",
+    "LIVE": (
+        "({a}.state IN ('active', 'leaving') AND "
+        "{a}.last_heartbeat + {a}.lease_timeout * interval '1 second' > clock_timestamp())"
+    ),
+    "EPOCH": "extract(epoch from {a})::float8",
+}
+_MACRO = re.compile(r"@(EXP|LIVE|EPOCH):([a-z_.()]+)@")
+
+# A lease still held by (h.node, h.incarnation); see the module docstring.
+_HELD = """EXISTS (SELECT 1 FROM {node} hn WHERE hn.site = %(site)s AND hn.name = @A@.node
+    AND ((hn.incarnation = @A@.incarnation AND @EXP:hn@ > clock_timestamp())
+      OR (hn.incarnation > @A@.incarnation AND hn.fence_until > clock_timestamp())))"""
+
+
+def _expand(template: str) -> str:
+    template = re.sub(r"@HELD:([a-z_]+)@", lambda m: _HELD.replace("@A@", m.group(1)), template)
+    return _MACRO.sub(lambda m: _MACROS[m.group(1)].replace("{a}", m.group(2)), template)
+
+
+# -- sites --------------------------------------------------------------------
+
+SITE_INFO = """SELECT site, total_tokens, hash_function, generation, change_counter, plan_basis,
+    @EPOCH:created_at@ FROM {site} WHERE site = %(site)s"""
+
+ENSURE_SITE = """WITH ins AS (
+    INSERT INTO {site} (site, total_tokens, hash_function) VALUES (%(site)s, %(total)s, %(hash)s)
+    ON CONFLICT (site) DO NOTHING RETURNING site, epoch_floor),
+tok AS (
+    INSERT INTO {token} (site, token_id, epoch)
+    SELECT ins.site, g, ins.epoch_floor FROM ins, generate_series(0, %(total)s - 1) AS g)
+SELECT count(*) FROM ins"""
+
+LOCK_SITE = """SELECT total_tokens, generation, change_counter, plan_basis
+    FROM {site} WHERE site = %(site)s FOR UPDATE"""
+
+BUMP = """WITH s AS (
+    UPDATE {site} SET change_counter = change_counter + 1 WHERE site = %(site)s
+    RETURNING change_counter)
+SELECT s.change_counter, pg_notify(%(channel)s, %(payload)s) FROM s"""
+
+NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
+
+BUSY_NODES = """SELECT n.name FROM {node} n WHERE n.site = %(site)s
+    AND (n.fence_until > clock_timestamp() OR @EXP:n@ > clock_timestamp())"""
+
+RESET_FLOOR = """SELECT coalesce(max(epoch), 0) + 1 FROM {token} WHERE site = %(site)s"""
+
+RESET_DELETE_TOKENS = """DELETE FROM {token} WHERE site = %(site)s"""
+
+RESET_TOKENS = """WITH ins AS (
+    INSERT INTO {token} (site, token_id, epoch)
+    SELECT %(site)s, g, %(floor)s FROM generate_series(0, %(total)s - 1) AS g)
+UPDATE {site} s SET total_tokens = %(total)s, hash_function = %(hash)s,
+    generation = s.generation + 1, change_counter = s.change_counter + 1,
+    epoch_floor = greatest(s.epoch_floor, %(floor)s)
+WHERE s.site = %(site)s
+RETURNING s.site, s.total_tokens, s.hash_function, s.generation, s.change_counter,
+    s.plan_basis, @EPOCH:s.created_at@"""
+
+RESET_CLAIMS = """DELETE FROM {audit} WHERE site = %(site)s AND status = 'claimed'"""
+
+LOCK_KEYS = """SELECT task_key FROM {lock} WHERE site = %(site)s"""
+
+RETOKEN_LOCKS = """UPDATE {lock} l SET token_id = u.token_id
+    FROM unnest(%(keys)s::text[], %(tokens)s::int[]) AS u(task_key, token_id)
+    WHERE l.site = %(site)s AND l.task_key = u.task_key"""
+
+# -- membership ---------------------------------------------------------------
+
+NEXT_INCARNATION = """UPDATE {site}
+    SET next_incarnation = next_incarnation + 1, change_counter = change_counter + 1
+    WHERE site = %(site)s RETURNING next_incarnation - 1, change_counter"""
+
+# Takes the name's row over.  The fence is the later of the stored fence and
+# the older incarnation's lease end unless that incarnation was already dead
+# (greatest() ignores NULLs; NULL means no fence).
+UPSERT_NODE = """WITH t AS MATERIALIZED (SELECT clock_timestamp() AS ts),
+old AS (
+    SELECT n.state, n.fence_until, @EXP:n@ AS expires FROM {node} n
+    WHERE n.site = %(site)s AND n.name = %(name)s FOR UPDATE),
+f AS (
+    SELECT CASE WHEN old.state IS NULL THEN NULL
+                WHEN old.state <> 'dead' THEN greatest(old.fence_until, old.expires)
+                ELSE old.fence_until END AS fence
+    FROM (SELECT 1) AS one LEFT JOIN old ON true)
+INSERT INTO {node} AS n (site, name, created_on, last_heartbeat, lease_timeout, incarnation,
+    state, fence_until)
+SELECT %(site)s, %(name)s, t.ts, t.ts, %(lease)s, %(inc)s, 'active', f.fence FROM t, f
+ON CONFLICT (site, name) DO UPDATE SET created_on = excluded.created_on,
+    last_heartbeat = excluded.last_heartbeat, lease_timeout = excluded.lease_timeout,
+    incarnation = excluded.incarnation, state = 'active', fence_until = excluded.fence_until
+RETURNING @EPOCH:n.created_on@, coalesce(@EPOCH:n.fence_until@, 0)"""
+
+# The steady-state heartbeat: one statement, one round trip.  It updates the
+# name's row whatever it holds, so it locks and reads the row's *latest*
+# version: a renewal only if the row holds this incarnation, active or
+# leaving, with its lease unexpired on the statement clock (re-evaluated after
+# any lock wait, see postgres.py on the reap race); the row is marked dead if
+# that lease already ran out; otherwise the row is written back unchanged.
+# Only a renewal changes anything, and it touches no indexed column (HOT).
+HEARTBEAT = """WITH t AS MATERIALIZED (SELECT clock_timestamp() AS ts),
+hb AS (
+    UPDATE {node} n SET
+        last_heartbeat = CASE
+            WHEN n.incarnation = %(inc)s AND n.state IN ('active', 'leaving')
+                 AND @EXP:n@ > clock_timestamp()
+            THEN (SELECT ts FROM t) ELSE n.last_heartbeat END,
+        state = CASE
+            WHEN n.incarnation = %(inc)s AND n.state IN ('active', 'leaving')
+                 AND @EXP:n@ <= clock_timestamp()
+            THEN 'dead' ELSE n.state END
+    WHERE n.site = %(site)s AND n.name = %(name)s
+    RETURNING n.incarnation, n.state, n.last_heartbeat)
+SELECT @EPOCH:t.ts@, s.change_counter, s.plan_basis,
+    (SELECT ARRAY[@EPOCH:o.last_heartbeat@, o.lease_timeout] FROM {node} o
+        WHERE o.site = %(site)s AND o.name <> %(name)s AND @LIVE:o@
+        ORDER BY @EXP:o@ LIMIT 1),
+    hb.incarnation, hb.state, hb.last_heartbeat = t.ts,
+    (SELECT count(*) FROM {node} o
+        WHERE o.site = %(site)s AND o.name <> %(name)s AND @LIVE:o@)
+FROM t LEFT JOIN {site} s ON s.site = %(site)s LEFT JOIN hb ON true"""
+
+LEAVING_STATE = """SELECT n.state FROM {node} n
+    WHERE n.site = %(site)s AND n.name = %(name)s AND n.incarnation = %(inc)s AND @LIVE:n@
+    FOR UPDATE"""
+
+SET_LEAVING = """UPDATE {node} SET state = 'leaving'
+    WHERE site = %(site)s AND name = %(name)s AND incarnation = %(inc)s"""
+
+DEREGISTER = """WITH d AS (
+    DELETE FROM {node} WHERE site = %(site)s AND name = %(name)s AND incarnation = %(inc)s
+    RETURNING 1),
+t AS (
+    UPDATE {token} SET node = NULL, incarnation = NULL, epoch = epoch + 1,
+        pending_to = NULL, pending_deadline = NULL
+    WHERE site = %(site)s AND node = %(name)s AND incarnation = %(inc)s
+      AND EXISTS (SELECT 1 FROM d)),
+a AS (
+    DELETE FROM {audit} WHERE site = %(site)s AND incarnation = %(inc)s AND status = 'claimed'
+      AND EXISTS (SELECT 1 FROM d))
+SELECT count(*) FROM d"""
+
+READ_NODES = """SELECT @EPOCH:clock_timestamp()@, s.site IS NOT NULL, n.name, n.incarnation,
+    @EPOCH:n.created_on@, @EPOCH:n.last_heartbeat@, n.lease_timeout, n.state,
+    coalesce(@EPOCH:n.fence_until@, 0)
+FROM (SELECT 1) AS one LEFT JOIN {site} s ON s.site = %(site)s
+LEFT JOIN {node} n ON n.site = s.site"""
+
+# -- planning -----------------------------------------------------------------
+
+READ_CLUSTER = """WITH t AS MATERIALIZED (SELECT clock_timestamp() AS ts),
+tk AS (
+    SELECT array_agg(x.node) AS owners, array_agg(x.incarnation) AS incs,
+        array_agg(x.epoch) AS epochs, array_agg(x.pending_to) AS dests,
+        array_agg(@EPOCH:x.pending_deadline@) AS deadlines, array_agg(x.token_id) AS ids
+    FROM (SELECT * FROM {token} WHERE site = %(site)s ORDER BY token_id) AS x)
+SELECT @EPOCH:t.ts@, s.site, s.total_tokens, s.hash_function, s.generation, s.change_counter,
+    s.plan_basis, @EPOCH:s.created_at@,
+    (SELECT json_agg(json_build_array(n.name, n.incarnation, @EPOCH:n.created_on@,
+        @EPOCH:n.last_heartbeat@, n.lease_timeout, n.state,
+        coalesce(@EPOCH:n.fence_until@, 0))) FROM {node} n WHERE n.site = s.site),
+    (SELECT json_agg(json_build_array(l.task_key, l.token_id, l.patterns, l.reason,
+        l.created_by, @EPOCH:l.created_at@, @EPOCH:l.expires_at@))
+        FROM {lock} l WHERE l.site = s.site AND (l.expires_at IS NULL OR l.expires_at > t.ts)),
+    tk.ids, tk.owners, tk.incs, tk.epochs, tk.dests, tk.deadlines
+FROM t CROSS JOIN {site} s CROSS JOIN tk WHERE s.site = %(site)s"""
+
+LEADER = """SELECT n.name, n.incarnation FROM {node} n WHERE n.site = %(site)s AND @LIVE:n@
+    ORDER BY n.created_on, n.name COLLATE "C" LIMIT 1"""
+
+# The (name, incarnation) holding each sample token (one token per expected
+# incarnation: token rows cannot change while the site row is locked, so one
+# row names the holder).  LOCK_HOLDERS locks those names' node rows, so that no
+# heartbeat can renew them between the expiry judgement (HELD_HOLDERS, a later
+# statement) and the commit.
+LOCK_HOLDERS = """SELECT n.name FROM {node} n WHERE n.site = %(site)s AND n.name IN (
+    SELECT t.node FROM {token} t WHERE t.site = %(site)s
+      AND t.token_id = ANY(%(samples)s::int4[]) AND t.incarnation = ANY(%(incs)s::int8[]))
+    ORDER BY n.name COLLATE "C" FOR UPDATE OF n"""
+
+# A holder (among the expected incarnations) whose lease is still held.
+HELD_HOLDERS = """SELECT h.node, h.incarnation FROM (
+    SELECT DISTINCT t.node, t.incarnation FROM {token} t WHERE t.site = %(site)s
+      AND t.token_id = ANY(%(samples)s::int4[]) AND t.incarnation = ANY(%(incs)s::int8[])) AS h
+WHERE @HELD:h@ LIMIT 1"""
+
+# Dense arrays indexed by token_id + 1, sent as comma-separated text (far
+# cheaper to adapt and parse than 10,000-element array parameters) and parsed
+# once in ``p``: the expected incarnation (-1: unowned) and epoch (-1: not
+# written by this plan); the new owner as an index into ``names`` (0:
+# unowned) and its incarnation (-1: none).  Fixed-width arrays without NULLs,
+# so each subscript is O(1); no join; and no indexed column changes, so on a
+# table with free space these are HOT updates.
+ASSIGN = """WITH p AS MATERIALIZED (
+    SELECT string_to_array(%(exp_incs)s::text, ',')::int8[] AS exp_incs,
+        string_to_array(%(exp_epochs)s::text, ',')::int8[] AS exp_epochs,
+        string_to_array(%(owner_ix)s::text, ',')::int4[] AS owner_ix,
+        string_to_array(%(incs)s::text, ',')::int8[] AS incs,
+        %(names)s::text[] AS names)
+UPDATE {token} t SET node = p.names[p.owner_ix[t.token_id + 1]],
+    incarnation = nullif(p.incs[t.token_id + 1], -1),
+    epoch = t.epoch + 1, pending_to = NULL, pending_deadline = NULL
+FROM p
+WHERE t.site = %(site)s AND p.exp_epochs[t.token_id + 1] >= 0
+  AND t.incarnation IS NOT DISTINCT FROM nullif(p.exp_incs[t.token_id + 1], -1)
+  AND t.epoch = p.exp_epochs[t.token_id + 1]"""
+
+# ASSIGN for plans that write few tokens: compact arrays joined by token.
+ASSIGN_FEW = """WITH a AS MATERIALIZED (
+    SELECT * FROM unnest(string_to_array(%(tokens)s::text, ',')::int4[],
+        string_to_array(%(exp_incs)s::text, ',')::int8[],
+        string_to_array(%(exp_epochs)s::text, ',')::int8[],
+        string_to_array(%(owner_ix)s::text, ',')::int4[],
+        string_to_array(%(incs)s::text, ',')::int8[])
+        AS a(token_id, exp_inc, exp_epoch, owner_ix, inc))
+UPDATE {token} t SET node = (%(names)s::text[])[a.owner_ix], incarnation = nullif(a.inc, -1),
+    epoch = t.epoch + 1, pending_to = NULL, pending_deadline = NULL
+FROM a
+WHERE t.site = %(site)s AND t.token_id = a.token_id
+  AND t.incarnation IS NOT DISTINCT FROM nullif(a.exp_inc, -1) AND t.epoch = a.exp_epoch"""
+
+BURY = """WITH d AS (
+    UPDATE {node} SET state = 'dead' WHERE site = %(site)s AND incarnation = ANY(%(incs)s::int8[])
+      AND state IN ('active', 'leaving'))
+DELETE FROM {audit} WHERE site = %(site)s AND incarnation = ANY(%(incs)s::int8[])
+    AND status = 'claimed'"""
+
+# A pending release keeps its deadline; only the destination changes.
+# Arrays travel as comma-separated text (see ASSIGN); destinations as text[].
+REVOKE = """WITH r AS MATERIALIZED (
+    SELECT * FROM unnest(string_to_array(%(tokens)s::text, ',')::int4[],
+        string_to_array(%(exp_incs)s::text, ',')::int8[],
+        string_to_array(%(exp_epochs)s::text, ',')::int8[], %(dests)s::text[])
+        AS r(token_id, exp_inc, exp_epoch, dest))
+UPDATE {token} t SET pending_to = r.dest,
+    pending_deadline = coalesce(t.pending_deadline,
+        clock_timestamp() + %(ack)s * interval '1 second')
+FROM r
+WHERE t.site = %(site)s AND t.token_id = r.token_id
+  AND t.incarnation = r.exp_inc AND t.epoch = r.exp_epoch"""
+
+TOKEN_ROWS = """SELECT token_id, incarnation, epoch FROM {token}
+    WHERE site = %(site)s AND token_id = ANY(%(tokens)s::int[])"""
+
+FINISH_PLAN = """WITH s AS (
+    UPDATE {site} SET generation = generation + 1, change_counter = change_counter + 1,
+        plan_basis = greatest(plan_basis, %(basis)s)
+    WHERE site = %(site)s RETURNING generation),
+h AS (
+    INSERT INTO {rebalance} (site, generation, leader, at, trigger, nodes_before, nodes_after,
+        moved, unowned, duration_ms)
+    SELECT %(site)s, s.generation, %(leader)s, clock_timestamp(), %(trigger)s,
+        %(before)s::text[], %(after)s::text[], %(moved)s, %(unowned)s, %(duration)s
+    FROM s WHERE %(history)s)
+SELECT s.generation, pg_notify(%(channel)s, %(payload)s) FROM s"""
+
+RAISE_BASIS = """WITH s AS (
+    UPDATE {site} SET plan_basis = greatest(plan_basis, %(basis)s) WHERE site = %(site)s
+    RETURNING generation)
+SELECT s.generation, pg_notify(%(channel)s, %(payload)s) FROM s"""
+
+# One pass over the site's token rows (there is deliberately no index on the
+# owner columns: it would make every plan's updates non-HOT).
+READ_OWNED = """SELECT @EPOCH:clock_timestamp()@, s.change_counter, s.plan_basis,
+    m.tokens, m.epochs, m.pending, m.incoming
+FROM {site} s
+CROSS JOIN LATERAL (
+    SELECT array_agg(t.token_id ORDER BY t.token_id) FILTER (WHERE mine) AS tokens,
+        array_agg(t.epoch ORDER BY t.token_id) FILTER (WHERE mine) AS epochs,
+        array_agg(t.token_id) FILTER (WHERE mine AND t.pending_deadline IS NOT NULL) AS pending,
+        count(*) FILTER (WHERE (t.pending_deadline IS NOT NULL AND t.pending_to = %(name)s)
+            OR (t.node = %(name)s AND t.incarnation <> %(inc)s)) AS incoming
+    FROM {token} t
+    CROSS JOIN LATERAL (SELECT t.node = %(name)s AND t.incarnation = %(inc)s AS mine) AS x
+    WHERE t.site = s.site) AS m
+WHERE s.site = %(site)s"""
+
+# -- hand-off -----------------------------------------------------------------
+
+# A finished release passes the token to its destination's live incarnation,
+# or leaves it unowned (the row-valued subquery yields NULLs when none).
+_HAND_OVER = """(node, incarnation) = (SELECT l.name, l.incarnation FROM live l
+        WHERE l.name = t.pending_to),
+    epoch = t.epoch + 1, pending_to = NULL, pending_deadline = NULL"""
+
+ACK = (
+    """WITH live AS (SELECT n.name, n.incarnation FROM {node} n
+    WHERE n.site = %(site)s AND @LIVE:n@)
+UPDATE {token} t SET """
+    + _HAND_OVER
+    + """
+FROM unnest(%(tokens)s::int[], %(epochs)s::int8[]) AS r(token_id, epoch)
+WHERE t.site = %(site)s AND t.token_id = r.token_id AND t.epoch = r.epoch
+  AND t.node = %(name)s AND t.incarnation = %(inc)s AND t.pending_deadline IS NOT NULL
+RETURNING t.token_id"""
+)
+
+LOCK_PENDING_HOLDERS = """SELECT n.name FROM {node} n WHERE n.site = %(site)s AND n.name IN (
+    SELECT t.node FROM {token} t WHERE t.site = %(site)s AND t.pending_deadline IS NOT NULL)
+    ORDER BY n.name COLLATE "C" FOR UPDATE OF n"""
+
+FINISH_EXPIRED = (
+    """WITH live AS (SELECT n.name, n.incarnation FROM {node} n
+    WHERE n.site = %(site)s AND @LIVE:n@),
+gone AS (
+    SELECT h.node, h.incarnation FROM (
+        SELECT DISTINCT t.node, t.incarnation FROM {token} t
+        WHERE t.site = %(site)s AND t.pending_deadline IS NOT NULL
+          AND t.incarnation IS NOT NULL) AS h
+    WHERE NOT @HELD:h@),
+moved AS (
+    UPDATE {token} t SET """
+    + _HAND_OVER
+    + """
+    FROM gone g WHERE t.site = %(site)s AND t.pending_deadline IS NOT NULL
+      AND t.node = g.node AND t.incarnation = g.incarnation
+    RETURNING t.token_id)
+SELECT array(SELECT token_id FROM moved), array(SELECT incarnation FROM gone)"""
+)
+
+EVICT = """UPDATE {node} n SET state = 'evicted' FROM (
+    SELECT DISTINCT t.node, t.incarnation FROM {token} t
+    WHERE t.site = %(site)s AND t.pending_deadline IS NOT NULL
+      AND t.pending_deadline <= clock_timestamp()) AS o
+WHERE n.site = %(site)s AND n.name = o.node AND n.incarnation = o.incarnation
+  AND n.state IN ('active', 'leaving')
+RETURNING n.name"""
+
+# -- claims and completion ----------------------------------------------------
+
+# One round trip.  FOR SHARE on the token rows makes the fence hold at commit:
+# a plan or acknowledgement that moves the token (an UPDATE of the row) either
+# committed before (the row is re-read and no longer matches) or waits for this
+# statement to commit (and then releases or keeps the claim as its rules say).
+CLAIM = """WITH s AS (SELECT total_tokens FROM {site} WHERE site = %(site)s),
+req AS (
+    SELECT * FROM unnest(%(keys)s::text[], %(tokens)s::int[], %(epochs)s::int8[])
+        WITH ORDINALITY AS r(task_key, token_id, epoch, ord)),
+bad AS (SELECT 1 FROM req, s WHERE req.token_id >= s.total_tokens),
+ok AS (
+    SELECT t.token_id, t.epoch FROM {token} t
+    WHERE t.site = %(site)s AND t.token_id = ANY(%(tokens)s::int[]) AND t.node = %(name)s
+      AND t.incarnation = %(inc)s AND t.pending_deadline IS NULL
+      AND NOT EXISTS (SELECT 1 FROM bad)
+    FOR SHARE),
+pick AS (
+    SELECT DISTINCT ON (r.task_key) r.task_key, r.token_id, r.epoch
+    FROM req r JOIN ok ON ok.token_id = r.token_id AND ok.epoch = r.epoch
+    ORDER BY r.task_key, r.ord),
+ins AS (
+    INSERT INTO {audit} (site, date, task_key, node, incarnation, token_id, epoch, status,
+        claimed_at)
+    SELECT %(site)s, %(date)s, p.task_key, %(name)s, %(inc)s, p.token_id, p.epoch, 'claimed',
+        clock_timestamp() FROM pick p
+    ON CONFLICT (site, date, task_key) DO NOTHING RETURNING task_key)
+SELECT (SELECT total_tokens FROM s), (SELECT count(*) FROM bad), array(SELECT task_key FROM ins)"""
+
+COMPLETE = """WITH s AS (SELECT 1 FROM {site} WHERE site = %(site)s),
+u AS (
+    UPDATE {audit} SET status = 'done', completed_at = clock_timestamp()
+    WHERE site = %(site)s AND date = %(date)s AND task_key = ANY(%(keys)s::text[])
+      AND incarnation = %(inc)s AND status = 'claimed'
+    RETURNING task_key)
+SELECT (SELECT count(*) FROM s), array(SELECT task_key FROM u)"""
+
+RELEASE = """WITH s AS (SELECT 1 FROM {site} WHERE site = %(site)s),
+u AS (
+    DELETE FROM {audit}
+    WHERE site = %(site)s AND date = %(date)s AND task_key = ANY(%(keys)s::text[])
+      AND incarnation = %(inc)s AND status = 'claimed'
+    RETURNING task_key)
+SELECT (SELECT count(*) FROM s), array(SELECT task_key FROM u)"""
+
+READ_AUDIT = """SELECT s.site, a.task_key, a.date, a.node, a.incarnation, a.token_id, a.epoch,
+    a.status, @EPOCH:a.claimed_at@, @EPOCH:a.completed_at@
+FROM {site} s LEFT JOIN {audit} a ON a.site = s.site AND a.date = %(date)s
+    AND (%(name)s::text IS NULL OR a.node = %(name)s)
+WHERE s.site = %(site)s"""
+
+LOCK_CLAIMERS = """SELECT n.name FROM {node} n WHERE n.site = %(site)s AND n.name IN (
+    SELECT a.node FROM {audit} a WHERE a.site = %(site)s AND a.status = 'claimed')
+    ORDER BY n.name COLLATE "C" FOR UPDATE OF n"""
+
+REAP = """WITH h AS (
+    SELECT DISTINCT a.node, a.incarnation FROM {audit} a
+    WHERE a.site = %(site)s AND a.status = 'claimed'),
+g AS (SELECT h.incarnation FROM h WHERE NOT @HELD:h@),
+d AS (
+    DELETE FROM {audit} a USING g
+    WHERE a.site = %(site)s AND a.status = 'claimed' AND a.incarnation = g.incarnation
+    RETURNING 1)
+SELECT count(*) FROM d"""
+
+# -- locks --------------------------------------------------------------------
+
+PURGE_LOCKS = """DELETE FROM {lock} WHERE site = %(site)s AND expires_at IS NOT NULL
+    AND expires_at <= clock_timestamp()"""
+
+CLEAR_CREATOR_LOCKS = """DELETE FROM {lock} WHERE site = %(site)s
+    AND (%(creator)s::text IS NULL OR created_by = %(creator)s)
+    AND task_key <> ALL(%(keep)s::text[])"""
+
+# Patterns travel as one JSON array of arrays (a text[] per lock cannot be
+# unnested from a two-dimensional array); WITH ORDINALITY keeps their order.
+UPSERT_LOCKS = """INSERT INTO {lock} AS l (site, task_key, token_id, patterns, reason, created_by,
+    created_at, expires_at)
+SELECT %(site)s, r.task_key, r.token_id,
+    ARRAY(SELECT e.p FROM jsonb_array_elements_text(%(patterns)s::jsonb -> (r.ord::int - 1))
+        WITH ORDINALITY AS e(p, i) ORDER BY e.i),
+    r.reason, %(creator)s, clock_timestamp(),
+    clock_timestamp() + r.expires_in * interval '1 second'
+FROM unnest(%(keys)s::text[], %(tokens)s::int[], %(reasons)s::text[], %(expires)s::float8[])
+    WITH ORDINALITY AS r(task_key, token_id, reason, expires_in, ord)
+ON CONFLICT (site, task_key) DO UPDATE SET token_id = excluded.token_id,
+    patterns = excluded.patterns, reason = excluded.reason, created_by = excluded.created_by,
+    expires_at = excluded.expires_at"""
+
+LIST_LOCKS = """SELECT s.site, l.task_key, l.token_id, l.patterns, l.reason, l.created_by,
+    @EPOCH:l.created_at@, @EPOCH:l.expires_at@
+FROM {site} s LEFT JOIN {lock} l ON l.site = s.site
+    AND (l.expires_at IS NULL OR l.expires_at > clock_timestamp())
+WHERE s.site = %(site)s"""
+
+# -- history and maintenance --------------------------------------------------
+
+READ_HISTORY = """SELECT s.site, h.generation, h.leader, @EPOCH:h.at@, h.trigger, h.nodes_before,
+    h.nodes_after, h.moved, h.unowned, h.duration_ms
+FROM {site} s LEFT JOIN LATERAL (
+    SELECT * FROM {rebalance} r WHERE r.site = s.site ORDER BY r.generation DESC
+    LIMIT %(limit)s) AS h ON true
+WHERE s.site = %(site)s"""
+
+PRUNE_CUTOFF = """SELECT clock_timestamp() - %(age)s * interval '1 second'
+    FROM {site} WHERE site = %(site)s"""
+
+PRUNE_AUDIT = """WITH d AS (
+    DELETE FROM {audit} WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM {audit} WHERE site = %(site)s AND status = 'done'
+          AND completed_at < %(cutoff)s LIMIT %(batch)s))
+    RETURNING 1)
+SELECT count(*) FROM d"""
+
+PRUNE_HISTORY = """WITH d AS (
+    DELETE FROM {rebalance} WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM {rebalance} WHERE site = %(site)s AND at < %(cutoff)s
+        LIMIT %(batch)s))
+    RETURNING 1)
+SELECT count(*) FROM d"""
+
+SITE_EXISTS = "SELECT 1 FROM {site} WHERE site = %(site)s"
+
+NOW = "SELECT @EPOCH:clock_timestamp()@"
+
+QUERIES = {
+    name: value
+    for name, value in dict(globals()).items()
+    if name.isupper() and not name.startswith("_") and isinstance(value, str)
+}
+
+
+def render(conn: Conn, schema: str, prefix: str) -> dict[str, bytes]:
+    """Every query with its tables filled in, as bytes ready for ``execute``."""
+    names = identifiers(schema, prefix)
+    rendered = {}
+    for name, template in QUERIES.items():
+        composed = sql.SQL(_expand(template)).format(**names)
+        rendered[name] = composed.as_bytes(conn)
+    return rendered
