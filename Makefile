@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(BIN)/mypy --strict jobsync
 
 bench: $(STAMP)
-	$(BIN)/python -m benchmarks.core
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 demo: $(STAMP)
 	$(BIN)/python -m jobsync demo

@@ -446,7 +446,11 @@ class Node:
         unowned = decision.plan.unowned if decision.plan is not None else frozenset()
         if unowned != self.unowned:
             self.unowned = unowned
-            if unowned:
+            if unowned and decision.plan is not None and not decision.plan.nodes:
+                log.info(
+                    "site %s: no eligible node left; %d token(s) unowned", self.site, len(unowned)
+                )
+            elif unowned:
                 sample = ", ".join(str(t) for t in sorted(unowned)[:10])
                 log.warning(
                     "site %s: %d token(s) unowned: their pins match no live node (%s%s)",
