@@ -46,7 +46,8 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 Cursor = psycopg.Cursor[tuple[Any, ...]]
 
 BACKOFF_BASE = 0.05
-BACKOFF_CAP = 5.0
+BACKOFF_CAP = 1.0
+"""Short, so workers coming back from an outage reconnect within one settle window."""
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000
 """A worker paused inside one of our transactions holds the site row lock; the
 server ends such a session after this long, freeing the site for the others."""

@@ -649,6 +649,12 @@ class PostgresBackend:
                 "connection must be a psycopg (3) Connection to the same database, "
                 f"got {type(conn).__name__}"
             )
+        if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            # The update would commit on its own: not exactly-once with the side effect.
+            raise InvalidArgument(
+                "connection is in autocommit mode with no open transaction; complete "
+                "inside `with connection.transaction():` or with autocommit off"
+            )
         session = self._session
         session.count("complete")
         if not self._q:

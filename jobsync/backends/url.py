@@ -16,7 +16,7 @@ error naming the URL.  Implementations are imported only when opened, so
 from __future__ import annotations
 
 import threading
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from jobsync.backends.base import Backend
 from jobsync.core.errors import InvalidArgument
@@ -81,4 +81,5 @@ def _split_options(url: str) -> tuple[str, dict[str, str]]:
             options[key.removeprefix("jobsync_")] = value
         else:
             kept.append((key, value))
-    return urlunsplit(parts._replace(query=urlencode(kept))), options
+    # quote, not quote_plus: libpq does not decode "+" as a space.
+    return urlunsplit(parts._replace(query=urlencode(kept, quote_via=quote))), options

@@ -125,7 +125,20 @@ class CoordinationConfig:
         try:
             return cls(**kwargs)  # type: ignore[arg-type]
         except ConfigError as exc:
-            raise ConfigError(f"from the environment: {exc}") from None
+            message = str(exc)
+            for field, var in _ENV_NAMES.items():
+                if field in kwargs:
+                    message = message.replace(field, f"{var} ({field})")
+            raise ConfigError(f"from the environment: {message}") from None
+
+
+_ENV_NAMES = {
+    "heartbeat_interval_sec": "SYNC_HEARTBEAT_INTERVAL",
+    "heartbeat_timeout_sec": "SYNC_HEARTBEAT_TIMEOUT",
+    "drain_timeout_sec": "SYNC_DRAIN_TIMEOUT",
+    "total_tokens": "SYNC_TOTAL_TOKENS",
+    "hash_function": "SYNC_HASH_FUNCTION",
+}
 
 
 def _env_int(env: Mapping[str, str], var: str) -> int:

@@ -71,6 +71,13 @@ class Task:
         return f"Task({self.id!r})" if self.name is None else f"Task({self.id!r}, {self.name!r})"
 
 
+class _Fixed:
+    """A snapshot holder that never changes (observers, Jobs not entered yet)."""
+
+    def __init__(self, snapshot: ClaimSnapshot) -> None:
+        self.snapshot = snapshot
+
+
 class _Standalone:
     """Coordination disabled: this process may claim everything."""
 
@@ -160,12 +167,17 @@ class Job:
         self._driver: Driver | None = None
         self._callbacks: CallbackRunner | None = None
         self._sigterm: SigtermHandler | None = None
-        self._holder: Any = _Standalone(0)
+        self._holder: Any = _Fixed(ClaimSnapshot.empty(self.config.total_tokens))
+        self._explicit_config = coordination_config is not None
+        self._used = False
         self._halted = False
         self._sigterm_at: float | None = None
         self._drain_signalled = False
         self._open: dict[str, int] = {}
         self._queued: set[str] = set()
+        # Completed inside the user's transaction: done if it committed, still our
+        # open claim if it rolled back.  Released at exit (a no-op once done).
+        self._uncertain: dict[str, int] = {}
         self._collecting: list[LockSpec] | None = None
         self._standalone_claims: set[str] = set()
         self._entered = False
@@ -181,8 +193,11 @@ class Job:
 
     # -- entering and leaving --------------------------------------------------
     def __enter__(self) -> Job:
-        if self._entered:
-            raise InvalidArgument(f"Job {self.name!r} is already entered")
+        if self._entered or self._used:
+            raise InvalidArgument(
+                f"Job {self.name!r} was already entered; a Job is entered once (make a new one)"
+            )
+        self._used = True
         if not self.config.enabled:
             self._holder = _Standalone(self.config.total_tokens)
             self._date = self._date or datetime.datetime.now(datetime.timezone.utc).date()
@@ -199,13 +214,12 @@ class Job:
 
     def _enter(self) -> None:
         deadline = self._now() + self._wait_on_enter
-        backend = self._open_backend()
+        backend = self._patiently(self._open_backend, deadline)
         cfg = self.config
         if self._date is None:
             now = self._patiently(backend.now, deadline)
             self._date = datetime.datetime.fromtimestamp(now, datetime.timezone.utc).date()
         if self.observer:
-            self._holder = _Standalone(0)
             info = self._patiently(lambda: backend.site_info(self.site), deadline)
             if info is not None:  # hash task ids with the site's constants, not ours
                 self._token = token_function(info.total_tokens, info.hash_function)
@@ -287,6 +301,7 @@ class Job:
                 self.write_audit()
             else:
                 self._release_all()
+            self._release_uncertain()
         except JobSyncError as error:
             log.warning("node %s: could not settle claims at exit: %s", self.name, error)
         clocks.sleep(self._wait_on_exit)
@@ -435,13 +450,19 @@ class Job:
         """Mark a task this Job claimed as done; True if recorded.
 
         With ``connection`` (your own psycopg or sqlite3 connection, inside your
-        transaction) the completion commits or rolls back with your side effect.
-        Without it, a transient error queues the completion for retry while the
-        lease lasts (returns False; ``statistics()['completions_queued']``).
+        open transaction) the completion commits or rolls back with your side
+        effect; if it returns False, roll your transaction back.  If your
+        transaction rolls back after a True, the claim stays yours and is
+        released when the Job exits, so another worker redoes the task.
+        Without ``connection``, a transient error queues the completion for
+        retry while the lease lasts (returns False;
+        ``statistics()['completions_queued']``).
         """
         key = _key(task)
         if not self.config.enabled:
             return key in self._standalone_claims
+        if connection is not None:
+            return self._complete_in(key, connection)
         incarnation = self._open.get(key)
         backend = self._backend
         if incarnation is None or backend is None:
@@ -457,6 +478,20 @@ class Job:
             return False
         return self._settled(key, key in done)
 
+    def _complete_in(self, key: str, connection: object) -> bool:
+        incarnation, backend = self._open.get(key), self._backend
+        if incarnation is None or backend is None:
+            self.counters["completions_refused"] += 1
+            return False
+        done = key in backend.complete(self.site, self.date, incarnation, [key], connection)
+        self._open.pop(key, None)
+        if done:
+            self._uncertain[key] = incarnation
+            self.counters["completions"] += 1
+        else:
+            self.counters["completions_refused"] += 1
+        return done
+
     def _settled(self, key: str, done: bool) -> bool:
         self._open.pop(key, None)
         self._queued.discard(key)
@@ -464,7 +499,7 @@ class Job:
             self.counters["completions"] += 1
         else:
             self.counters["completions_refused"] += 1
-            log.warning("node %s: completion of %r refused (claim no longer held)", self.name, key)
+            log.debug("node %s: completion of %r refused (claim no longer held)", self.name, key)
         return done
 
     def _flush_queued(self) -> None:
@@ -488,11 +523,13 @@ class Job:
     def release(self, task: object) -> bool:
         """Give a claimed task back (it failed); another worker may claim it."""
         key = _key(task)
-        incarnation, backend = self._open.get(key), self._backend
+        incarnation = self._open.get(key, self._uncertain.get(key))
+        backend = self._backend
         if incarnation is None or backend is None:
             return False
         released = backend.release(self.site, self.date, incarnation, [key])
         self._open.pop(key, None)
+        self._uncertain.pop(key, None)
         self._queued.discard(key)
         self.counters["releases"] += len(released)
         return key in released
@@ -510,6 +547,20 @@ class Job:
         self._open.clear()
         self._queued.clear()
 
+    def _release_uncertain(self) -> None:
+        """Release claims completed inside user transactions: a no-op for those that
+        committed (they are done), a release for those that rolled back."""
+        backend, uncertain = self._backend, self._uncertain
+        self._uncertain = {}
+        if backend is None:
+            return
+        by_inc: dict[int, list[str]] = {}
+        for key, incarnation in uncertain.items():
+            by_inc.setdefault(incarnation, []).append(key)
+        for incarnation, keys in by_inc.items():
+            released = backend.release(self.site, self.date, incarnation, keys)
+            self.counters["releases"] += len(released)
+
     def write_audit(self) -> int:
         """Complete every open claim of this Job in one batch; return how many were recorded."""
         backend = self._backend
@@ -518,10 +569,18 @@ class Job:
         by_inc: dict[int, list[str]] = {}
         for key, incarnation in sorted(self._open.items()):
             by_inc.setdefault(incarnation, []).append(key)
-        recorded = 0
+        recorded = attempted = 0
         for incarnation, keys in by_inc.items():
             done = backend.complete(self.site, self.date, incarnation, keys)
             recorded += sum(self._settled(key, key in done) for key in keys)
+            attempted += len(keys)
+        if recorded < attempted:
+            log.warning(
+                "node %s: %d completion(s) refused: those claims were released when this "
+                "worker lost its lease, and their tasks go to the new owner",
+                self.name,
+                attempted - recorded,
+            )
         return recorded
 
     def get_audit(self) -> list[dict[str, object]]:
@@ -590,7 +649,13 @@ class Job:
             return len(specs)
         backend = self._require_backend()
         if self.observer and backend.site_info(self.site) is None:
-            # An operator may pin tasks before the first worker starts.
+            # An operator may pin tasks before the first worker starts, but only with
+            # the site's constants said explicitly: a guess would fix them wrongly.
+            if not self._explicit_config:
+                raise InvalidArgument(
+                    f"site {self.site!r} does not exist yet: pass coordination_config with "
+                    "its total_tokens and hash_function to create it, or start a worker first"
+                )
             cfg = self.config
             backend.ensure_site(self.site, cfg.total_tokens, cfg.hash_function)
         return backend.replace_locks(self.site, self.name, specs, clear_existing=False)
@@ -658,7 +723,9 @@ class Job:
 
     @property
     def draining(self) -> bool:
-        return self._halted
+        """True once this worker stopped claiming for good (drain, SIGTERM, superseded)."""
+        node = self._node
+        return self._halted or (node is not None and node.state in TERMINAL)
 
     def am_i_leader(self) -> bool:
         return self._node is not None and self._node.is_leader
@@ -718,6 +785,10 @@ class Job:
         return stats
 
     def _require_backend(self) -> Backend:
+        if not self.config.enabled:
+            raise InvalidArgument(
+                f"Job {self.name!r} runs standalone (coordination disabled): it has no backend"
+            )
         if self._backend is None:
             raise InvalidArgument(f"Job {self.name!r} has no backend yet: enter it first")
         return self._backend

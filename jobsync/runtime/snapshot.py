@@ -11,9 +11,16 @@ it is published.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 
 import attrs
+
+SELF_FENCING = True
+"""Test-only switch (``jobsync.sim.switches``); production never changes it.  False
+publishes every snapshot with a lease that never ends, so a node stops answering
+True only when a heartbeat tells it so.  Read when a snapshot is built (once per
+heartbeat or plan), never by ``claimable`` or ``can_claim_task``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -52,14 +59,14 @@ class ClaimSnapshot:
             owned=owned,
             tokens=frozenset(epochs),
             epochs=dict(epochs),
-            lease_deadline=lease_deadline,
+            lease_deadline=lease_deadline if SELF_FENCING else math.inf,
             incarnation=incarnation,
             version=version,
         )
 
     def with_lease(self, lease_deadline: float) -> ClaimSnapshot:
         """The same tokens under a renewed lease (shares the immutable arrays)."""
-        return attrs.evolve(self, lease_deadline=lease_deadline)
+        return attrs.evolve(self, lease_deadline=lease_deadline if SELF_FENCING else math.inf)
 
     def claimable(self, now: float) -> frozenset[int]:
         return self.tokens if now < self.lease_deadline else frozenset()

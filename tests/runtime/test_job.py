@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -462,3 +463,61 @@ def test_observer_hashes_with_the_sites_constants_and_may_pin_before_any_worker(
         assert other.task_to_token("x") == token_for("x", 100, "md5")
         (lock,) = other.list_locks()
         assert lock["token_id"] == token_for("x", 100, "md5")
+
+
+def test_a_job_not_entered_or_observing_answers_false_and_is_entered_once() -> None:
+    store = MemoryStore()
+    job = Job("a", "site", store.connect("a"), coordination_config=FAST, handle_sigterm=False)
+    assert job.can_claim_task("x") is False and job.my_tokens == frozenset()
+    with job:
+        pass
+    with pytest.raises(InvalidArgument, match="entered once"):
+        job.__enter__()
+    with Job("o", "site", store.connect("o"), observer=True, coordination_config=FAST) as obs:
+        assert obs.can_claim_task("x") is False
+
+
+def test_a_rolled_back_transactional_completion_is_released_at_exit(tmp_path: Path) -> None:
+    import sqlite3
+
+    from jobsync.backends.sqlite import SQLiteBackend
+
+    db = tmp_path / "app.db"
+    with Job(
+        "a", "site", SQLiteBackend(db, client="a"), coordination_config=FAST, handle_sigterm=False
+    ) as a:
+        task = next(t for t in map(Task, range(1000)) if a.can_claim_task(t))
+        assert a.add_task(task)
+        mine = sqlite3.connect(db, isolation_level=None)
+        mine.execute("BEGIN IMMEDIATE")
+        assert a.complete(task, connection=mine)
+        mine.execute("ROLLBACK")  # the side effect failed after all
+        mine.close()
+    with Job(
+        "b", "site", SQLiteBackend(db, client="b"), coordination_config=FAST, handle_sigterm=False
+    ) as b:
+        assert b.add_task(task)  # released, so someone redoes it
+
+
+@pytest.mark.postgres
+def test_postgres_refuses_an_autocommit_connection_for_completion(
+    pg_dsn: str, pg_schema: str
+) -> None:
+    import psycopg
+
+    from jobsync.backends.postgres import PostgresBackend
+
+    with Job(
+        "a",
+        "site",
+        PostgresBackend(pg_dsn, client="a", schema=pg_schema),
+        coordination_config=FAST,
+        handle_sigterm=False,
+    ) as a:
+        task = next(t for t in map(Task, range(1000)) if a.can_claim_task(t))
+        assert a.add_task(task)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            with pytest.raises(InvalidArgument, match="autocommit"):
+                a.complete(task, connection=conn)
+            with conn.transaction():
+                assert a.complete(task, connection=conn)
