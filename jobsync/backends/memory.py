@@ -58,6 +58,7 @@ from jobsync.core.hashing import validate_hash_function, validate_total_tokens
 _T = TypeVar("_T")
 
 CommitHook = Callable[[str, PlanCommit], None]
+_LOCAL_VERBS = frozenset({"wait_for_change", "now"})
 
 
 class MemoryStore:
@@ -174,7 +175,8 @@ class MemoryBackend:
             raise BackendUnavailable(f"memory backend handle of {self.client!r} is closed")
         with self._store._lock:
             self._calls[verb] += 1
-            self._calls["round_trips"] += 1
+            if verb not in _LOCAL_VERBS:  # as PostgreSQL: a LISTEN wait costs no round trip
+                self._calls["round_trips"] += 1
         self._store._admit(self.client)
 
     def _run(self, site: str, operation: Callable[[SiteState, float], _T]) -> _T:

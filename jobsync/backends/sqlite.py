@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -102,6 +103,7 @@ class SQLiteBackend:
         self._lock = threading.RLock()
         self._stats: Counter[str] = Counter(round_trips=0)
         self._seen: dict[str, int] = {}  # per site, the signal this handle was told of
+        self._last_poll: dict[str, float] = {}  # per site, monotonic time of the last poll
         self._conn: sqlite3.Connection | None = None
         conn = None
         try:
@@ -582,15 +584,22 @@ class SQLiteBackend:
         deadline = time.monotonic() + C.seconds("timeout", timeout, allow_zero=True)
         verb: str | None = "wait_for_change"
         while True:
-            with self._tx(verb, write=False) as conn:
-                signal = self._site(conn, site)[_SIGNAL]
+            # At most one read per poll_interval, across calls too: a caller that
+            # waits in short slices must not turn the poll into a busy loop.
+            due = self._last_poll.get(site, -math.inf) + self._poll_interval
+            if time.monotonic() >= due or site not in self._seen:
+                with self._tx(verb, write=False) as conn:
+                    signal = self._site(conn, site)[_SIGNAL]
+                self._last_poll[site] = time.monotonic()
+                verb = None
                 if signal != self._seen[site]:
                     self._seen[site] = signal
                     return True
-            verb, remaining = None, deadline - time.monotonic()
+                due = self._last_poll[site] + self._poll_interval
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            time.sleep(min(self._poll_interval, remaining))  # the lock is free meanwhile
+            time.sleep(max(0.0, min(due - time.monotonic(), remaining)))  # lock free meanwhile
 
     def now(self) -> float:
         with self._lock:

@@ -154,20 +154,22 @@ def test_a_closed_handle_raises_but_still_reports_statistics(
 ) -> None:
     handle = harness.store.connect("h")
     handle.now()
+    handle.site_info("nowhere")
     handle.close()
     with pytest.raises(BackendUnavailable, match="closed"):
         handle.now()
     handle.close()
-    assert handle.statistics() == {"round_trips": 1, "now": 1}
+    # now() is local, like a LISTEN wait: no round trip
+    assert handle.statistics() == {"round_trips": 1, "now": 1, "site_info": 1}
 
 
 def test_statistics_count_failed_calls_too(harness: Harness, scene: Scene) -> None:
     handle = harness.store.connect("h")
     harness.store.fail_next("h")
     with pytest.raises(BackendUnavailable):
-        handle.now()
-    handle.now()
-    assert handle.statistics() == {"round_trips": 2, "now": 2}
+        handle.site_info("nowhere")
+    handle.site_info("nowhere")
+    assert handle.statistics() == {"round_trips": 2, "site_info": 2}
 
 
 def test_a_verb_on_an_unknown_site_names_it(scene: Scene) -> None:
