@@ -26,6 +26,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = (
+    "core_hash",
     "core_plan",
     "rebalance",
     "runtime",
