@@ -56,6 +56,8 @@ def _expand(template: str) -> str:
 
 # -- sites --------------------------------------------------------------------
 
+LIST_SITES = """SELECT site FROM {site} ORDER BY site"""
+
 SITE_INFO = """SELECT site, total_tokens, hash_function, generation, change_counter, plan_basis,
     @EPOCH:created_at@ FROM {site} WHERE site = %(site)s"""
 

@@ -335,6 +335,10 @@ class Backend(Protocol):
         """The site's constants and counters, or None if it does not exist."""
         ...
 
+    def list_sites(self) -> tuple[str, ...]:
+        """The names of every site in the store, sorted (for operators' views)."""
+        ...
+
     def reset_site(self, site: str, total_tokens: int, hash_function: str) -> SiteInfo:
         """Operator command: change a site's constants and rebuild its token rows.
 

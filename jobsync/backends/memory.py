@@ -214,6 +214,11 @@ class MemoryBackend:
                 return None
             return self._run(site, lambda s, _: s.info())
 
+    def list_sites(self) -> tuple[str, ...]:
+        self._begin("list_sites")
+        with self._store._lock:
+            return tuple(sorted(self._store._sites))
+
     def reset_site(self, site: str, total_tokens: int, hash_function: str) -> SiteInfo:
         self._begin("reset_site")
         site = checks.site_name(site)

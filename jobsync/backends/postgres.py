@@ -268,6 +268,12 @@ class PostgresBackend:
 
         return self._call("site_info", site, body)
 
+    def list_sites(self) -> tuple[str, ...]:
+        def body(s: Session, q: Queries) -> tuple[str, ...]:
+            return tuple(row[0] for row in s.execute(q["LIST_SITES"]).fetchall())
+
+        return self._call("list_sites", None, body)
+
     def reset_site(self, site: str, total_tokens: int, hash_function: str) -> SiteInfo:
         site = checks.site_name(site)
         total = validate_total_tokens(total_tokens)

@@ -193,6 +193,11 @@ class SQLiteBackend:
                 return None
             return S.site_info(self._site(conn, site))
 
+    def list_sites(self) -> tuple[str, ...]:
+        with self._tx("list_sites", write=False) as conn:
+            rows = conn.execute("SELECT site FROM sync_site ORDER BY site").fetchall()
+        return tuple(row[0] for row in rows)
+
     def reset_site(self, site: str, total_tokens: int, hash_function: str) -> SiteInfo:
         C.site_name(site)
         total = validate_total_tokens(total_tokens)

@@ -80,6 +80,15 @@ def require_site(backend: Backend, site: str, url: str) -> SiteInfo:
     return info
 
 
+def _only_site(backend: Backend, url: str) -> str:
+    sites = backend.list_sites()
+    if len(sites) == 1:
+        return sites[0]
+    if not sites:
+        raise InvalidArgument(f"no site exists at {redact(url)}")
+    raise InvalidArgument(f"--site is needed: the sites at {redact(url)} are {', '.join(sites)}")
+
+
 def with_backend(
     command: Callable[[argparse.Namespace, Backend, str], int],
 ) -> Callable[[argparse.Namespace], int]:
@@ -89,6 +98,8 @@ def with_backend(
         url = resolve_url(args.dsn)
         backend = open_cli_backend(url)
         try:
+            if getattr(args, "site", "") is None:
+                args.site = _only_site(backend, url)
             return command(args, backend, url)
         finally:
             backend.close()
@@ -98,6 +109,35 @@ def with_backend(
 
 
 # -- reading --------------------------------------------------------------------
+@with_backend
+def sites(args: argparse.Namespace, backend: Backend, url: str) -> int:
+    rows = []
+    for name in backend.list_sites():
+        now, nodes = backend.read_nodes(name)
+        info = backend.site_info(name)
+        rows.append(
+            {
+                "site": name,
+                "live_nodes": sum(n.is_live(now) for n in nodes),
+                "total_tokens": info.total_tokens if info else None,
+                "hash_function": info.hash_function if info else None,
+            }
+        )
+
+    def text() -> str:
+        if not rows:
+            return "no sites"
+        lines = [f"{'site':<24} {'live':>5} {'tokens':>8}  hash"]
+        lines += [
+            f"{r['site']:<24} {r['live_nodes']:>5} {r['total_tokens']:>8}  {r['hash_function']}"
+            for r in rows
+        ]
+        return "\n".join(lines)
+
+    emit(args, {"sites": rows}, text)
+    return 0
+
+
 @with_backend
 def status(args: argparse.Namespace, backend: Backend, url: str) -> int:
     require_site(backend, args.site, url)

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     site = _site_options()
     out = _json_option()
 
+    p = sub.add_parser("sites", parents=[conn, out], help="every site in the database")
+    p.set_defaults(handler=commands.sites)
     p = sub.add_parser("status", parents=[conn, site, out], help="the site at a glance")
     p.add_argument(
         "--history",
@@ -200,7 +202,11 @@ def _connection_options() -> argparse.ArgumentParser:
 
 def _site_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--site", required=True, help="the site (the Job's second argument)")
+    p.add_argument(
+        "--site",
+        default=None,
+        help="the site (the Job's second argument); may be left out when there is only one",
+    )
     return p
 
 

@@ -194,6 +194,16 @@ class MaintenanceContract:
             one.close()
             two.close()
 
+    def test_list_sites_names_every_site_sorted(self, harness: ContractHarness) -> None:
+        one, two = Scene(harness), Scene(harness)
+        try:
+            sites = one.db.list_sites()
+            assert {one.site, two.site} <= set(sites)
+            assert list(sites) == sorted(sites)
+        finally:
+            one.close()
+            two.close()
+
     def test_prune_deletes_old_completions_and_history_only(self, scene: Scene) -> None:
         a = scene.join("a")
         view = scene.view()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from jobsync import Task, token_for
@@ -123,3 +125,27 @@ def test_the_environment_gives_the_connection(
     result = run(capsys, "nodes", "--site", SITE, "--json")
     assert result.code == 0, result.err
     assert {n["name"] for n in result.json()["nodes"]} == {"w1", "w2"}
+
+
+def test_sites_lists_every_site_and_a_lone_site_needs_no_flag(
+    live_site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run(capsys, "sites", "--json", "--dsn", live_site.url)
+    assert result.code == 0, result.err
+    (row,) = result.json()["sites"]
+    assert row == {"site": SITE, "live_nodes": 2, "total_tokens": 100, "hash_function": "xxh3"}
+    alone = run(capsys, "status", "--json", "--dsn", live_site.url)  # no --site
+    assert alone.code == 0, alone.err
+    assert alone.json()["site"] == SITE
+
+
+def test_several_sites_need_the_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from jobsync.backends.sqlite import SQLiteBackend
+
+    db = SQLiteBackend(tmp_path / "two.db")
+    db.ensure_site("one", 10, "xxh3")
+    db.ensure_site("two", 10, "xxh3")
+    db.close()
+    result = run(capsys, "status", "--dsn", f"sqlite:///{tmp_path / 'two.db'}")
+    assert result.code == 2
+    assert "--site is needed" in result.err and "one, two" in result.err
