@@ -69,13 +69,12 @@ def test_the_environment_is_used_when_there_is_no_dsn(
     "argv",
     [
         [],
-        ["status"],
         ["frobnicate"],
         ["prune", "--site", "s", "--older-than", "3 weeks"],
         ["site", "reset", "--site", "s", "--tokens", "0", "--hash", "md5"],
         ["site", "reset", "--site", "s", "--tokens", "10", "--hash", "crc32"],
     ],
-    ids=["nothing", "no-site", "unknown-command", "bad-duration", "bad-tokens", "bad-hash"],
+    ids=["nothing", "unknown-command", "bad-duration", "bad-tokens", "bad-hash"],
 )
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     result = run(capsys, *argv)
