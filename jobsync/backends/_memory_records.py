@@ -43,6 +43,11 @@ class ClaimLedger:
     def exists(self, key: ClaimKey) -> bool:
         return key in self._rows
 
+    def open_by(self, key: ClaimKey, incarnation: int) -> bool:
+        """True if ``key`` is an open claim of ``incarnation`` (a retried claim)."""
+        row = self._rows.get(key)
+        return row is not None and row.incarnation == incarnation and row.completed_at is None
+
     def add(self, key: ClaimKey, row: ClaimRow) -> None:
         self._rows[key] = row
         self._open.setdefault(row.incarnation, set()).add(key)

@@ -446,9 +446,13 @@ class SiteState:
         for request in checks.claim_requests(requests, len(self.tokens)):
             key, token = (date, request.task_key), request.token
             fenced = rows.owner[token] == name and rows.holds(token, incarnation, request.epoch)
-            if fenced and token not in rows.pending and not self.claims.exists(key):
+            if not fenced or token in rows.pending:
+                continue
+            if not self.claims.exists(key):
                 self.claims.add(key, ClaimRow(name, incarnation, token, request.epoch, now))
                 claimed.add(request.task_key)
+            elif self.claims.open_by(key, incarnation):
+                claimed.add(request.task_key)  # a retry whose first answer was lost
         return frozenset(claimed)
 
     def reap(self, now: float) -> int:

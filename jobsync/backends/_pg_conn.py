@@ -46,7 +46,7 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 Cursor = psycopg.Cursor[tuple[Any, ...]]
 
 BACKOFF_BASE = 0.05
-BACKOFF_CAP = 1.0
+BACKOFF_CAP = 0.5
 """Short, so workers coming back from an outage reconnect within one settle window."""
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000
 """A worker paused inside one of our transactions holds the site row lock; the

@@ -261,8 +261,10 @@ WHERE t.site = %(site)s AND t.token_id = a.token_id
 BURY = """WITH d AS (
     UPDATE {node} SET state = 'dead' WHERE site = %(site)s AND incarnation = ANY(%(incs)s::int8[])
       AND state IN ('active', 'leaving'))
-DELETE FROM {audit} WHERE site = %(site)s AND incarnation = ANY(%(incs)s::int8[])
-    AND status = 'claimed'"""
+DELETE FROM {audit} WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM {audit} WHERE site = %(site)s AND incarnation = ANY(%(incs)s::int8[])
+      AND status = 'claimed'
+    FOR UPDATE SKIP LOCKED))"""
 
 # A pending release keeps its deadline; only the destination changes.
 # Arrays travel as comma-separated text (see ASSIGN); destinations as text[].
@@ -391,8 +393,14 @@ ins AS (
         claimed_at)
     SELECT %(site)s, %(date)s, p.task_key, %(name)s, %(inc)s, p.token_id, p.epoch, 'claimed',
         clock_timestamp() FROM pick p
-    ON CONFLICT (site, date, task_key) DO NOTHING RETURNING task_key)
-SELECT (SELECT total_tokens FROM s), (SELECT count(*) FROM bad), array(SELECT task_key FROM ins)"""
+    ON CONFLICT (site, date, task_key) DO NOTHING RETURNING task_key),
+-- A retry whose first answer was lost finds its own open claim: claimed, not stranded.
+mine AS (
+    SELECT a.task_key FROM {audit} a JOIN pick p ON p.task_key = a.task_key
+    WHERE a.site = %(site)s AND a.date = %(date)s AND a.incarnation = %(inc)s
+      AND a.status = 'claimed')
+SELECT (SELECT total_tokens FROM s), (SELECT count(*) FROM bad),
+    array(SELECT task_key FROM ins UNION SELECT task_key FROM mine)"""
 
 COMPLETE = """WITH s AS (SELECT 1 FROM {site} WHERE site = %(site)s),
 u AS (
@@ -420,13 +428,18 @@ LOCK_CLAIMERS = """SELECT n.name FROM {node} n WHERE n.site = %(site)s AND n.nam
     SELECT a.node FROM {audit} a WHERE a.site = %(site)s AND a.status = 'claimed')
     ORDER BY n.name COLLATE "C" FOR UPDATE OF n"""
 
+# SKIP LOCKED: a claim row locked by its worker's open transaction (a completion
+# in the user's own transaction, perhaps paused) is left for a later reap instead
+# of stalling the whole site behind it; it commits done or stays claimed.
 REAP = """WITH h AS (
     SELECT DISTINCT a.node, a.incarnation FROM {audit} a
     WHERE a.site = %(site)s AND a.status = 'claimed'),
 g AS (SELECT h.incarnation FROM h WHERE NOT @HELD:h@),
 d AS (
-    DELETE FROM {audit} a USING g
-    WHERE a.site = %(site)s AND a.status = 'claimed' AND a.incarnation = g.incarnation
+    DELETE FROM {audit} WHERE ctid = ANY(ARRAY(
+        SELECT a.ctid FROM {audit} a JOIN g ON a.incarnation = g.incarnation
+        WHERE a.site = %(site)s AND a.status = 'claimed'
+        FOR UPDATE OF a SKIP LOCKED))
     RETURNING 1)
 SELECT count(*) FROM d"""
 

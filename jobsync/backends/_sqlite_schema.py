@@ -188,6 +188,10 @@ INSERT_CLAIM = (
     "INSERT OR IGNORE INTO sync_audit (site, date, task_key, node, incarnation, token, epoch,"
     " status, claimed_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'claimed', ?)"
 )
+OPEN_CLAIM_OF = (
+    "SELECT 1 FROM sync_audit WHERE site = ? AND date = ? AND task_key = ? AND incarnation = ?"
+    " AND status = 'claimed'"
+)
 COMPLETE = (
     "UPDATE sync_audit SET status = 'done', completed_at = ?5 WHERE site = ?1 AND date = ?2"
     " AND task_key = ?3 AND incarnation = ?4 AND status = 'claimed'"

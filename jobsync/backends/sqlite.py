@@ -432,6 +432,8 @@ class SQLiteBackend:
                 params = (site, day, r.task_key, name, incarnation, r.token, r.epoch, now)
                 if conn.execute(S.INSERT_CLAIM, params).rowcount == 1:
                     claimed.add(r.task_key)
+                elif conn.execute(S.OPEN_CLAIM_OF, (site, day, r.task_key, incarnation)).fetchone():
+                    claimed.add(r.task_key)  # a retry whose first answer was lost
         return frozenset(claimed)
 
     def complete(

@@ -429,6 +429,8 @@ class Job:
             return set()
         requests = []
         for key in dict.fromkeys(keys):
+            if key in self._open or key in self._uncertain:
+                continue  # already ours: claiming twice must not mean processing twice
             token = self._token(key)
             if snap.owned[token]:
                 requests.append(ClaimRequest(task_key=key, token=token, epoch=snap.epochs[token]))

@@ -285,10 +285,13 @@ def test_concurrent_claims_from_many_threads_take_each_task_exactly_once(
     handles = [harness.store.connect(f"t{i}") for i in range(16)]
 
     def work(i: int) -> list[str]:
+        # claim, then complete: a claim is idempotent for its incarnation, a completion
+        # happens once, so each task is "processed" by exactly one thread.
         got: list[str] = []
         order = requests[i:] + requests[:i]
         for request in order:
-            got.extend(handles[i].claim(scene.site, DAY, "a", a.incarnation, [request]))
+            mine = handles[i].claim(scene.site, DAY, "a", a.incarnation, [request])
+            got.extend(handles[i].complete(scene.site, DAY, a.incarnation, sorted(mine)))
         return got
 
     claimed = [key for got in run_threads(len(handles), work) for key in got]

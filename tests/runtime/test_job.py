@@ -521,3 +521,21 @@ def test_postgres_refuses_an_autocommit_connection_for_completion(
                 a.complete(task, connection=conn)
             with conn.transaction():
                 assert a.complete(task, connection=conn)
+
+
+def test_a_claim_whose_answer_was_lost_is_not_stranded() -> None:
+    # The claim committed but the reply never came (a reset connection): add_task
+    # said False; the retry finds its own open claim instead of a stranded task.
+    store = MemoryStore()
+    with Job("a", "site", store.connect("a"), coordination_config=FAST, handle_sigterm=False) as a:
+        task = next(t for t in map(Task, range(1000)) if a.can_claim_task(t))
+        handle = store.connect("a-lost-reply")
+        snap = a._holder.snapshot
+        from jobsync.backends.base import ClaimRequest
+
+        token = a.task_to_token(task)
+        request = ClaimRequest(task_key=task.key, token=token, epoch=snap.epochs[token])
+        assert handle.claim("site", a.date, "a", snap.incarnation, [request]) == {task.key}
+        assert a.add_task(task)  # the retry: yours
+        assert not a.add_task(task)  # and only once per Job
+        assert a.complete(task)
