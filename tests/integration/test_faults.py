@@ -274,15 +274,6 @@ class Stalled(AssertionError):
     """The site did not heal while a worker was cut off."""
 
 
-STALL = (
-    "library: a worker paused inside its own transaction after complete(task, "
-    "connection=conn) keeps that claim row locked; the leader's reap_claims (site row "
-    "lock + FOR UPDATE of every claimer's node row) waits on it, so no plan commits and "
-    "every claimer's heartbeat blocks: the whole site stalls until the paused process "
-    "resumes or its session dies (issue 7 report)"
-)
-
-
 @pytest.mark.parametrize(
     "where",
     [
@@ -559,14 +550,6 @@ def test_idle_worker_cut_off_from_jobsync_stops_answering(
         else:
             assert overlaps, "the checker missed a worker that kept answering True"
             assert all(cut.instance in (a.instance, b.instance) for a, b in overlaps)
-
-
-ORPHAN = (
-    "library: a claim that commits while its reply is lost (connection reset, server "
-    "shutdown) makes add_task answer False, yet the claim row stays 'claimed' under the "
-    "live incarnation: no worker, this one included, can claim the task until this "
-    "worker leaves or loses its lease (issue 7 report)"
-)
 
 
 def test_replies_lost_after_commit_strand_nothing(
