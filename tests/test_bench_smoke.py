@@ -162,7 +162,7 @@ def test_runner_finds_modules_in_order(tmp_path: Path) -> None:
         (tmp_path / f"{name}.py").write_text(body)
     (tmp_path / "__init__.py").write_text("")
     assert bench_all.modules(tmp_path) == ["core_plan", "scale", "zz_extra"]
-    assert bench_all.modules()[:3] == ["core_plan", "rebalance", "runtime"]
+    assert bench_all.modules()[:4] == ["core_hash", "core_plan", "rebalance", "runtime"]
     assert bench_all.arguments("load", quick=True, dsn="host=x") == [
         "--quick",
         "--dsn",
