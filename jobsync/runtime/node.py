@@ -219,6 +219,10 @@ class Node:
     def _on_unavailable(self, now: float, exc: BackendUnavailable) -> None:
         self._failures += 1
         self.stats["transient_errors"] += 1
+        # Re-read once reachable: whatever the failed step was writing (an
+        # acknowledgement, a deregistration) is retried after the backoff rather
+        # than left to the next change, the eviction deadline or reconciliation.
+        self._dirty = True
         base = min(self.config.heartbeat_interval_sec / 2, 0.05 * 2 ** min(self._failures, 10))
         self._retry_at = now + base * (0.8 + 0.4 * self._rng.random())
         log.warning("node %s: backend unavailable (%s); retrying", self.name, exc)
@@ -408,7 +412,9 @@ class Node:
         decision = leadership.decide(
             view, self.name, reg.incarnation, self.config.ack_timeout, self._trigger()
         )
-        self._plan_wanted = False
+        # The intent to plan is kept until a plan commits: a transient error below
+        # (evict, reap, the commit itself) retries it rather than forgetting it.
+        self._plan_wanted = decision.is_leader and decision.commit is not None
         if not decision.is_leader:
             self.is_leader = False
             self._leader_check_at = NEVER
@@ -437,8 +443,13 @@ class Node:
             self._dirty = True
             self._retry_at = now + CONFLICT_RETRY * (1 + self._rng.random())
             return
+        self._plan_wanted = False
         if commit.assigns or commit.revokes:
             self.stats["plans_committed"] += 1
+        if commit.revokes and not leadership.REVOKE_BEFORE_ASSIGN:  # test-only switch
+            for r in commit.revokes:  # hand over without the live holder letting go
+                holder, pair = view.tokens.owner[r.token] or "", (r.token, r.expected_epoch)
+                self.backend.ack_releases(self.site, holder, r.expected_incarnation, [pair])
         self._dirty = True
 
     def _report(self, decision: leadership.Decision) -> None:

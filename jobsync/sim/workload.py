@@ -1,0 +1,286 @@
+# Law: the simulated user does what a Job's user does, through the real
+# backend verbs, and exactly-once is judged on its side effects.
+#
+# ``SimJob`` gives one simulated process the Job verbs user code calls
+# (``can_claim_task``, ``add_task(s)``, ``complete``, ``release``,
+# ``my_tokens``), implemented as runtime/job.py implements them: the claim
+# carries the snapshot's incarnation and epoch and is refused (False, never
+# an exception) on a transient error.  ``UserLoop`` is the README loop on
+# that façade, on its own "thread" (USER events, which a pause stops and a
+# crash ends): claim what the node may claim now; right after a claim is
+# accepted, check the side-effect table (check-after-claim: work a cut-off
+# owner already did is not redone); when the work is done, ``complete`` and
+# apply the side effect in one "transaction" (as
+# ``job.complete(task, connection=conn)`` does on PostgreSQL), so the effect
+# lands if and only if the completion was accepted.  A task's effect applied
+# twice, or a claim accepted for work already done, is therefore a library
+# bug.  A completion that hits a transient error is retried while the claim
+# is open; one the backend refuses (the claim was released after the lease
+# ran out) is dropped, and the token's next owner redoes the task.
+#
+# Your own worker logic can replace ``UserLoop``: pass
+# ``VirtualCluster(..., user=factory)`` where ``factory(cluster, sim)``
+# returns an object with ``step() -> next true instant`` and
+# ``finish(release=...)``, and use ``SimJob(cluster, sim)`` inside it.
+"""The simulated user: the Job façade, the user loop and its side-effect table."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import random
+from collections.abc import Container, Iterable
+from typing import TYPE_CHECKING, Protocol
+
+import attrs
+
+from jobsync.backends.base import ClaimRequest
+from jobsync.core.errors import JobSyncError
+from jobsync.core.hashing import canonical, token_for, token_function
+from jobsync.core.lifecycle import TERMINAL, NodeState
+
+if TYPE_CHECKING:
+    from jobsync.sim.cluster import VirtualCluster
+    from jobsync.sim.process import SimNode
+
+DATE = datetime.date(2024, 1, 1)
+
+
+class User(Protocol):
+    """A simulated process's user thread, driven by the cluster's USER events."""
+
+    def step(self) -> float:
+        """Do one pass; return the true instant of the next (``math.inf``: done)."""
+        ...
+
+    def finish(self, *, release: bool) -> None:
+        """The ``with`` block ends (drain): settle or release open claims."""
+        ...
+
+
+@attrs.define
+class Claim:
+    incarnation: int
+    token: int
+    epoch: int
+    due: float = 0.0
+
+
+class SimJob:
+    """The Job verbs user code calls, on one simulated process, in virtual time."""
+
+    def __init__(self, cluster: VirtualCluster, sim: SimNode) -> None:
+        self.c = cluster
+        self.sim = sim
+        cfg = cluster.config
+        self.token_of = token_function(cfg.total_tokens, cfg.hash_function)
+        self.open: dict[str, Claim] = {}
+        self.halted = False
+
+    @property
+    def name(self) -> str:
+        return self.sim.name
+
+    @property
+    def my_tokens(self) -> frozenset[int]:
+        if self.halted:
+            return frozenset()
+        return self.sim.node.snapshot.claimable(self.c.local(self.sim))
+
+    def can_claim_task(self, task: object) -> bool:
+        snap = self.sim.node.snapshot
+        token = self.token_of(canonical(task))
+        return (
+            not self.halted
+            and snap.owned[token] == 1
+            and self.c.local(self.sim) < snap.lease_deadline
+        )
+
+    def add_task(self, task: object) -> bool:
+        return bool(self.add_tasks([task]))
+
+    def add_tasks(self, tasks: Iterable[object]) -> set[str]:
+        """Claim in one round trip; the canonical keys claimed (empty on a transient error)."""
+        c, sim = self.c, self.sim
+        snap = sim.node.snapshot
+        inc = snap.incarnation
+        if self.halted or inc is None or c.local(sim) >= snap.lease_deadline:
+            return set()
+        requests = []
+        for key in dict.fromkeys(canonical(t) for t in tasks):
+            token = self.token_of(key)
+            if snap.owned[token]:
+                requests.append(ClaimRequest(task_key=key, token=token, epoch=snap.epochs[token]))
+        if not requests:
+            return set()
+        try:
+            got = sim.handle.claim(c.site, DATE, sim.name, inc, requests)
+        except JobSyncError:
+            return set()
+        for r in requests:
+            if r.task_key in got:
+                if c.checker is not None:
+                    c.checker.on_claim(sim, r.token, r.epoch, inc)
+                self.open[r.task_key] = Claim(inc, r.token, r.epoch)
+        return set(got)
+
+    def complete(self, keys: Iterable[str]) -> frozenset[str] | None:
+        """Complete open claims; the keys recorded, or None on a transient error (the
+        claims stay open for a retry).  Keys the backend refused are dropped."""
+        return self._settle(keys, release=False)
+
+    def release(self, keys: Iterable[str]) -> frozenset[str] | None:
+        return self._settle(keys, release=True)
+
+    def _settle(self, keys: Iterable[str], *, release: bool) -> frozenset[str] | None:
+        c, sim = self.c, self.sim
+        by_inc: dict[int, list[str]] = {}
+        for key in keys:
+            if key in self.open:
+                by_inc.setdefault(self.open[key].incarnation, []).append(key)
+        settled: set[str] = set()
+        for inc, group in by_inc.items():
+            try:
+                if release:
+                    done = sim.handle.release(c.site, DATE, inc, group)
+                else:
+                    done = sim.handle.complete(c.site, DATE, inc, group)
+            except JobSyncError:
+                return None
+            settled.update(done)
+            for key in group:
+                del self.open[key]
+        return frozenset(settled)
+
+
+@attrs.define
+class Effect:
+    """One applied side effect: who did it, under which incarnation and epoch, when."""
+
+    node: str
+    incarnation: int
+    epoch: int
+    at: float
+
+
+class TaskBoard:
+    """The work of one run: tasks by token, and the side-effect table."""
+
+    def __init__(self, total_tokens: int, hash_function: str, count: int) -> None:
+        self.keys = [f"task-{i}" for i in range(count)]
+        self.token = {key: token_for(key, total_tokens, hash_function) for key in self.keys}
+        by_token: dict[int, list[str]] = {}
+        for key in self.keys:
+            by_token.setdefault(self.token[key], []).append(key)
+        self.undone: dict[int, list[str]] = dict(sorted(by_token.items()))
+        self.effects: dict[str, Effect] = {}
+
+    @property
+    def done(self) -> bool:
+        return not self.undone
+
+    def candidates(self, tokens: frozenset[int], skip: Container[str], limit: int) -> list[str]:
+        """Up to ``limit`` undone tasks on ``tokens``, lowest token first."""
+        undone = self.undone
+        pool = sorted(tokens) if len(tokens) <= len(undone) else undone
+        found: list[str] = []
+        for token in pool:
+            if token not in tokens:
+                continue
+            for key in undone.get(token, ()):
+                if key not in skip:
+                    found.append(key)
+                    if len(found) >= limit:
+                        return found
+        return found
+
+    def apply(self, key: str, effect: Effect, cluster: VirtualCluster) -> None:
+        first = self.effects.get(key)
+        if first is not None:
+            _violation(
+                cluster,
+                f"side effect of {key} applied twice: by {first.node} (incarnation "
+                f"{first.incarnation}, epoch {first.epoch}) and by {effect.node} "
+                f"(incarnation {effect.incarnation}, epoch {effect.epoch})",
+            )
+        self.effects[key] = effect
+        left = self.undone.get(self.token[key])
+        if left is not None:
+            left.remove(key)
+            if not left:
+                del self.undone[self.token[key]]
+
+
+def _violation(cluster: VirtualCluster, message: str) -> None:
+    if cluster.checker is not None:
+        cluster.checker.fail(2, message)
+
+
+class UserLoop:
+    """The built-in user: claim, check, work, complete-and-apply (see the module law)."""
+
+    def __init__(self, cluster: VirtualCluster, sim: SimNode, rng: random.Random) -> None:
+        assert cluster.board is not None, "the built-in user loop works on a TaskBoard"
+        self.c = cluster
+        self.board = cluster.board
+        self.job = SimJob(cluster, sim)
+        self.rng = rng
+        cfg = cluster.config
+        self.period = cfg.heartbeat_interval_sec * (0.1 + 0.4 * rng.random())
+        self.batch = rng.randint(1, 6)
+        self.slow_work = rng.random() < 0.2
+        self.quiet = False
+        """After faults stop: short work, so the backlog drains in bounded time."""
+
+    def step(self) -> float:
+        c, job = self.c, self.job
+        node = job.sim.node
+        due = [k for k, claim in job.open.items() if claim.due <= c.now]
+        if due:
+            self._complete(due)
+        if node.state is NodeState.SUPERSEDED and job.open:
+            self.finish(release=True)  # NodeNameConflict reached the user: exit by exception
+        if not job.halted and node.state not in TERMINAL and not node.draining:
+            self._claim_some()
+        if node.state in TERMINAL and not job.open:
+            return math.inf
+        later = min((o.due for o in job.open.values() if o.due > c.now), default=math.inf)
+        return min(later, c.now + self.period)  # failed completions retry every period
+
+    def _claim_some(self) -> None:
+        board, job = self.board, self.job
+        if board.done:
+            return
+        tokens = job.my_tokens
+        keys = board.candidates(tokens, job.open, self.batch) if tokens else []
+        for key in sorted(job.add_tasks(keys)):
+            if key in board.effects:  # check-after-claim
+                _violation(self.c, f"{job.sim.key} claimed {key}, already done")
+            job.open[key].due = self.c.now + self._work_time()
+
+    def _work_time(self) -> float:
+        cfg = self.c.config
+        if self.quiet:
+            return 0.05 * self.rng.random()
+        if self.slow_work and self.rng.random() < 0.1:
+            return cfg.heartbeat_timeout_sec * (1 + self.rng.random())
+        return cfg.heartbeat_interval_sec * self.rng.random()
+
+    def _complete(self, keys: list[str]) -> None:
+        claims = {k: self.job.open[k] for k in keys}
+        done = self.job.complete(keys)
+        if done is None:
+            return  # queued: retried on the next pass while the claims are open
+        for key in sorted(done):  # the side effect commits with the completion
+            claim = claims[key]
+            effect = Effect(self.job.name, claim.incarnation, claim.epoch, self.c.now)
+            self.board.apply(key, effect, self.c)
+
+    def finish(self, *, release: bool) -> None:
+        """Leaving the ``with`` block: complete open claims, or release them on an exception."""
+        job = self.job
+        job.halted = True
+        if not release:
+            self._complete(sorted(job.open))
+        elif job.release(sorted(job.open)) is None:
+            job.open.clear()  # the process exits anyway: released when its incarnation is reaped
