@@ -20,7 +20,6 @@ import gc
 import hashlib
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import time
 import tracemalloc
 from collections.abc import Callable
 
+from benchmarks.core_hash import _ns  # one timing loop for every benchmark
 from jobsync import CoordinationConfig, Job, Task
 from jobsync.backends.memory import MemoryStore
 from jobsync.backends.sqlite import SQLiteBackend
@@ -35,17 +35,6 @@ from jobsync.core.lifecycle import NodeState
 from jobsync.sim import VirtualCluster
 
 Row = dict[str, object]
-
-
-def _time_per_call(fn: Callable[[object], object], ids: list[object], repeat: int) -> float:
-    """Median ns per call over ``repeat`` passes of ``ids``."""
-    runs = []
-    for _ in range(repeat):
-        start = time.perf_counter_ns()
-        for task_id in ids:
-            fn(task_id)
-        runs.append((time.perf_counter_ns() - start) / len(ids))
-    return statistics.median(runs)
 
 
 def hot_path(quick: bool) -> list[Row]:
@@ -56,7 +45,7 @@ def hot_path(quick: bool) -> list[Row]:
         digest = hashlib.sha256(hashlib.sha256(str(task_id).encode()).digest()).digest()
         return int.from_bytes(digest[:8], "big") % 10_000
 
-    baseline = _time_per_call(legacy, ids, repeat)
+    baseline = _ns(legacy, ids, repeat)
     rows: list[Row] = [{"bench": "hash", "what": "double_sha256 (plain)", "ns_per_call": baseline}]
     for name in ("xxh3", "md5", "sha256", "double_sha256"):
         cfg = CoordinationConfig(hash_function=name, total_tokens=10_000)
@@ -65,8 +54,8 @@ def hot_path(quick: bool) -> list[Row]:
             "solo", "bench", store.connect("solo"), coordination_config=cfg, handle_sigterm=False
         ) as job:
             tasks = [Task(i) for i in ids]
-            ns_raw = _time_per_call(job.can_claim_task, ids, repeat)
-            ns_task = _time_per_call(job.can_claim_task, tasks, repeat)  # type: ignore[arg-type]
+            ns_raw = _ns(job.can_claim_task, ids, repeat)
+            ns_task = _ns(job.can_claim_task, tasks, repeat)  # type: ignore[arg-type]
         rows.append(
             {
                 "bench": "can_claim_task",
