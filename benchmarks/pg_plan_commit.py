@@ -28,7 +28,7 @@ from collections.abc import Callable
 import psycopg
 from psycopg import sql
 
-from jobsync.backends.base import DirectAssign, PlanCommit, Revoke
+from jobsync.backends.base import ClusterView, DirectAssign, PlanCommit, Revoke
 from jobsync.backends.postgres import PostgresBackend
 
 TOTAL = 10_000
@@ -107,11 +107,11 @@ def _crashed(db: PostgresBackend, site: str) -> tuple[list[tuple[str, int]], lis
     return [leader, *others], [t for t in range(TOTAL) if t % NODES == 1]
 
 
-def _move(db: PostgresBackend, site: str) -> PlanCommit:
-    nodes, victim = _crashed(db, site)
-    time.sleep(SHORT_LEASE + 0.05)  # the victim's lease runs out
-    view = db.read_cluster(site)
-    assigns = tuple(
+def _spread(
+    view: ClusterView, tokens: list[int], nodes: list[tuple[str, int]]
+) -> tuple[DirectAssign, ...]:
+    """Direct moves of ``tokens`` (held by an expired node) round-robin over ``nodes``."""
+    return tuple(
         DirectAssign(
             token=t,
             expected_incarnation=view.tokens.incarnation[t],
@@ -119,9 +119,14 @@ def _move(db: PostgresBackend, site: str) -> PlanCommit:
             owner=nodes[i % len(nodes)][0],
             incarnation=nodes[i % len(nodes)][1],
         )
-        for i, t in enumerate(victim)
+        for i, t in enumerate(tokens)
     )
-    return _commit(db, site, nodes[0], assigns=assigns)
+
+
+def _move(db: PostgresBackend, site: str) -> PlanCommit:
+    nodes, victim = _crashed(db, site)
+    time.sleep(SHORT_LEASE + 0.05)  # the victim's lease runs out
+    return _commit(db, site, nodes[0], assigns=_spread(db.read_cluster(site), victim, nodes))
 
 
 def _revoke(db: PostgresBackend, site: str) -> PlanCommit:

@@ -118,17 +118,7 @@ def _move(db: Backend, site: str, lease: float) -> Prepared:
     nodes, victim = _crashed(db, site, lease)
 
     def build() -> PlanCommit:  # after the victim's lease ran out
-        view = db.read_cluster(site)
-        assigns = tuple(
-            DirectAssign(
-                token=t,
-                expected_incarnation=view.tokens.incarnation[t],
-                expected_epoch=view.tokens.epoch[t],
-                owner=nodes[i % len(nodes)][0],
-                incarnation=nodes[i % len(nodes)][1],
-            )
-            for i, t in enumerate(victim)
-        )
+        assigns = pg._spread(db.read_cluster(site), victim, nodes)
         return pg._commit(db, site, nodes[0], assigns=assigns)
 
     return Prepared(site, build)
