@@ -39,6 +39,25 @@ The contract is written once, here; implementations do not repeat it
   transaction, never one per token).
 - Incarnations are site-wide increasing integers; generations, epochs and
   incarnations never go backwards, even across a database restart.
+- Lost replies: every write verb is safe to repeat after its commit
+  succeeded and its answer was lost.  A repeated claim finds its own open
+  claim; a repeated registration of the same ``process`` takes its own lost
+  incarnation over with no fence; acknowledgements, completions, releases,
+  deregistrations and plans are conditioned on what they expect and so
+  write nothing the second time.
+- Lock waits are bounded.  No verb waits on a row lock held by another
+  transaction for longer than the backend's lock timeout (PostgreSQL
+  ``lock_timeout``, default 500 ms); past it the verb raises ``LockTimeout``
+  (a ``BackendUnavailable``) having written nothing.  Verbs that clean up
+  after other incarnations (releasing a dead incarnation's claims in a plan,
+  ``reap_claims``, ``deregister``) skip claim rows locked by an open
+  transaction (a completion in a user's transaction) instead of waiting;
+  ``reap_claims`` releases them later.  ``claim`` never waits on a claim row
+  another transaction holds: a task whose claim row exists in committed
+  state is not claimed.  A verb never keeps a lock on another node's row
+  (the one that node's heartbeat updates) beyond a single statement: judging
+  a lease expired and marking it dead is one statement, and is final (a
+  heartbeat never renews a lease that has run out).
 
 Token rows.  Every token of a site has one row: ``owner`` (node name or
 None), ``incarnation`` (the owning incarnation or None), ``epoch`` (bumped
@@ -92,6 +111,15 @@ class SiteInfo:
     created_at: float
 
 
+DEAD_NODE_RETENTION = 600.0
+"""Seconds after its lease ended that a dead node row is kept for operators to see;
+``reap_claims`` deletes it after that (when no token row names it and its fence is over)."""
+
+MIN_PRUNE_AGE = 86_400.0
+"""``prune`` refuses younger ages: a completion younger than a day may be of today's
+batch, and deleting it would let its task be claimed again."""
+
+
 @attrs.frozen(kw_only=True)
 class Registration:
     """The result of ``register``."""
@@ -136,6 +164,8 @@ class NodeRecord:
     lease_timeout: float
     state: str
     fence_until: float = 0.0
+    process: str = ""
+    """The registering process's identity (see ``Backend.register``)."""
 
     @property
     def lease_expires(self) -> float:
@@ -348,13 +378,37 @@ class Backend(Protocol):
         ...
 
     # -- membership ---------------------------------------------------------
-    def register(self, site: str, name: str, lease_timeout: float) -> Registration:
+    def register(
+        self,
+        site: str,
+        name: str,
+        lease_timeout: float,
+        *,
+        process: str = "",
+        known: int | None = None,
+    ) -> Registration:
         """Register ``name`` as a new incarnation (``last_heartbeat`` = now, state active).
+
+        ``process`` identifies the calling process (an opaque string, the same
+        for every registration one process makes; stored in the row).
+        ``known`` is the incarnation this process last held under ``name``
+        (None for its first registration).
 
         If a row for ``name`` exists it is taken over: the older incarnation's
         heartbeats answer SUPERSEDED from now on, and ``fence_until`` becomes
         the later of its stored value and the older incarnation's lease end if
-        that incarnation was not already dead.  Bumps the change counter.
+        that incarnation was not already dead and belongs to another process
+        (an incarnation of the caller's own process adds no fence: the process
+        stopped claiming before it registered again, and an incarnation whose
+        registration reply was lost never claimed anything).  Bumps the change
+        counter.
+
+        Refused with NodeNameConflict, writing nothing, when ``known`` is given
+        and the row holds a newer incarnation than ``known`` registered by
+        another process: a newer process took the name while this one was
+        away, exactly what this process's heartbeat would have answered
+        (SUPERSEDED), so an older process can never supersede a newer one by
+        registering late.
         """
         ...
 
@@ -376,9 +430,16 @@ class Backend(Protocol):
         ...
 
     def deregister(self, site: str, name: str, incarnation: int) -> bool:
-        """Delete this incarnation's row, leave its remaining tokens unowned (epoch
-        bumped, pending releases cleared) and release its open claims.  Bumps
-        the counter.  False (nothing written) if the row holds another incarnation.
+        """Leave for good: this incarnation's remaining tokens become unowned (epoch
+        bumped, pending releases cleared), its open claims are released (claim
+        rows locked by an open transaction are skipped; ``reap_claims`` releases
+        them later) and its row is deleted, unless the row still fences an older
+        incarnation (``fence_until`` after the statement clock): then the row
+        stays, marked dead with its fence intact, so the older incarnation's
+        tokens stay out of reach until the fence is over (a process that took a
+        name over and then gave up must not hand the older process's tokens on
+        while it may still claim them).  Bumps the counter.  False (nothing
+        written) if the row holds another incarnation or none.
         """
         ...
 
@@ -476,9 +537,28 @@ class Backend(Protocol):
         ...
 
     def release(
+        self,
+        site: str,
+        date: datetime.date,
+        incarnation: int,
+        task_keys: Sequence[str],
+        connection: object | None = None,
+    ) -> frozenset[str]:
+        """Give back this incarnation's open claims (delete them); return the keys released.
+
+        With ``connection``, inside the caller's open transaction, as ``complete``.
+        Without it, a claim row locked by an open transaction (for example the
+        caller's own, which completed it with ``connection=``) raises
+        LockTimeout after the lock timeout.
+        """
+        ...
+
+    def open_claims(
         self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
     ) -> frozenset[str]:
-        """Give back this incarnation's open claims (delete them); return the keys released."""
+        """Which of ``task_keys`` are still open claims of this incarnation (committed
+        state; never waits on a lock).  Lets a Job forget completions made in user
+        transactions that have since committed."""
         ...
 
     def read_audit(
@@ -488,8 +568,12 @@ class Backend(Protocol):
         ...
 
     def reap_claims(self, site: str) -> int:
-        """Release open claims whose incarnation is no longer live (statement clock).
-        Returns how many were released."""
+        """Release open claims whose incarnation's lease has expired (statement clock),
+        skipping claim rows locked by an open transaction, and delete node rows
+        that are not live, whose lease ended more than ``DEAD_NODE_RETENTION``
+        seconds ago, whose fence is over and that no token row names.  Holds no
+        lock on a live node's row beyond one statement.  Returns how many claims
+        were released."""
         ...
 
     # -- locks --------------------------------------------------------------
@@ -520,7 +604,9 @@ class Backend(Protocol):
     def prune(self, site: str, older_than: float, batch_size: int = 10_000) -> Mapping[str, int]:
         """Delete audit rows and history older than ``older_than`` seconds (backend
         clock), in batches; return the counts deleted per kind.  Open claims are
-        never pruned."""
+        never pruned.  ``older_than`` below ``MIN_PRUNE_AGE`` (one day) is refused
+        with InvalidArgument naming the value: a completion of today's batch, once
+        pruned, would let its task be claimed again."""
         ...
 
     # -- reaction -----------------------------------------------------------

@@ -15,6 +15,7 @@ Every error the library raises on purpose is a ``JobSyncError``::
     |   +-- ConfigMismatch                     differs from the site's stored constants
     +-- BackendError                           the storage layer failed
     |   +-- BackendUnavailable                 transient: retried with backoff
+    |   |   +-- LockTimeout                    a row stayed locked past the lock timeout
     |   +-- SchemaError                        the database schema is not what we need
     +-- ConflictError                          an optimistic write lost its race
     +-- NodeNameConflict                       a newer incarnation took this node's name
@@ -81,6 +82,16 @@ class BackendUnavailable(BackendError):
     """Transient: the backend could not be reached or was busy.  Retried with backoff."""
 
 
+class LockTimeout(BackendUnavailable):
+    """A row the verb needs stayed locked by another transaction past the lock timeout.
+
+    Transient like any ``BackendUnavailable``.  The usual holder is a user's
+    own open transaction that completed or released a task with
+    ``connection=``: jobsync never waits on such a transaction for longer
+    than the lock timeout, so that no user transaction can hang a worker.
+    """
+
+
 class SchemaError(BackendError):
     """The database schema is missing, newer than this library, or damaged."""
 
@@ -117,6 +128,7 @@ __all__ = [
     "InvalidTaskId",
     "InvalidTokenCount",
     "JobSyncError",
+    "LockTimeout",
     "NodeNameConflict",
     "NotLeader",
     "SchemaError",
