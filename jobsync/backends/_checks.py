@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import TypeVar
 
 from jobsync.backends.base import (
+    MIN_PRUNE_AGE,
     ClaimRequest,
     DirectAssign,
     HistoryEntry,
@@ -203,3 +204,28 @@ def _check_assign(assign: DirectAssign) -> None:
             f"DirectAssign of token {assign.token!r} needs owner and incarnation both set or "
             f"both None, got owner={assign.owner!r}, incarnation={assign.incarnation!r}"
         )
+
+
+def prune_age(value: object) -> float:
+    """``prune``'s age: seconds, at least ``MIN_PRUNE_AGE`` (one day)."""
+    age = seconds("older_than", value)
+    if age < MIN_PRUNE_AGE:
+        raise InvalidArgument(
+            f"older_than must be at least {MIN_PRUNE_AGE:g} seconds (one day), got {value!r}: "
+            "pruning today's completions would let their tasks be claimed again"
+        )
+    return age
+
+
+def process_id(value: object) -> str:
+    """``register``'s process identity: a string without NUL, at most 200 characters."""
+    if not isinstance(value, str) or "\x00" in value or len(value) > 200:
+        raise InvalidArgument(
+            f"process must be a string of at most 200 characters without NUL, got {value!r}"
+        )
+    return value
+
+
+def known_incarnation(value: object) -> int | None:
+    """``register``'s ``known``: None or an incarnation."""
+    return None if value is None else integer("known", value)
