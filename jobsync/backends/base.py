@@ -390,7 +390,9 @@ class Backend(Protocol):
         """Register ``name`` as a new incarnation (``last_heartbeat`` = now, state active).
 
         ``process`` identifies the calling process (an opaque string, the same
-        for every registration one process makes; stored in the row).
+        for every registration one process makes; stored in the row).  The
+        empty string means "unknown" and is never the same process as any
+        other registration, itself included.
         ``known`` is the incarnation this process last held under ``name``
         (None for its first registration).
 
