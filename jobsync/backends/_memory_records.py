@@ -34,11 +34,32 @@ class ClaimRow:
 
 
 class ClaimLedger:
-    """Claims and completions of one site, unique per (date, task_key)."""
+    """Claims and completions of one site, unique per (date, task_key).
+
+    Row locks: an open transaction that completed or released a claim inside
+    it (a ``MemoryTransaction``, the memory form of ``complete(connection=)``)
+    holds that claim row until it commits or rolls back.  ``holder`` maps the
+    locked keys to it; cleanup (``release_all``) skips locked rows, as
+    PostgreSQL's ``SKIP LOCKED`` does, and callers that must not skip ask
+    ``blockers`` who is in the way.
+    """
 
     def __init__(self) -> None:
         self._rows: dict[ClaimKey, ClaimRow] = {}
         self._open: dict[int, set[ClaimKey]] = {}
+        self.holder: dict[ClaimKey, object] = {}
+
+    def blockers(self, keys: Iterable[ClaimKey], holder: object = None) -> list[object]:
+        """The holders other than ``holder`` of locks on any of ``keys``, in order."""
+        found = [self.holder[k] for k in keys if k in self.holder]
+        return [h for h in dict.fromkeys(found) if h is not holder]
+
+    def open_keys_of(self, incarnations: Iterable[int]) -> list[ClaimKey]:
+        return [key for inc in incarnations for key in self._open.get(inc, ())]
+
+    def open_of(self, date: datetime.date, incarnation: int, keys: Iterable[str]) -> frozenset[str]:
+        mine = self._open.get(incarnation, set())
+        return frozenset(k for k in keys if (date, k) in mine)
 
     def exists(self, key: ClaimKey) -> bool:
         return key in self._rows
@@ -77,11 +98,15 @@ class ClaimLedger:
         return frozenset(released)
 
     def release_all(self, incarnation: int) -> int:
-        """Delete every open claim of ``incarnation``; return how many."""
+        """Delete every open claim of ``incarnation`` not locked by a transaction
+        (those stay for a later reap); return how many were deleted."""
         keys = self._open.pop(incarnation, set())
-        for key in keys:
+        kept = {key for key in keys if key in self.holder}
+        for key in keys - kept:
             del self._rows[key]
-        return len(keys)
+        if kept:
+            self._open[incarnation] = kept
+        return len(keys) - len(kept)
 
     def audit(self, date: datetime.date, node: str | None) -> tuple[AuditRecord, ...]:
         records = [

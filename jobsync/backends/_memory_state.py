@@ -16,7 +16,9 @@ Two judgements of an incarnation, on ``now``:
   ``lease_expires <= now`` whatever the state (an *evicted* incarnation keeps
   its tokens until then: it may still be within its own lease); or the row
   holds a newer incarnation and ``fence_until <= now``; or there is no row for
-  its name.
+  its name.  A row that fences an older incarnation outlives its own
+  deregistration as a dead tombstone (base.py, ``deregister``), so "no row"
+  never hides a fence.
 
 Token rows are flat parallel lists (epochs in an ``array``) with three indexes
 kept in step by ``TokenRows``: tokens per incarnation, tokens per owner name,
@@ -35,6 +37,7 @@ import attrs
 from jobsync.backends import _checks as checks
 from jobsync.backends._memory_records import ClaimLedger, ClaimRow, LockTable
 from jobsync.backends.base import (
+    DEAD_NODE_RETENTION,
     NODE_ACTIVE,
     NODE_DEAD,
     NODE_EVICTED,
@@ -55,14 +58,17 @@ from jobsync.backends.base import (
     SiteInfo,
     TokenTable,
 )
-from jobsync.core.errors import ConfigMismatch, ConflictError, InvalidArgument, NotLeader
+from jobsync.core.defences import PRODUCTION, Defences
+from jobsync.core.errors import (
+    ConfigMismatch,
+    ConflictError,
+    InvalidArgument,
+    NodeNameConflict,
+    NotLeader,
+)
 from jobsync.core.hashing import token_for
 
 _RUNNING = (NODE_ACTIVE, NODE_LEAVING)
-
-EXPIRY_RECHECK = True
-"""Test-only switch (``jobsync.sim.switches``); production never changes it.  False
-accepts a DirectAssign without judging, at commit, that its holder's lease expired."""
 _K = TypeVar("_K")
 
 
@@ -134,8 +140,16 @@ def _discard(index: dict[_K, set[int]], key: _K, token: int) -> None:
 class SiteState:
     """One site: constants, counters, node rows, token rows, claims, locks, history."""
 
-    def __init__(self, name: str, total: int, hash_function: str, now: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        total: int,
+        hash_function: str,
+        now: float,
+        defences: Defences = PRODUCTION,
+    ) -> None:
         self.name = name
+        self.defences = defences
         self.hash_function = hash_function
         self.created_at = now
         self.generation = self.change_counter = self.plan_basis = 0
@@ -227,14 +241,22 @@ class SiteState:
         return self.info()
 
     # -- membership -----------------------------------------------------------
-    def register(self, name: str, lease: float, now: float) -> Registration:
+    def register(
+        self, name: str, lease: float, now: float, process: str = "", known: int | None = None
+    ) -> Registration:
+        old = self.nodes.get(name)
+        same = old is not None and process != "" and old.process == process
+        if old is not None and known is not None and old.incarnation > known and not same:
+            raise NodeNameConflict(
+                f"node name {name!r} of site {self.name!r} is held by incarnation "
+                f"{old.incarnation} of another process, newer than this process's {known}"
+            )
         incarnation = self.next_incarnation
         self.next_incarnation += 1
         fence = 0.0
-        old = self.nodes.get(name)
         if old is not None:
             fence = old.fence_until
-            if old.state != NODE_DEAD:
+            if old.state != NODE_DEAD and not same:
                 fence = max(fence, old.lease_expires)
         self.nodes[name] = NodeRecord(
             name=name,
@@ -244,6 +266,7 @@ class SiteState:
             lease_timeout=lease,
             state=NODE_ACTIVE,
             fence_until=fence,
+            process=process,
         )
         self.bump()
         return Registration(
@@ -286,11 +309,14 @@ class SiteState:
             self.bump()
         return True
 
-    def deregister(self, name: str, incarnation: int) -> bool:
+    def deregister(self, name: str, incarnation: int, now: float) -> bool:
         row = self.nodes.get(name)
         if row is None or row.incarnation != incarnation:
             return False
-        del self.nodes[name]
+        if row.fence_until > now and self.defences.deregister_keeps_fence:
+            self.nodes[name] = attrs.evolve(row, state=NODE_DEAD)  # the fence stays
+        else:
+            del self.nodes[name]
         for token in self.tokens.held_by(incarnation):
             self.tokens.give(token, None, None)
         self.claims.release_all(incarnation)
@@ -357,7 +383,7 @@ class SiteState:
             held_by = assign.expected_incarnation
             if (
                 held_by is not None
-                and EXPIRY_RECHECK
+                and self.defences.expiry_recheck
                 and not self.gone(rows.owner[assign.token], held_by, now)
             ):
                 raise ConflictError(
@@ -456,8 +482,28 @@ class SiteState:
         return frozenset(claimed)
 
     def reap(self, now: float) -> int:
-        gone = [inc for name, inc in self.claims.open_incarnations() if self.gone(name, inc, now)]
-        return sum(self.claims.release_all(incarnation) for incarnation in gone)
+        claimers = self.claims.open_incarnations()
+        gone = [(name, inc) for name, inc in claimers if self.gone(name, inc, now)]
+        for name, inc in gone:
+            self._mark_dead(name, inc)
+        released = sum(self.claims.release_all(inc) for _, inc in gone)
+        self._purge_nodes(now)
+        return released
+
+    def claimer_names(self) -> list[str]:
+        """Names of the nodes with an open claim, sorted."""
+        return sorted({name for name, _ in self.claims.open_incarnations()})
+
+    def _purge_nodes(self, now: float) -> None:
+        """Delete dead rows kept past ``DEAD_NODE_RETENTION`` that nothing needs."""
+        for row in list(self.nodes.values()):
+            if (
+                not row.is_live(now)
+                and row.lease_expires + DEAD_NODE_RETENTION <= now
+                and row.fence_until <= now
+                and not self.tokens.held_under(row.name)
+            ):
+                del self.nodes[row.name]
 
     # -- locks and history ----------------------------------------------------
     def replace_locks(

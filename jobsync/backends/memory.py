@@ -24,6 +24,18 @@ never fail):
 - ``before_commit``: called as ``hook(client, commit)`` inside ``commit_plan``
   before its checks and outside the lock, so other clients' verbs can land
   between a plan's read and its commit.
+
+Row locks.  ``store.transaction(client)`` opens a ``MemoryTransaction``, the
+memory form of a user's database connection inside an open transaction:
+passed as ``complete(connection=tx)`` or ``release(connection=tx)`` it locks
+the claim rows it touched until ``commit`` or ``rollback``.  Verbs meet those
+locks as base.py says (claims never wait, cleanup skips locked rows, a
+completion or release through the coordination handle meets the lock).  A
+verb that would wait calls ``_contend``: this store never sleeps, so it
+raises ``LockTimeout`` at once; the simulator's store overrides it to let
+virtual time pass.  ``_inside`` and ``_committed`` are further hooks for the
+simulator (a pause inside a verb, holding its locks; a reply lost after the
+commit); here they do nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from jobsync.backends import _checks as checks
+from jobsync.backends._memory_records import ClaimKey
 from jobsync.backends._memory_state import SiteState
 from jobsync.backends.base import (
     AuditRecord,
@@ -52,7 +65,8 @@ from jobsync.backends.base import (
     Registration,
     SiteInfo,
 )
-from jobsync.core.errors import BackendUnavailable, InvalidArgument
+from jobsync.core.defences import PRODUCTION, Defences
+from jobsync.core.errors import BackendUnavailable, InvalidArgument, LockTimeout
 from jobsync.core.hashing import validate_hash_function, validate_total_tokens
 
 _T = TypeVar("_T")
@@ -69,9 +83,15 @@ class MemoryStore:
         clock: Callable[[], float] = time.time,
         *,
         sleeper: Callable[[float], None] = time.sleep,
+        defences: Defences = PRODUCTION,
     ) -> None:
         self.clock = clock
         self.sleeper = sleeper
+        self.defences = defences
+        self.lock_timeout = 0.5
+        """Seconds a verb would wait on a row lock (the simulator lets them pass)."""
+        self.node_locks: dict[tuple[str, str], object] = {}
+        """(site, node name) -> holder: node rows locked across a paused verb."""
         self.before_commit: CommitHook | None = None
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -91,6 +111,25 @@ class MemoryStore:
         with self._lock:
             self._handles.add(handle)
         return handle
+
+    def transaction(self, client: str) -> MemoryTransaction:
+        """Open a user transaction (pass it as ``connection=``; then commit or roll back)."""
+        return MemoryTransaction(self, client)
+
+    # -- hooks for the simulator --------------------------------------------------
+    def _contend(self, client: str, verb: str, blockers: Sequence[object]) -> None:
+        """``verb`` of ``client`` would wait on row locks held by ``blockers``."""
+        raise LockTimeout(
+            f"{verb} of {client!r}: a row it needs is locked by another transaction "
+            f"({', '.join(map(repr, blockers))}); a user transaction that completed or "
+            "released a task with connection= holds it until it commits or rolls back"
+        )
+
+    def _inside(self, client: str, verb: str, site: str, held: Sequence[tuple[str, str]]) -> None:
+        """Called as ``verb`` runs, holding the node rows ``held`` until it commits."""
+
+    def _committed(self, client: str, verb: str) -> None:
+        """Called after ``verb`` committed, before its answer reaches ``client``."""
 
     # -- faults -----------------------------------------------------------------
     def fail_next(self, client: str, n: int = 1) -> None:
@@ -164,6 +203,7 @@ class MemoryBackend:
         self._store = store
         self._closed = False
         self._calls: Counter[str] = Counter()
+        self._verb = ""
         self._seen: dict[str, int] = {}
         """Per site, the signal count this handle has been told of (edge trigger)."""
 
@@ -171,6 +211,7 @@ class MemoryBackend:
         return f"<MemoryBackend client={self.client!r}{' closed' if self._closed else ''}>"
 
     def _begin(self, verb: str) -> None:
+        self._verb = verb
         if self._closed:
             raise BackendUnavailable(f"memory backend handle of {self.client!r} is closed")
         with self._store._lock:
@@ -179,9 +220,16 @@ class MemoryBackend:
                 self._calls["round_trips"] += 1
         self._store._admit(self.client)
 
-    def _run(self, site: str, operation: Callable[[SiteState, float], _T]) -> _T:
+    def _run(
+        self,
+        site: str,
+        operation: Callable[[SiteState, float], _T],
+        held: Sequence[tuple[str, str]] = (),
+    ) -> _T:
         """Run ``operation(state, now)`` atomically on ``site``, then wake waiters."""
         store = self._store
+        verb = self._verb
+        store._inside(self.client, verb, site, held)
         with store._lock:
             state = store._site(site)
             self._seen.setdefault(site, state.signals)
@@ -189,7 +237,27 @@ class MemoryBackend:
             result = operation(state, store.clock())
             if state.signals != before:
                 store._publish(site, state.signals - before)
-            return result
+        store._committed(self.client, verb)
+        return result
+
+    def _peek(self, site: str, look: Callable[[SiteState, float], _T]) -> _T:
+        """Read ``site`` under the lock without the verb hooks (what a verb will meet)."""
+        store = self._store
+        with store._lock:
+            return look(store._site(site), store.clock())
+
+    def _wait_for_claims(self, site: str, keys: Callable[[SiteState], Sequence[ClaimKey]]) -> None:
+        """Meet the row locks on claim ``keys`` as a verb that does not skip them."""
+        blockers = self._peek(site, lambda s, _: s.claims.blockers(keys(s)))
+        if blockers:
+            self._store._contend(self.client, self._verb, blockers)
+
+    def _wait_unless_bounded(
+        self, site: str, keys: Callable[[SiteState], Sequence[ClaimKey]]
+    ) -> None:
+        """Cleanup and claims skip locked rows; with that defence off they wait."""
+        if not self._store.defences.bounded_lock_waits:
+            self._wait_for_claims(site, keys)
 
     # -- sites ------------------------------------------------------------------
     def ensure_site(self, site: str, total_tokens: int, hash_function: str) -> SiteInfo:
@@ -201,7 +269,9 @@ class MemoryBackend:
         with store._lock:
             state = store._sites.get(site)
             if state is None:
-                state = store._sites[site] = SiteState(site, total, name, store.clock())
+                state = store._sites[site] = SiteState(
+                    site, total, name, store.clock(), store.defences
+                )
             state.check_constants(total, name)
             self._seen.setdefault(site, state.signals)
             return state.info()
@@ -227,15 +297,29 @@ class MemoryBackend:
         return self._run(site, lambda s, now: s.reset(total, name, now))
 
     # -- membership -------------------------------------------------------------
-    def register(self, site: str, name: str, lease_timeout: float) -> Registration:
+    def register(
+        self,
+        site: str,
+        name: str,
+        lease_timeout: float,
+        *,
+        process: str = "",
+        known: int | None = None,
+    ) -> Registration:
         self._begin("register")
         site, name = checks.site_name(site), checks.node_name(name)
         lease = checks.seconds("lease_timeout", lease_timeout)
-        return self._run(site, lambda s, now: s.register(name, lease, now))
+        who, last = checks.process_id(process), checks.known_incarnation(known)
+        return self._run(site, lambda s, now: s.register(name, lease, now, who, last))
 
     def heartbeat(self, site: str, name: str, incarnation: int) -> Heartbeat:
         self._begin("heartbeat")
         site, name, inc = self._member(site, name, incarnation)
+        store = self._store
+        with store._lock:
+            holder = store.node_locks.get((site, name))
+        if holder is not None:
+            store._contend(self.client, "heartbeat", [holder])
         return self._run(site, lambda s, now: s.heartbeat(name, inc, now))
 
     def mark_leaving(self, site: str, name: str, incarnation: int) -> bool:
@@ -246,7 +330,8 @@ class MemoryBackend:
     def deregister(self, site: str, name: str, incarnation: int) -> bool:
         self._begin("deregister")
         site, name, inc = self._member(site, name, incarnation)
-        return self._run(site, lambda s, _: s.deregister(name, inc))
+        self._wait_unless_bounded(site, lambda s: s.claims.open_keys_of([inc]))
+        return self._run(site, lambda s, now: s.deregister(name, inc, now))
 
     def read_nodes(self, site: str) -> tuple[float, tuple[NodeRecord, ...]]:
         self._begin("read_nodes")
@@ -263,6 +348,8 @@ class MemoryBackend:
         hook = self._store.before_commit
         if hook is not None:
             hook(self.client, commit)
+        buried = sorted({a.expected_incarnation or 0 for a in commit.assigns} - {0})
+        self._wait_unless_bounded(site, lambda s: s.claims.open_keys_of(buried))
         return self._run(site, lambda s, now: s.commit(commit, now))
 
     def read_owned(self, site: str, name: str, incarnation: int) -> OwnedTokens:
@@ -303,6 +390,9 @@ class MemoryBackend:
         self._begin("claim")
         site, name, inc = self._member(site, name, incarnation)
         day = checks.claim_date(date)
+        self._wait_unless_bounded(
+            site, lambda s: [(day, r.task_key) for r in requests if isinstance(r, ClaimRequest)]
+        )
         return self._run(site, lambda s, now: s.claim(day, name, inc, requests, now))
 
     def complete(
@@ -321,14 +411,18 @@ class MemoryBackend:
         )
         keys = checks.task_keys(task_keys)
         if connection is not None:
-            raise InvalidArgument(
-                "the memory backend cannot complete inside a caller's connection, "
-                f"got {connection!r}"
-            )
+            tx = self._transaction(connection)
+            return self._run(site, lambda s, _: tx.stage(s, "complete", day, inc, keys))
+        self._wait_for_claims(site, lambda s: [(day, k) for k in keys])
         return self._run(site, lambda s, now: s.claims.complete(day, inc, keys, now))
 
     def release(
-        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
+        self,
+        site: str,
+        date: datetime.date,
+        incarnation: int,
+        task_keys: Sequence[str],
+        connection: object | None = None,
     ) -> frozenset[str]:
         self._begin("release")
         site, day, inc = (
@@ -337,7 +431,29 @@ class MemoryBackend:
             checks.incarnation(incarnation),
         )
         keys = checks.task_keys(task_keys)
+        if connection is not None:
+            tx = self._transaction(connection)
+            return self._run(site, lambda s, _: tx.stage(s, "release", day, inc, keys))
+        self._wait_for_claims(site, lambda s: [(day, k) for k in keys])
         return self._run(site, lambda s, _: s.claims.release(day, inc, keys))
+
+    def open_claims(
+        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
+    ) -> frozenset[str]:
+        self._begin("open_claims")
+        site, day = checks.site_name(site), checks.claim_date(date)
+        inc, keys = checks.incarnation(incarnation), checks.task_keys(task_keys)
+        return self._run(site, lambda s, _: s.claims.open_of(day, inc, keys))
+
+    def _transaction(self, connection: object) -> MemoryTransaction:
+        if not isinstance(connection, MemoryTransaction) or connection.store is not self._store:
+            raise InvalidArgument(
+                "connection must be a MemoryTransaction of the same store "
+                f"(store.transaction(client)), got {type(connection).__name__}"
+            )
+        if not connection.open:
+            raise InvalidArgument("connection is a transaction that already ended")
+        return connection
 
     def read_audit(
         self, site: str, date: datetime.date, name: str | None = None
@@ -349,7 +465,21 @@ class MemoryBackend:
 
     def reap_claims(self, site: str) -> int:
         self._begin("reap_claims")
-        return self._run(checks.site_name(site), lambda s, now: s.reap(now))
+        site = checks.site_name(site)
+        held: list[tuple[str, str]] = []
+        if not self._store.defences.short_reap_locks:
+            # The old shape: every claimer's node row locked for the whole transaction.
+            held = [(site, n) for n in self._peek(site, lambda s, _: s.claimer_names())]
+
+        def gone_keys(state: SiteState) -> list[ClaimKey]:
+            now = self._store.clock()
+            claimers = state.claims.open_incarnations()
+            return state.claims.open_keys_of(
+                inc for name, inc in claimers if state.gone(name, inc, now)
+            )
+
+        self._wait_unless_bounded(site, gone_keys)
+        return self._run(site, lambda s, now: s.reap(now), held)
 
     # -- locks ------------------------------------------------------------------
     def replace_locks(
@@ -379,7 +509,7 @@ class MemoryBackend:
     def prune(self, site: str, older_than: float, batch_size: int = 10_000) -> Mapping[str, int]:
         self._begin("prune")
         site = checks.site_name(site)
-        age = checks.seconds("older_than", older_than, allow_zero=True)
+        age = checks.prune_age(older_than)
         checks.integer("batch_size", batch_size, minimum=1)
         return self._run(site, lambda s, now: s.prune(age, now))
 
@@ -413,3 +543,68 @@ class MemoryBackend:
 
     def _member(self, site: str, name: str, incarnation: int) -> tuple[str, str, int]:
         return checks.site_name(site), checks.node_name(name), checks.incarnation(incarnation)
+
+
+class MemoryTransaction:
+    """A user's open transaction on a ``MemoryStore`` (use as ``connection=``).
+
+    Completions and releases staged in it lock their claim rows and take
+    effect at ``commit``; ``rollback`` drops them.  As a context manager it
+    commits on success and rolls back on an exception.
+    """
+
+    def __init__(self, store: MemoryStore, client: str) -> None:
+        self.store = store
+        self.client = client
+        self.open = True
+        self._ops: list[tuple[SiteState, str, datetime.date, int, frozenset[str]]] = []
+        self._locked: list[tuple[SiteState, ClaimKey]] = []
+
+    def __repr__(self) -> str:
+        return f"<MemoryTransaction of {self.client!r}{'' if self.open else ' ended'}>"
+
+    def stage(
+        self, state: SiteState, kind: str, day: datetime.date, inc: int, keys: Sequence[str]
+    ) -> frozenset[str]:
+        """Lock and stage ``kind`` of this incarnation's open claims among ``keys``."""
+        mine = state.claims.open_of(day, inc, keys)
+        blockers = state.claims.blockers([(day, k) for k in mine], self)
+        if blockers:
+            self.store._contend(self.client, kind, blockers)
+        for key in mine:
+            if state.claims.holder.get((day, key)) is not self:
+                state.claims.holder[day, key] = self
+                self._locked.append((state, (day, key)))
+        self._ops.append((state, kind, day, inc, mine))
+        return mine
+
+    def commit(self) -> None:
+        with self.store._lock:
+            self._end()
+            for state, kind, day, inc, keys in self._ops:
+                if kind == "complete":
+                    state.claims.complete(day, inc, keys, self.store.clock())
+                else:
+                    state.claims.release(day, inc, keys)
+            self._ops.clear()
+
+    def rollback(self) -> None:
+        with self.store._lock:
+            self._end()
+            self._ops.clear()
+
+    def _end(self) -> None:
+        if not self.open:
+            raise InvalidArgument(f"{self!r} already ended")
+        self.open = False
+        for state, key in self._locked:
+            if state.claims.holder.get(key) is self:
+                del state.claims.holder[key]
+        self._locked.clear()
+
+    def __enter__(self) -> MemoryTransaction:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self.open:
+            self.commit() if exc_type is None else self.rollback()
