@@ -23,6 +23,7 @@ else:
         "jobsync.testing._contract_membership",
         "jobsync.testing._contract_misc",
         "jobsync.testing._contract_plans",
+        "jobsync.testing._contract_safety",
     )
 
 __all__ = ["ManualClock"]
