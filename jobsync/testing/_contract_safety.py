@@ -269,9 +269,7 @@ class SafetyContract:
         assert scene.connect("retry").deregister(scene.site, "c", c.incarnation) is False
         assert _everything(scene) == before
 
-    def test_a_repeated_deregistration_of_a_fencing_row_writes_nothing(
-        self, scene: Scene
-    ) -> None:
+    def test_a_repeated_deregistration_of_a_fencing_row_writes_nothing(self, scene: Scene) -> None:
         a = _register(scene, "a", "pl")
         old = _register(scene, "b", "pa")
         scene.round_robin(a, [a, old])
@@ -342,9 +340,7 @@ class SafetyContract:
         assert _everything(scene) == before
         assert scene.info().generation == generation
 
-    def test_a_repeated_leave_answers_true_and_bumps_the_counter_once(
-        self, scene: Scene
-    ) -> None:
+    def test_a_repeated_leave_answers_true_and_bumps_the_counter_once(self, scene: Scene) -> None:
         a = _register(scene, "a", "pa")
         counter = scene.counter()
         assert scene.db.mark_leaving(scene.site, "a", a.incarnation) is True
