@@ -4,11 +4,15 @@ Pure means no connection and no clock: the backend (``sqlite.py``) runs the
 statements inside its transactions and passes ``now`` to the judgements at
 the end of this module (lease expiry, leadership, what a plan writes).
 
-Creation is safe when many processes open a fresh file at once: it runs in
-``BEGIN IMMEDIATE`` (one writer at a time, each waiting up to the busy
-timeout), uses ``CREATE ... IF NOT EXISTS`` and records a schema version, so
-they all succeed with one schema.  A file that already has the schema is only
-read (no write lock on open).
+Law: the schema a handle uses is ``DDL`` (version 1) followed by every
+``MIGRATIONS`` step in order, and ``sync_schema`` says how far.  Creation and
+upgrade are safe when many processes open one file at once: they run in one
+``BEGIN IMMEDIATE`` transaction (one writer at a time, each waiting up to the
+busy timeout) that re-reads the version under the write lock, so the first
+process creates or upgrades the file and the others find nothing to do.  A
+file an older library wrote upgrades in place; a file a newer library wrote
+is refused (SchemaError).  A file already at this version is only read (no
+write lock on open).
 
 Times are REAL seconds on the host's clock; claim dates are ISO ``YYYY-MM-DD``
 text; pattern and node lists are JSON arrays.  ``sync_node`` and
@@ -17,6 +21,7 @@ created_on, last_heartbeat``; ``token_id, node``).  ``sync_site.signal``
 counts every change-counter bump and plan-basis update: the one value
 ``wait_for_change`` polls.  ``sync_site.epoch_floor`` is the epoch new token
 rows start at, so epochs never go backwards across ``reset_site``.
+``sync_node.process`` (version 2) is the registering process's identity.
 """
 
 from __future__ import annotations
@@ -47,10 +52,11 @@ from jobsync.core.errors import ConflictError, NotLeader, SchemaError
 
 Row = tuple[Any, ...]
 _RUNNING = (NODE_ACTIVE, NODE_LEAVING)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""The version this library's code expects: ``DDL`` plus every migration up to it."""
 MIN_SQLITE = (3, 24, 0)
 
-DDL = (
+DDL = (  # version 1; never edit it: append a migration instead
     "CREATE TABLE IF NOT EXISTS sync_schema (version INTEGER NOT NULL)",
     """CREATE TABLE IF NOT EXISTS sync_site (
         site TEXT PRIMARY KEY, total_tokens INTEGER NOT NULL, hash_function TEXT NOT NULL,
@@ -90,11 +96,18 @@ DDL = (
     "CREATE INDEX IF NOT EXISTS sync_audit_done ON sync_audit (site, completed_at)",
 )
 
+MIGRATIONS: Mapping[int, tuple[str, ...]] = {
+    # version -> the statements that take a file from version - 1 to it
+    2: ("ALTER TABLE sync_node ADD COLUMN process TEXT NOT NULL DEFAULT ''",),
+}
+
 SITE_COLUMNS = (
     "site, total_tokens, hash_function, generation, change_counter, plan_basis, created_at,"
     " signal, incarnation_seq, epoch_floor"
 )
-NODE_COLUMNS = "name, incarnation, created_on, last_heartbeat, lease_timeout, state, fence_until"
+NODE_COLUMNS = (
+    "name, incarnation, created_on, last_heartbeat, lease_timeout, state, fence_until, process"
+)
 TOKEN_COLUMNS = "token_id, node, incarnation, epoch, pending_to, pending_deadline"
 _ID, _OWNER, _INC, _EPOCH, _DEST, _DEADLINE = TOKEN_POSITIONS = tuple(range(6))
 LOCK_COLUMNS = "task_key, token, patterns, reason, created_by, created_at, expires_at"
@@ -142,7 +155,7 @@ NEW_GENERATION = (
 TAKE_INCARNATION = "UPDATE sync_site SET incarnation_seq = ?2 WHERE site = ?1"
 UPSERT_NODE = (
     "INSERT OR REPLACE INTO sync_node (site, name, incarnation, created_on, last_heartbeat,"
-    " lease_timeout, state, fence_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    " lease_timeout, state, fence_until, process) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 RENEW = "UPDATE sync_node SET last_heartbeat = ?3 WHERE site = ?1 AND name = ?2"
 SET_STATE = "UPDATE sync_node SET state = ?3 WHERE site = ?1 AND name = ?2"
@@ -151,6 +164,13 @@ MARK_DEAD = (
     " AND state IN ('active', 'leaving')"
 )
 DELETE_NODE = "DELETE FROM sync_node WHERE site = ? AND name = ?"
+BURY_NODE = (  # a deregistration that keeps its row as a tombstone: the fence stays
+    "UPDATE sync_node SET state = 'dead' WHERE site = ?1 AND name = ?2 AND incarnation = ?3"
+)
+NAMED_BY_TOKENS = "SELECT DISTINCT node FROM sync_token WHERE site = ? AND node IS NOT NULL"
+PURGE_NODE = (  # ?3 incarnation: the row deleted is the one judged, not a newer one
+    "DELETE FROM sync_node WHERE site = ?1 AND name = ?2 AND incarnation = ?3"
+)
 SELECT_TOKENS = (
     "SELECT node, incarnation, epoch, pending_to, pending_deadline FROM sync_token"
     " WHERE site = ? ORDER BY token_id"
@@ -200,6 +220,10 @@ RELEASE = (
     "DELETE FROM sync_audit WHERE site = ?1 AND date = ?2 AND task_key = ?3"
     " AND incarnation = ?4 AND status = 'claimed'"
 )
+OPEN_CLAIMS = (
+    "SELECT task_key FROM sync_audit WHERE site = ?1 AND date = ?2 AND incarnation = ?3"
+    " AND status = 'claimed' AND task_key IN (SELECT value FROM json_each(?4))"
+)
 RELEASE_CLAIMS = "DELETE FROM sync_audit WHERE site = ? AND incarnation = ? AND status = 'claimed'"
 RELEASE_ALL_CLAIMS = "DELETE FROM sync_audit WHERE site = ? AND status = 'claimed'"
 OPEN_CLAIMERS = (
@@ -244,34 +268,62 @@ PRUNE = {  # batches by rowid; open claims are never pruned
 
 
 def prepare(conn: sqlite3.Connection, busy_timeout: float) -> None:
-    """Switch the file to WAL and create (or check) the schema, whoever comes first.
+    """Switch the file to WAL and create, upgrade or check the schema, whoever comes first.
 
-    ``conn`` is in autocommit mode.  Raises SchemaError for a newer or damaged
+    Waits at most ``busy_timeout`` in all for the locks this needs.  ``conn``
+    is in autocommit mode.  Raises SchemaError for a newer or damaged
     schema; sqlite3 errors propagate for the caller to translate.
     """
     if sqlite3.sqlite_version_info < MIN_SQLITE:  # upserts (3.24) and json_each (JSON1)
         raise SchemaError(f"SQLite {sqlite3.sqlite_version} is too old: jobsync needs 3.24+")
-    _enable_wal(conn, busy_timeout)
+    deadline = time.monotonic() + busy_timeout  # one budget for every wait of the open
+    _enable_wal(conn, deadline)
     if _version(conn) == [SCHEMA_VERSION]:
         _check_columns(conn)
         return
-    conn.execute("BEGIN IMMEDIATE")
+    set_busy_timeout(conn, deadline - time.monotonic())
     try:
-        for statement in DDL:
-            conn.execute(statement)
-        found = _version(conn)
-        if not found:
-            conn.execute("INSERT INTO sync_schema (version) VALUES (?)", (SCHEMA_VERSION,))
-        elif found != [SCHEMA_VERSION]:
-            raise SchemaError(
-                f"SQLite schema version {found} found; this library needs {SCHEMA_VERSION}"
-            )
+        conn.execute("BEGIN IMMEDIATE")
+    finally:
+        set_busy_timeout(conn, busy_timeout)
+    try:
+        _create_or_upgrade(conn)
         _check_columns(conn)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def set_busy_timeout(conn: sqlite3.Connection, seconds: float) -> None:
+    """How long ``conn``'s statements wait for a lock another connection holds."""
+    conn.execute(f"PRAGMA busy_timeout = {max(0, int(seconds * 1000))}").fetchall()
+
+
+def _create_or_upgrade(conn: sqlite3.Connection) -> None:
+    """Under the write lock: create version 1 if the file is fresh, then migrate.
+
+    The version is read again here, under the lock: another process may have
+    created or upgraded the file since this one looked.
+    """
+    found = _version(conn)
+    if not found:
+        for statement in DDL:
+            conn.execute(statement)
+        conn.execute("INSERT INTO sync_schema (version) VALUES (1)")
+        current = 1
+    elif len(found) == 1 and 1 <= found[0] <= SCHEMA_VERSION:
+        current = found[0]
+    else:
+        raise SchemaError(
+            f"SQLite schema version {found} found; this library needs {SCHEMA_VERSION}"
+        )
+    for version in range(current + 1, SCHEMA_VERSION + 1):
+        for statement in MIGRATIONS[version]:
+            conn.execute(statement)
+    if current != SCHEMA_VERSION:
+        conn.execute("UPDATE sync_schema SET version = ?", (SCHEMA_VERSION,))
 
 
 def _version(conn: sqlite3.Connection) -> list[int] | None:
@@ -283,10 +335,9 @@ def _version(conn: sqlite3.Connection) -> list[int] | None:
     return [row[0] for row in conn.execute("SELECT version FROM sync_schema")]
 
 
-def _enable_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+def _enable_wal(conn: sqlite3.Connection, deadline: float) -> None:
     # Switching the journal mode needs an exclusive lock and may answer "locked"
     # without waiting for the busy handler when several processes do it at once.
-    deadline = time.monotonic() + busy_timeout
     while True:
         try:
             conn.execute("PRAGMA journal_mode=WAL").fetchall()
@@ -316,7 +367,7 @@ def site_info(row: Row) -> SiteInfo:
 def node(row: Row) -> NodeRecord:
     return NodeRecord(
         name=row[0], incarnation=row[1], registered_at=row[2], last_heartbeat=row[3],
-        lease_timeout=row[4], state=row[5], fence_until=row[6],
+        lease_timeout=row[4], state=row[5], fence_until=row[6], process=row[7],
     )  # fmt: skip
 
 
@@ -367,7 +418,8 @@ def holds_lease(node: NodeRecord | None, incarnation: int | None, now: float) ->
     """True until ``incarnation``'s lease has expired (base.py, "Lease expiry").
 
     ``node`` is the row of the incarnation's name.  A row marked dead was
-    marked so only once its lease had run out.
+    marked so once its lease had run out, or by its own deregistration (a
+    tombstone that keeps its fence), which left it no token and no claim.
     """
     if node is None or incarnation is None or node.incarnation < incarnation:
         return False

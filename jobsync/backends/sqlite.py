@@ -6,8 +6,19 @@ it will be at its commit, and its compare-and-set checks (generation,
 leadership, per-row expectations, lease expiry) cannot be raced.  The clock
 is read *after* the lock is taken: that reading is base.py's statement clock.
 WAL mode lets reads (``read_cluster``, change polls) proceed while a writer
-works; ``busy_timeout`` bounds the wait for the lock, after which the call
-raises BackendUnavailable.  Schema and SQL text live in ``_sqlite_schema``.
+works.  Schema and SQL text live in ``_sqlite_schema``.
+
+Lock waits (base.py, "Lock waits are bounded").  SQLite's lock is the whole
+database: while any write transaction is open, every other writer waits,
+every worker's heartbeat included.  ``busy_timeout`` is this backend's lock
+timeout and bounds each call's waiting *in all*: for the handle (another
+thread's call on it may itself be waiting for the database) and then for
+SQLite's write lock.  Past it the call raises ``LockTimeout`` having written
+nothing.  So a user's write transaction held open (``complete`` or
+``release`` with ``connection=``) cannot hang a worker, but it does stall
+every writer of the file while it lasts, and must be short.  SQLite cannot
+skip a locked claim row as PostgreSQL does: ``claim``, ``reap_claims`` and
+``deregister`` fail with ``LockTimeout`` instead, and are retried.
 
 Two judgements of an incarnation, as base.py defines them: *live*
 (``NodeRecord.is_live``: leadership, release destinations, ``mark_leaving``)
@@ -34,6 +45,7 @@ from jobsync.backends import _checks as C
 from jobsync.backends import _sqlite_schema as S
 from jobsync.backends._sqlite_schema import Row
 from jobsync.backends.base import (
+    DEAD_NODE_RETENTION,
     NODE_ACTIVE,
     NODE_DEAD,
     NODE_EVICTED,
@@ -59,6 +71,8 @@ from jobsync.core.errors import (
     ConflictError,
     InvalidArgument,
     JobSyncError,
+    LockTimeout,
+    NodeNameConflict,
     SchemaError,
 )
 from jobsync.core.hashing import token_function, validate_hash_function, validate_total_tokens
@@ -76,8 +90,9 @@ class SQLiteBackend:
     The backend's clock is this host's clock (``clock``, ``time.time`` unless a
     test injects one): SQLite lives on one host by construction, so the host
     clock is the database clock.  One handle is one connection, thread-safe
-    (calls are serialised on a lock).  ``wait_for_change`` polls the site's
-    signal counter every ``poll_interval`` seconds (at most 0.2).
+    (calls are serialised on a lock).  ``busy_timeout`` bounds every call's
+    waiting for locks (see the module docstring).  ``wait_for_change`` polls
+    the site's signal counter every ``poll_interval`` seconds (at most 0.2).
     """
 
     def __init__(
@@ -95,12 +110,13 @@ class SQLiteBackend:
             raise InvalidArgument(f"client must be a string, got {client!r}")
         if not callable(clock):
             raise InvalidArgument(f"clock must be callable, got {clock!r}")
-        C.seconds("busy_timeout", busy_timeout, allow_zero=True)
+        busy = C.seconds("busy_timeout", busy_timeout, allow_zero=True)
         if C.seconds("poll_interval", poll_interval) > MAX_POLL_INTERVAL:
             raise InvalidArgument(f"poll_interval must be at most 0.2 s, got {poll_interval!r}")
         self.path, self.client = os.fspath(path), client
-        self._clock, self._poll_interval = clock, float(poll_interval)
-        self._lock = threading.RLock()
+        self._clock, self._poll_interval, self._busy = clock, float(poll_interval), busy
+        self._lock = threading.RLock()  # the connection's; held for a whole transaction
+        self._stats_lock = threading.Lock()  # the counters'; never held while waiting
         self._stats: Counter[str] = Counter(round_trips=0)
         self._seen: dict[str, int] = {}  # per site, the signal this handle was told of
         self._last_poll: dict[str, float] = {}  # per site, monotonic time of the last poll
@@ -115,7 +131,7 @@ class SQLiteBackend:
             if conn is not None:
                 conn.close()
             if isinstance(exc, sqlite3.Error):
-                raise _translate(exc) from exc
+                raise _translate(exc, busy) from exc
             raise
         self._conn = conn
 
@@ -125,26 +141,51 @@ class SQLiteBackend:
     # -- plumbing -------------------------------------------------------------
     @contextlib.contextmanager
     def _tx(self, verb: str | None, *, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """One transaction on the handle's connection; driver errors translated."""
-        with self._lock:
+        """One transaction on the handle's connection; driver errors translated.
+
+        Waits at most ``busy_timeout`` in all: first for the handle, then for
+        the database (SQLite's busy timeout is shortened by the time already
+        spent waiting for the handle, and restored after).
+        """
+        started = time.monotonic()
+        if not self._lock.acquire(timeout=self._busy):
+            raise LockTimeout(
+                _lock_message(
+                    f"SQLite: {self!r} stayed busy with another thread's call", self._busy
+                )
+            )
+        try:
             if self._conn is None:
                 raise BackendUnavailable(f"{self!r} is closed")
             conn = self._conn
-            self._stats["round_trips"] += 1
-            if verb is not None:
-                self._stats[verb] += 1
+            self._count("round_trips", verb)
+            left = self._busy - (time.monotonic() - started)
+            shortened = left < self._busy - 0.001
             try:
-                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                if shortened:
+                    S.set_busy_timeout(conn, left)
                 try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):  # the first error propagates
-                            conn.execute("ROLLBACK")
-                    raise
+                    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                    try:
+                        yield conn
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        if conn.in_transaction:
+                            with contextlib.suppress(sqlite3.Error):  # the first error propagates
+                                conn.execute("ROLLBACK")
+                        raise
+                finally:
+                    if shortened:
+                        with contextlib.suppress(sqlite3.Error):  # shorter is still bounded
+                            S.set_busy_timeout(conn, self._busy)
             except sqlite3.Error as exc:
-                raise _translate(exc) from exc
+                raise _translate(exc, self._busy) from exc
+        finally:
+            self._lock.release()
+
+    def _count(self, *verbs: str | None) -> None:
+        with self._stats_lock:
+            self._stats.update(verb for verb in verbs if verb is not None)
 
     def _site(self, conn: sqlite3.Connection, site: str) -> Row:
         found: Row | None = conn.execute(S.SELECT_SITE, (site,)).fetchone()
@@ -224,20 +265,33 @@ class SQLiteBackend:
             return S.site_info(self._site(conn, site))
 
     # -- membership -----------------------------------------------------------
-    def register(self, site: str, name: str, lease_timeout: float) -> Registration:
+    def register(
+        self, site: str, name: str, lease_timeout: float, *, process: str = "",
+        known: int | None = None,
+    ) -> Registration:  # fmt: skip
         C.site_name(site)
         C.node_name(name)
         lease = C.seconds("lease_timeout", lease_timeout)
+        process = C.process_id(process)
+        known = C.known_incarnation(known)
         with self._tx("register") as conn:
             info, now = self._site(conn, site), self._clock()
             incarnation = info[_INCARNATIONS] + 1
             old = self._nodes(conn, site).get(name)
             fence = 0.0
             if old is not None:
+                own = _same_process(old, process)
+                if known is not None and old.incarnation > known and not own:
+                    raise NodeNameConflict(
+                        f"node name {name!r} of site {site!r} is held by incarnation"
+                        f" {old.incarnation} of another process ({old.process!r}), newer than"
+                        f" this process's incarnation {known}: a newer process took the name"
+                        " over, and this one must not take it back"
+                    )
                 fence = old.fence_until
-                if old.state != NODE_DEAD:
+                if old.state != NODE_DEAD and not own:
                     fence = max(fence, old.lease_expires)
-            row = (site, name, incarnation, now, now, lease, NODE_ACTIVE, fence)
+            row = (site, name, incarnation, now, now, lease, NODE_ACTIVE, fence, process)
             conn.execute(S.UPSERT_NODE, row)
             conn.execute(S.TAKE_INCARNATION, (site, incarnation))
             conn.execute(S.BUMP, (site,))
@@ -284,13 +338,17 @@ class SQLiteBackend:
         self._member(site, name, incarnation)
         with self._tx("deregister") as conn:
             self._site(conn, site)
-            node = self._nodes(conn, site).get(name)
+            now, node = self._clock(), self._nodes(conn, site).get(name)
             if node is None or node.incarnation != incarnation:
                 return False
-            conn.execute(S.DELETE_NODE, (site, name))
-            conn.execute(S.FREE_TOKENS, (site, incarnation))
-            conn.execute(S.RELEASE_CLAIMS, (site, incarnation))
-            conn.execute(S.BUMP, (site,))
+            changed = conn.execute(S.FREE_TOKENS, (site, incarnation)).rowcount
+            changed += conn.execute(S.RELEASE_CLAIMS, (site, incarnation)).rowcount
+            if node.fence_until <= now:
+                changed += conn.execute(S.DELETE_NODE, (site, name)).rowcount
+            elif node.state != NODE_DEAD:  # a tombstone: the older incarnation stays fenced
+                changed += conn.execute(S.BURY_NODE, (site, name, incarnation)).rowcount
+            if changed:  # a repeat on a tombstone (its reply lost) writes nothing
+                conn.execute(S.BUMP, (site,))
             return True
 
     def read_nodes(self, site: str) -> tuple[float, tuple[NodeRecord, ...]]:
@@ -445,28 +503,36 @@ class SQLiteBackend:
         C.incarnation(incarnation)
         keys = list(dict.fromkeys(C.task_keys(task_keys)))
         if connection is not None:
-            return self._complete_on(connection, site, day, incarnation, keys)
+            now = self._clock()
+            return self._in_callers_tx(
+                connection, "complete", site,
+                lambda c: _each(c, S.COMPLETE, keys, lambda k: (site, day, k, incarnation, now)),
+            )  # fmt: skip
         with self._tx("complete") as conn:
             self._site(conn, site)
             now = self._clock()
             return _each(conn, S.COMPLETE, keys, lambda k: (site, day, k, incarnation, now))
 
-    def _complete_on(
-        self, conn: object, site: str, day: str, incarnation: int, keys: list[str]
-    ) -> frozenset[str]:
-        """The completion inside the caller's open transaction: no commit, no rollback.
+    def _in_callers_tx(
+        self, conn: object, verb: str, site: str,
+        work: Callable[[sqlite3.Connection], frozenset[str]],
+    ) -> frozenset[str]:  # fmt: skip
+        """A completion or release inside the caller's open transaction: no commit,
+        no rollback.
 
         The caller's transaction should hold the write lock already (``BEGIN
         IMMEDIATE``, or a write before this call): a deferred transaction whose
         snapshot is older than the latest commit cannot upgrade to a writer, and
-        SQLite then answers "locked" at once (BackendUnavailable).
+        SQLite then answers "locked" at once (LockTimeout).  The caller's
+        connection waits for locks at most ``busy_timeout`` here (its own busy
+        timeout if shorter; restored after).
         """
         if not isinstance(conn, sqlite3.Connection):
             raise InvalidArgument(
                 f"connection must be a sqlite3.Connection to {self.path!r}, got {conn!r}"
             )
         autocommit = conn.isolation_level is None or getattr(conn, "autocommit", None) is True
-        if autocommit and not conn.in_transaction:  # the update would commit on its own
+        if autocommit and not conn.in_transaction:  # the statement would commit on its own
             raise InvalidArgument(
                 f"connection {conn!r} is in autocommit mode with no open transaction"
             )
@@ -475,7 +541,7 @@ class SQLiteBackend:
         # (BEGIN IMMEDIATE), and taking both here would deadlock for busy_timeout.
         if self._conn is None:
             raise BackendUnavailable(f"{self!r} is closed")
-        self._stats.update(("round_trips", "complete"))  # a racy count is harmless
+        self._count("round_trips", verb)
         try:
             files = {row[1]: row[2] for row in conn.execute("PRAGMA database_list")}
             if not _same_file(files.get("main") or "", self.path):
@@ -484,21 +550,48 @@ class SQLiteBackend:
                 )
             if conn.execute(S.SELECT_SITE, (site,)).fetchone() is None:
                 raise InvalidArgument(f"unknown site {site!r}: ensure_site creates it")
-            now = self._clock()
-            return _each(conn, S.COMPLETE, keys, lambda k: (site, day, k, incarnation, now))
+            (theirs,) = conn.execute("PRAGMA busy_timeout").fetchone()
+            shortened = theirs > self._busy * 1000
+            if shortened:
+                S.set_busy_timeout(conn, self._busy)
+            try:
+                return work(conn)
+            finally:
+                if shortened:
+                    with contextlib.suppress(sqlite3.Error):  # the first error propagates
+                        S.set_busy_timeout(conn, theirs / 1000)
         except sqlite3.Error as exc:
-            raise _translate(exc) from exc
+            raise _translate(exc, self._busy, callers=True) from exc
 
     def release(
+        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str],
+        connection: object | None = None,
+    ) -> frozenset[str]:  # fmt: skip
+        C.site_name(site)
+        day = C.claim_date(date).isoformat()
+        C.incarnation(incarnation)
+        keys = list(dict.fromkeys(C.task_keys(task_keys)))
+
+        def work(conn: sqlite3.Connection) -> frozenset[str]:
+            return _each(conn, S.RELEASE, keys, lambda k: (site, day, k, incarnation))
+
+        if connection is not None:
+            return self._in_callers_tx(connection, "release", site, work)
+        with self._tx("release") as conn:
+            self._site(conn, site)
+            return work(conn)
+
+    def open_claims(
         self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
     ) -> frozenset[str]:
         C.site_name(site)
         day = C.claim_date(date).isoformat()
         C.incarnation(incarnation)
-        keys = list(dict.fromkeys(C.task_keys(task_keys)))
-        with self._tx("release") as conn:
+        keys = json.dumps(list(dict.fromkeys(C.task_keys(task_keys))))
+        with self._tx("open_claims", write=False) as conn:  # a read: WAL never waits on a writer
             self._site(conn, site)
-            return _each(conn, S.RELEASE, keys, lambda k: (site, day, k, incarnation))
+            rows = conn.execute(S.OPEN_CLAIMS, (site, day, incarnation, keys)).fetchall()
+        return frozenset(row[0] for row in rows)
 
     def read_audit(
         self, site: str, date: datetime.date, name: str | None = None
@@ -516,11 +609,21 @@ class SQLiteBackend:
             self._site(conn, site)
             now, nodes = self._clock(), self._nodes(conn, site)
             claimers = conn.execute(S.OPEN_CLAIMERS, (site,)).fetchall()
-            return sum(
+            released = sum(
                 conn.execute(S.RELEASE_CLAIMS, (site, incarnation)).rowcount
                 for name, incarnation in claimers
                 if not S.holds_lease(nodes.get(name), incarnation, now)
             )
+            old = [
+                n for n in nodes.values()
+                if not n.is_live(now) and n.lease_expires + DEAD_NODE_RETENTION < now
+                and n.fence_until <= now
+            ]  # fmt: skip
+            if old:  # no bump: a dead row counts for no plan
+                named = {name for (name,) in conn.execute(S.NAMED_BY_TOKENS, (site,))}
+                purge = [(site, n.name, n.incarnation) for n in old if n.name not in named]
+                conn.executemany(S.PURGE_NODE, purge)
+            return released
 
     # -- locks ----------------------------------------------------------------
     def replace_locks(
@@ -571,7 +674,7 @@ class SQLiteBackend:
 
     def prune(self, site: str, older_than: float, batch_size: int = 10_000) -> Mapping[str, int]:
         C.site_name(site)
-        age = C.seconds("older_than", older_than, allow_zero=True)
+        age = C.prune_age(older_than)
         batch = C.integer("batch_size", batch_size, minimum=1)
         with self._tx("prune", write=False) as conn:
             self._site(conn, site)
@@ -608,15 +711,14 @@ class SQLiteBackend:
                 return False
             time.sleep(max(0.0, min(due - time.monotonic(), remaining)))  # lock free meanwhile
 
-    def now(self) -> float:
-        with self._lock:
-            if self._conn is None:
-                raise BackendUnavailable(f"{self!r} is closed")
-            self._stats["now"] += 1
+    def now(self) -> float:  # never waits for the handle: it touches no connection
+        if self._conn is None:
+            raise BackendUnavailable(f"{self!r} is closed")
+        self._count("now")
         return float(self._clock())
 
     def statistics(self) -> Mapping[str, int]:
-        with self._lock:
+        with self._stats_lock:
             return dict(self._stats)
 
     def close(self) -> None:
@@ -633,13 +735,18 @@ class SQLiteBackend:
 
 
 # -- judgements and row arithmetic (pure) ----------------------------------------
-def _translate(exc: sqlite3.Error) -> JobSyncError:
-    """A driver error as a JobSyncError (STYLE.md habit 10); raise it ``from`` exc."""
+def _translate(exc: sqlite3.Error, busy_timeout: float, *, callers: bool = False) -> JobSyncError:
+    """A driver error as a JobSyncError (STYLE.md habit 10); raise it ``from`` exc.
+
+    ``callers``: the statement ran on the caller's connection, in its transaction.
+    """
     text = f"SQLite: {exc}"
     if isinstance(exc, sqlite3.OperationalError):
         if "no such table" in str(exc) or "no such column" in str(exc):
             return SchemaError(text)
-        return BackendUnavailable(text)  # locked or busy after busy_timeout, I/O, cannot open
+        if _is_busy(exc):
+            return LockTimeout(_lock_message(text, busy_timeout, callers=callers))
+        return BackendUnavailable(text)  # I/O, cannot open
     if isinstance(exc, sqlite3.IntegrityError):
         return ConflictError(text)
     if isinstance(exc, (sqlite3.ProgrammingError, sqlite3.InterfaceError)):
@@ -647,6 +754,40 @@ def _translate(exc: sqlite3.Error) -> JobSyncError:
     if isinstance(exc, sqlite3.DatabaseError):
         return SchemaError(text)  # not a database, malformed image
     return BackendUnavailable(text)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED (any extended code): another connection held a lock."""
+    name = getattr(exc, "sqlite_errorname", "")  # Python 3.11+
+    if name:
+        return bool(name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")))
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _lock_message(what: str, busy_timeout: float, *, callers: bool = False) -> str:
+    text = (
+        f"{what} (jobsync waits at most busy_timeout={busy_timeout:g} s): a write transaction"
+        " holds the database, perhaps the caller's own, left open after"
+        " complete(connection=...) or release(connection=...); on SQLite such a transaction"
+        " must be short, because while it is open it blocks every other writer, every"
+        " worker's heartbeat included"
+    )
+    if callers:
+        text += (
+            "; or the caller's transaction began as a reader and another connection has"
+            " written since, so it cannot become a writer: begin it with BEGIN IMMEDIATE"
+        )
+    return text
+
+
+def _same_process(node: NodeRecord, process: str) -> bool:
+    """Whether ``node`` was registered by the process ``process`` names.
+
+    The empty identity is anonymous and matches nothing, not even itself: a
+    caller that names no process cannot prove an older incarnation was its
+    own, so that incarnation is fenced as another process's would be.
+    """
+    return process != "" and node.process == process
 
 
 def _each(

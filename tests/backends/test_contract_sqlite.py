@@ -115,7 +115,7 @@ def test_the_file_is_in_wal_mode_with_the_monitoring_names(
         assert rows == [("a", harness.clock(), harness.clock())]
         tokens = conn.execute("SELECT token_id, node FROM sync_token ORDER BY token_id").fetchall()
         assert tokens == [(t, "a") for t in range(4)]
-        assert conn.execute("SELECT version FROM sync_schema").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM sync_schema").fetchall() == [(2,)]
     finally:
         conn.close()
     assert incarnation == 1

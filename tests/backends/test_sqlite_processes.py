@@ -142,7 +142,7 @@ def test_schema_creation_race_gives_one_schema(tmp_path: Path) -> None:
     assert len({r[2] for r in results}) == 1  # one site, created once
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("SELECT version FROM sync_schema").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM sync_schema").fetchall() == [(2,)]
         assert conn.execute("SELECT COUNT(*) FROM sync_site").fetchone() == (1,)
         assert conn.execute("SELECT COUNT(*) FROM sync_token").fetchone() == (64,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
