@@ -313,15 +313,21 @@ class SiteState:
         row = self.nodes.get(name)
         if row is None or row.incarnation != incarnation:
             return False
+        changed = False
         if row.fence_until > now and self.defences.deregister_keeps_fence:
-            self.nodes[name] = attrs.evolve(row, state=NODE_DEAD)  # the fence stays
+            if row.state != NODE_DEAD:  # the fence stays, in a dead tombstone
+                self.nodes[name] = attrs.evolve(row, state=NODE_DEAD)
+                changed = True
         else:
             del self.nodes[name]
+            changed = True
         for token in self.tokens.held_by(incarnation):
             self.tokens.give(token, None, None)
-        self.claims.release_all(incarnation)
-        self.bump()
-        return True
+            changed = True
+        changed = self.claims.release_all(incarnation) > 0 or changed
+        if changed:  # a repeat (its first answer lost) finds nothing left to do
+            self.bump()
+        return changed
 
     # -- planning -------------------------------------------------------------
     def read_cluster(self, now: float) -> ClusterView:
@@ -499,7 +505,7 @@ class SiteState:
         for row in list(self.nodes.values()):
             if (
                 not row.is_live(now)
-                and row.lease_expires + DEAD_NODE_RETENTION <= now
+                and row.lease_expires + DEAD_NODE_RETENTION < now
                 and row.fence_until <= now
                 and not self.tokens.held_under(row.name)
             ):
