@@ -321,7 +321,15 @@ def _create_or_upgrade(conn: sqlite3.Connection) -> None:
         )
     for version in range(current + 1, SCHEMA_VERSION + 1):
         for statement in MIGRATIONS[version]:
-            conn.execute(statement)
+            try:
+                conn.execute(statement)
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise  # transient: the caller's translation says so
+                raise SchemaError(
+                    f"SQLite schema upgrade from version {version - 1} to {version} failed"
+                    f" ({exc}); the file is left at version {current}"
+                ) from exc
     if current != SCHEMA_VERSION:
         conn.execute("UPDATE sync_schema SET version = ?", (SCHEMA_VERSION,))
 

@@ -349,7 +349,7 @@ class SQLiteBackend:
                 changed += conn.execute(S.BURY_NODE, (site, name, incarnation)).rowcount
             if changed:  # a repeat on a tombstone (its reply lost) writes nothing
                 conn.execute(S.BUMP, (site,))
-            return True
+            return bool(changed)
 
     def read_nodes(self, site: str) -> tuple[float, tuple[NodeRecord, ...]]:
         C.site_name(site)
@@ -521,11 +521,12 @@ class SQLiteBackend:
         no rollback.
 
         The caller's transaction should hold the write lock already (``BEGIN
-        IMMEDIATE``, or a write before this call): a deferred transaction whose
-        snapshot is older than the latest commit cannot upgrade to a writer, and
-        SQLite then answers "locked" at once (LockTimeout).  The caller's
-        connection waits for locks at most ``busy_timeout`` here (its own busy
-        timeout if shorter; restored after).
+        IMMEDIATE``, or a write before this call).  Otherwise the reads above
+        give it a snapshot, and SQLite never waits to upgrade a reader to a
+        writer (its busy handler is not called: waiting could deadlock): while
+        another connection holds the write lock, or once one has written since
+        the snapshot, the update answers "locked" at once (LockTimeout).  So
+        this never waits for a lock, whatever the caller's busy timeout.
         """
         if not isinstance(conn, sqlite3.Connection):
             raise InvalidArgument(
@@ -550,16 +551,7 @@ class SQLiteBackend:
                 )
             if conn.execute(S.SELECT_SITE, (site,)).fetchone() is None:
                 raise InvalidArgument(f"unknown site {site!r}: ensure_site creates it")
-            (theirs,) = conn.execute("PRAGMA busy_timeout").fetchone()
-            shortened = theirs > self._busy * 1000
-            if shortened:
-                S.set_busy_timeout(conn, self._busy)
-            try:
-                return work(conn)
-            finally:
-                if shortened:
-                    with contextlib.suppress(sqlite3.Error):  # the first error propagates
-                        S.set_busy_timeout(conn, theirs / 1000)
+            return work(conn)
         except sqlite3.Error as exc:
             raise _translate(exc, self._busy, callers=True) from exc
 
