@@ -20,6 +20,8 @@ import pytest
 from jobsync.backends.base import ClaimRequest, DirectAssign, PlanCommit
 from jobsync.backends.sqlite import SQLiteBackend
 from jobsync.core.errors import ConflictError
+from tests.backends.test_sqlite_safety import SITE as V1_SITE
+from tests.backends.test_sqlite_safety import write_v1_file
 
 CTX = multiprocessing.get_context("spawn")
 PROCESSES = 8
@@ -80,6 +82,17 @@ def _schema_child(i: int, barrier: Any, queue: Any, path: str) -> None:
         backend = SQLiteBackend(path, client=f"child-{i}", busy_timeout=30.0)
         info = backend.ensure_site(SITE, 64, "xxh3")
         queue.put(("ok", i, info.created_at))
+        backend.close()
+    except Exception as exc:
+        queue.put(("error", i, repr(exc)))
+
+
+def _open_child(i: int, barrier: Any, queue: Any, path: str, site: str) -> None:
+    try:
+        barrier.wait(TIMEOUT)
+        backend = SQLiteBackend(path, client=f"child-{i}", busy_timeout=30.0)
+        _, nodes = backend.read_nodes(site)
+        queue.put(("ok", i, [(n.name, n.incarnation, n.process) for n in nodes]))
         backend.close()
     except Exception as exc:
         queue.put(("error", i, repr(exc)))
@@ -146,6 +159,21 @@ def test_schema_creation_race_gives_one_schema(tmp_path: Path) -> None:
         assert conn.execute("SELECT COUNT(*) FROM sync_site").fetchone() == (1,)
         assert conn.execute("SELECT COUNT(*) FROM sync_token").fetchone() == (64,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    finally:
+        conn.close()
+
+
+def test_upgrade_race_on_a_version_1_file_upgrades_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    write_v1_file(path, 1_700_000_000.0)
+    results = _run(_open_child, (str(path), V1_SITE))
+    assert [r[2] for r in results] == [[("old", 7, "")]] * PROCESSES
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT version FROM sync_schema").fetchall() == [(2,)]
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(sync_node)")]
+        assert columns.count("process") == 1
+        assert conn.execute("SELECT COUNT(*) FROM sync_token").fetchone() == (4,)
     finally:
         conn.close()
 
