@@ -31,11 +31,6 @@ from jobsync.core.planner import Plan, plan
 
 NONE, LIVE, EXPIRED, WAITING = "none", "live", "expired", "waiting"
 
-REVOKE_BEFORE_ASSIGN = True
-"""Test-only switch (``jobsync.sim.switches``); production never changes it.  False
-makes the node that committed a plan acknowledge its revokes itself, on the live
-holders' behalf, so tokens move without waiting for their holders to let go."""
-
 
 @attrs.frozen(kw_only=True)
 class Decision:

@@ -5,8 +5,9 @@ The coordination thread sleeps in ``backend.wait_for_change`` until the
 node's next deadline, a notification, or a local request (drain, stop,
 a queued completion), whichever comes first, so reaction to a change costs
 no polling beyond the heartbeat.  Local requests are noticed within
-``LOCAL_POLL`` seconds.  Any non-transient error from the node is kept and
-re-raised to the user's thread; transient ones are retried inside the node.
+``LOCAL_POLL`` seconds.  A final error from the node (see ``runtime/node.py``,
+"Errors") is kept and re-raised to the user's thread; every other one is
+retried inside the node.
 
 Callbacks run one at a time on their own thread; when several events queue
 up they are coalesced into one (added/removed merged), a raising callback is
@@ -113,7 +114,15 @@ class Driver:
                 self._changed.notify_all()
 
     def _wait(self, timeout: float) -> bool:
-        if timeout <= 0 or self.node.registration is None:
+        """Sleep until the node's next wake-up (at most ``LOCAL_POLL``); True if notified.
+
+        Before the node is registered there is nothing to listen to: the thread
+        sleeps on its stop event instead, so a registration that keeps failing
+        is retried at the node's backoff, not in a busy loop."""
+        if timeout <= 0:
+            return False
+        if self.node.registration is None:
+            self._stop.wait(timeout)
             return False
         try:
             return self.node.backend.wait_for_change(self.node.site, timeout)

@@ -27,6 +27,22 @@ How the rules of DESIGN.md section 5 land here:
 - Drain.  ``DRAIN`` marks the row leaving; the node stops claiming at once,
   acknowledges its revokes as they come, and deregisters once it holds
   nothing.
+- Errors.  Only a final error ends a node: ``NodeNameConflict`` (a newer
+  process owns the name; raised by ``register`` it ends the node exactly as
+  a SUPERSEDED heartbeat does), and configuration or programming errors
+  from the store (``ConfigError``, ``SchemaError``, ``InvalidArgument``,
+  ``IllegalTransition``).  Every other ``JobSyncError`` (unavailable, a lock
+  timeout, ``NotLeader`` or ``ConflictError`` from a leader whose lease ended
+  mid-pass, any other ``BackendError``) is retried with capped backoff,
+  counted and logged, and the next attempt reads leadership again.
+- Lost replies.  A node has one process identity and passes it, with the
+  last incarnation it knows, to every ``register``.  A registration whose
+  reply was lost is retried as a registration (the backend hands this
+  process its own lost incarnation back), never answered by heartbeating
+  the old incarnation, which would find the lost one and stop for good.
+- Defences.  ``defences`` (``jobsync.core.defences``) is ``PRODUCTION`` except
+  in the simulator's tests of its own teeth; each False field brings back
+  exactly one defect.
 """
 
 from __future__ import annotations
@@ -35,17 +51,23 @@ import enum
 import logging
 import math
 import random
+import uuid
 from collections.abc import Callable, Iterable
 
 import attrs
 
 from jobsync.backends.base import Backend, Heartbeat, HeartbeatOutcome, NodeRecord, Registration
+from jobsync.core.defences import PRODUCTION, Defences
 from jobsync.core.errors import (
     BackendUnavailable,
+    ConfigError,
     ConflictError,
+    IllegalTransition,
+    InvalidArgument,
     JobSyncError,
     NodeNameConflict,
     NotLeader,
+    SchemaError,
 )
 from jobsync.core.lifecycle import CLAIMING, TERMINAL, NodeEvent, NodeState, transition
 from jobsync.core.locks import LockConflict
@@ -61,6 +83,14 @@ EXPIRY_SLACK = 0.001
 MIN_RECHECK = 0.005
 """A peer check never fires sooner than this after the read that scheduled it."""
 CONFLICT_RETRY = 0.02
+FINAL_ERRORS: tuple[type[JobSyncError], ...] = (
+    NodeNameConflict,
+    ConfigError,
+    SchemaError,
+    InvalidArgument,
+    IllegalTransition,
+)
+"""Errors that end a node: retrying cannot help (see the module docstring)."""
 
 
 class Signal(enum.Enum):
@@ -93,8 +123,15 @@ class Node:
         *,
         rng: random.Random | None = None,
         plan_timer: Callable[[], float] | None = None,
+        defences: Defences = PRODUCTION,
+        process: str | None = None,
     ) -> None:
+        """``process`` identifies the process this node runs in for ``register``
+        (default: a fresh random identity, one per Node); the simulator passes
+        one per simulated process.  ``defences`` is for the simulator only."""
         self.backend = backend
+        self.defences = defences
+        self.process = uuid.uuid4().hex if process is None else process
         self.site = site
         self.name = name
         self.config = config
@@ -112,11 +149,13 @@ class Node:
             "heartbeats": 0,
             "heartbeat_failures": 0,
             "transient_errors": 0,
+            "retried_errors": 0,
             "plans_committed": 0,
             "plan_conflicts": 0,
             "acks": 0,
             "reregistrations": 0,
             "evictions": 0,
+            "reaps": 0,
         }
         self._rng = rng or random.Random()
         self._plan_timer = plan_timer
@@ -137,6 +176,10 @@ class Node:
         self._marked_leaving = False
         self._lapsed = False
         self._live: frozenset[str] = frozenset()
+        self._known: int | None = None  # the latest incarnation register answered
+        self._registering = False  # a registration failed transiently: retry it as one
+        self._reaped: frozenset[tuple[str, int]] = frozenset()
+        self._next_reap = -math.inf
 
     # -- public view ------------------------------------------------------
     @property
@@ -182,18 +225,24 @@ class Node:
         if self.state in TERMINAL:
             return NEVER
         if now >= self._retry_at:
+            self._retry_at = -math.inf  # a step may set it (a plan that lost its race)
             try:
                 self._step(now)
                 self._failures = 0
-                self._retry_at = -math.inf
-            except BackendUnavailable as exc:
-                self._on_unavailable(now, exc)
+            except JobSyncError as exc:
+                if not self._retryable(exc):
+                    raise
+                self._on_transient(now, exc)
         self._enforce_lease(now)
         return self._next_wakeup(now)
 
     def _step(self, now: float) -> None:
         if self.state is NodeState.STARTING:
             self._start(now)
+        elif self._registering:
+            self._reregister(now)
+        if self.state in TERMINAL:
+            return
         if self._drain_requested:
             self._begin_drain()
         if now >= self._peer_check_at:  # before a heartbeat can move it
@@ -216,33 +265,74 @@ class Node:
         ):
             self._lead(now)
 
-    def _on_unavailable(self, now: float, exc: BackendUnavailable) -> None:
+    def _retryable(self, exc: JobSyncError) -> bool:
+        if isinstance(exc, BackendUnavailable):
+            return True
+        if not self.defences.retry_leader_errors:  # test-only: the old, fatal behaviour
+            return False
+        return not isinstance(exc, FINAL_ERRORS)
+
+    def _on_transient(self, now: float, exc: JobSyncError) -> None:
         self._failures += 1
         self.stats["transient_errors"] += 1
         # Re-read once reachable: whatever the failed step was writing (an
         # acknowledgement, a deregistration) is retried after the backoff rather
-        # than left to the next change, the eviction deadline or reconciliation.
+        # than left to the next change, the eviction deadline or reconciliation;
+        # the read also settles who leads now (a NotLeader mid-pass).
         self._dirty = True
         base = min(self.config.heartbeat_interval_sec / 2, 0.05 * 2 ** min(self._failures, 10))
         self._retry_at = now + base * (0.8 + 0.4 * self._rng.random())
-        log.warning("node %s: backend unavailable (%s); retrying", self.name, exc)
+        if isinstance(exc, BackendUnavailable):
+            log.warning("node %s: backend unavailable (%s); retrying", self.name, exc)
+        else:
+            self.stats["retried_errors"] += 1
+            log.warning(
+                "node %s: %s (%s); reading leadership again and retrying",
+                self.name,
+                type(exc).__name__,
+                exc,
+            )
 
     # -- membership -------------------------------------------------------
     def _start(self, now: float) -> None:
         cfg = self.config
         site = self.backend.ensure_site(self.site, cfg.total_tokens, cfg.hash_function)
         self.generation = site.generation
-        self._register(now)
-        self.state = transition(self.state, NodeEvent.REGISTERED)
+        if self._register(now):
+            self.state = transition(self.state, NodeEvent.REGISTERED)
 
-    def _register(self, now: float) -> None:
-        reg = self.backend.register(self.site, self.name, self.config.heartbeat_timeout_sec)
+    def _register(self, now: float) -> bool:
+        """Register a new incarnation; False if a newer process owns the name (the
+        node is then superseded).  A transient failure is raised, and the next step
+        registers again (its reply may have been lost after the commit)."""
+        self._registering = self.defences.reregister_after_lost_reply
+        try:
+            reg = self.backend.register(
+                self.site,
+                self.name,
+                self.config.heartbeat_timeout_sec,
+                process=self.process,
+                known=self._known,
+            )
+        except NodeNameConflict as exc:
+            self._registering = False
+            self._superseded(str(exc))
+            return False
+        self._registering = False
         self.registration = reg
+        self._known = reg.incarnation
         self._offset = reg.registered_at - now
         self._renewed(now)
         self._dirty = True
         self._plan_wanted = True
         self._marked_leaving = False
+        return True
+
+    def _reregister(self, now: float) -> None:
+        """From FENCED: a new incarnation, after an expiry or a lost registration reply."""
+        if self._register(now):
+            self.stats["reregistrations"] += 1
+            self.state = transition(self.state, NodeEvent.REREGISTERED)
 
     def _renewed(self, sent_at: float) -> None:
         cfg = self.config
@@ -255,7 +345,7 @@ class Node:
             self._lapsed = False
             self._dirty = True
         if self.snapshot.incarnation is not None:
-            self._publish(self.snapshot.with_lease(self._lease_deadline), quiet=True)
+            self._publish(self._with_lease(self.snapshot), quiet=True)
 
     def _heartbeat(self, now: float) -> None:
         assert self.registration is not None
@@ -292,12 +382,13 @@ class Node:
         if pending <= self._next_heartbeat:
             self._peer_check_at = min(pending, self._peer_check_at)
 
-    def _superseded(self) -> None:
+    def _superseded(self, detail: str | None = None) -> None:
         self._fence()
+        self.is_leader = False
         self.state = transition(self.state, NodeEvent.SUPERSEDED)
         self.error = NodeNameConflict(
             f"node name {self.name!r} was taken over by a newer process in site {self.site!r}; "
-            "this one stops claiming and will not re-register"
+            "this one stops claiming and will not re-register" + (f" ({detail})" if detail else "")
         )
         log.error("%s", self.error)
 
@@ -312,9 +403,7 @@ class Node:
         if self.state is not NodeState.FENCED:
             self.state = transition(self.state, NodeEvent.LEASE_LOST)
         log.warning("node %s: lease expired or evicted; registering anew", self.name)
-        self._register(now)
-        self.stats["reregistrations"] += 1
-        self.state = transition(self.state, NodeEvent.REREGISTERED)
+        self._reregister(now)
 
     def _schedule_peer_check(self, now: float, expiry: float | None) -> None:
         """Look at exactly ``expiry`` (a peer's lease end) if we would lead once it is over."""
@@ -426,8 +515,7 @@ class Node:
         self._leader_check_at = (
             NEVER if decision.next_check is None else decision.next_check - self._offset
         )
-        if any(not n.is_live(view.now) for n in view.nodes):
-            self.backend.reap_claims(self.site)
+        self._reap(now, view.nodes, view.now)
         if decision.commit is None:
             return
         commit = decision.commit
@@ -446,11 +534,23 @@ class Node:
         self._plan_wanted = False
         if commit.assigns or commit.revokes:
             self.stats["plans_committed"] += 1
-        if commit.revokes and not leadership.REVOKE_BEFORE_ASSIGN:  # test-only switch
+        if commit.revokes and not self.defences.revoke_before_assign:  # test only
             for r in commit.revokes:  # hand over without the live holder letting go
                 holder, pair = view.tokens.owner[r.token] or "", (r.token, r.expected_epoch)
                 self.backend.ack_releases(self.site, holder, r.expected_incarnation, [pair])
         self._dirty = True
+
+    def _reap(self, now: float, nodes: tuple[NodeRecord, ...], backend_now: float) -> None:
+        """Release dead incarnations' claims: at once when an incarnation not reaped
+        yet is no longer live, otherwise at most once per reconciliation interval
+        (for claim rows a reap skipped while a transaction held them)."""
+        dead = frozenset((n.name, n.incarnation) for n in nodes if not n.is_live(backend_now))
+        if not (dead - self._reaped) and now < self._next_reap:
+            return
+        self.backend.reap_claims(self.site)
+        self.stats["reaps"] += 1
+        self._reaped = dead  # rows deleted since drop out: the set stays small
+        self._next_reap = now + self.config.rebalance_check_interval_sec
 
     def _report(self, decision: leadership.Decision) -> None:
         """Warn, once per change, about tokens left unowned and conflicting locks."""
@@ -500,8 +600,9 @@ class Node:
         assert self.registration is not None
         current = self.snapshot
         if current.incarnation == self.registration.incarnation and current.epochs == epochs:
-            if current.lease_deadline != self._lease_deadline:
-                self._publish(current.with_lease(self._lease_deadline), quiet=True)
+            renewed = self._with_lease(current)
+            if current.lease_deadline != renewed.lease_deadline:
+                self._publish(renewed, quiet=True)
             return
         snap = ClaimSnapshot.build(
             self.config.total_tokens,
@@ -509,8 +610,12 @@ class Node:
             self._lease_deadline,
             self.registration.incarnation,
             self._version + 1,
+            self_fencing=self.defences.self_fencing,
         )
         self._publish(snap)
+
+    def _with_lease(self, snap: ClaimSnapshot) -> ClaimSnapshot:
+        return snap.with_lease(self._lease_deadline, self_fencing=self.defences.self_fencing)
 
     def _fence(self) -> None:
         if self.snapshot.tokens or self.snapshot.incarnation is not None:

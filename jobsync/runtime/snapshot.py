@@ -16,12 +16,6 @@ from collections.abc import Iterable, Mapping
 
 import attrs
 
-SELF_FENCING = True
-"""Test-only switch (``jobsync.sim.switches``); production never changes it.  False
-publishes every snapshot with a lease that never ends, so a node stops answering
-True only when a heartbeat tells it so.  Read when a snapshot is built (once per
-heartbeat or plan), never by ``claimable`` or ``can_claim_task``."""
-
 
 @attrs.frozen(kw_only=True)
 class ClaimSnapshot:
@@ -51,7 +45,11 @@ class ClaimSnapshot:
         lease_deadline: float,
         incarnation: int,
         version: int,
+        *,
+        self_fencing: bool = True,
     ) -> ClaimSnapshot:
+        """``self_fencing`` False (``Defences.self_fencing``, test only) publishes a
+        lease that never ends, so only a heartbeat stops the node answering True."""
         owned = bytearray(total_tokens)
         for token in epochs:
             owned[token] = 1
@@ -59,14 +57,14 @@ class ClaimSnapshot:
             owned=owned,
             tokens=frozenset(epochs),
             epochs=dict(epochs),
-            lease_deadline=lease_deadline if SELF_FENCING else math.inf,
+            lease_deadline=lease_deadline if self_fencing else math.inf,
             incarnation=incarnation,
             version=version,
         )
 
-    def with_lease(self, lease_deadline: float) -> ClaimSnapshot:
+    def with_lease(self, lease_deadline: float, *, self_fencing: bool = True) -> ClaimSnapshot:
         """The same tokens under a renewed lease (shares the immutable arrays)."""
-        return attrs.evolve(self, lease_deadline=lease_deadline if SELF_FENCING else math.inf)
+        return attrs.evolve(self, lease_deadline=lease_deadline if self_fencing else math.inf)
 
     def claimable(self, now: float) -> frozenset[int]:
         return self.tokens if now < self.lease_deadline else frozenset()
