@@ -19,7 +19,7 @@ import pytest
 
 from jobsync.backends.base import Backend, ClaimRequest, DirectAssign, LockSpec, PlanCommit
 from jobsync.backends.sqlite import SQLiteBackend
-from jobsync.core.errors import BackendUnavailable, InvalidArgument, SchemaError
+from jobsync.core.errors import BackendUnavailable, InvalidArgument, LockTimeout, SchemaError
 from jobsync.testing.backend_contract import BackendContract
 from jobsync.testing.clock import ManualClock
 
@@ -121,17 +121,19 @@ def test_the_file_is_in_wal_mode_with_the_monitoring_names(
     assert incarnation == 1
 
 
-def test_a_busy_file_raises_backend_unavailable_from_the_driver_error(
+def test_a_busy_file_raises_lock_timeout_from_the_driver_error(
     db: SQLiteBackend, harness: SQLiteHarness
 ) -> None:
     impatient = SQLiteBackend(harness.path, clock=harness.clock, busy_timeout=0.05)
     blocker = sqlite3.connect(harness.path, isolation_level=None)
     try:
         blocker.execute("BEGIN IMMEDIATE")
-        with pytest.raises(BackendUnavailable) as caught:
+        with pytest.raises(LockTimeout) as caught:
             impatient.register(SITE, "a", 60.0)
+        assert isinstance(caught.value, BackendUnavailable)  # transient, retried
         assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
         assert "locked" in str(caught.value)
+        assert "must be short" in str(caught.value)
         blocker.execute("ROLLBACK")
         assert impatient.register(SITE, "a", 60.0).incarnation == 1  # nothing was written
     finally:
