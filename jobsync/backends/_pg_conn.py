@@ -51,6 +51,12 @@ BACKOFF_CAP = 0.5
 IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000
 """A worker paused inside one of our transactions holds the site row lock; the
 server ends such a session after this long, freeing the site for the others."""
+LOCK_TIMEOUT_MS = 500
+"""Default ``lock_timeout`` of jobsync's session: no statement waits on a row
+lock longer than this (base.py, "Lock waits are bounded"); the server then
+raises SQLSTATE 55P03, which the backend reports as LockTimeout.  Only
+jobsync's own connection is set; a user's connection passed to
+``complete``/``release`` keeps the user's settings."""
 KEEPALIVES = {
     "keepalives": "1",
     "keepalives_idle": "10",
@@ -75,8 +81,14 @@ def conninfo(dsn: str, application_name: str, connect_timeout: float) -> str:
 class Session:
     """A connection that reconnects, counts round trips and waits for NOTIFY."""
 
-    def __init__(self, conninfo: str, on_connect: Callable[[Session, Conn], None]) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        on_connect: Callable[[Session, Conn], None],
+        lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+    ) -> None:
         self._conninfo = conninfo
+        self.lock_timeout_ms = lock_timeout_ms
         # Weak, like the notify handler below: no reference cycle keeps an
         # abandoned handle (a crashed worker's) alive, and __del__ closes it.
         self._on_connect: Callable[[], Callable[[Session, Conn], None] | None] = (
@@ -348,8 +360,9 @@ class Session:
             self.count("connects")
             self.count("round_trips")
             conn.execute(
-                "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
-                (str(IDLE_IN_TRANSACTION_TIMEOUT_MS),),
+                "SELECT set_config('idle_in_transaction_session_timeout', %s, false), "
+                "set_config('lock_timeout', %s, false)",
+                (str(IDLE_IN_TRANSACTION_TIMEOUT_MS), str(self.lock_timeout_ms)),
             )
             on_connect = self._on_connect()
             if on_connect is None:

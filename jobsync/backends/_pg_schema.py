@@ -16,7 +16,8 @@ Tables (prefix ``sync_`` by default):
   plan basis, next incarnation, epoch floor).  Logged, so counters never go
   backwards across a restart.
 - ``node``: one row per node name (``name``, ``created_on``,
-  ``last_heartbeat`` as timestamptz, so the README's monitoring SQL works).
+  ``last_heartbeat`` as timestamptz, so the README's monitoring SQL works;
+  ``process``, the registering process's identity, since version 2).
   Heartbeats update only ``last_heartbeat`` (no index on it) and the table
   has a low fillfactor, so they are HOT updates.
 - ``token``: one row per token (``token_id``, ``node``, incarnation, epoch,
@@ -39,8 +40,15 @@ from jobsync.core.errors import InvalidArgument, SchemaError
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The version this library's code expects."""
+
+MIGRATION_LOCK_TIMEOUT_MS = 2_000
+"""How long a migration's DDL may wait for a table lock (the wait for the
+migration advisory lock itself is unbounded: concurrent migrators queue on it).
+A bounded wait matters because an ALTER TABLE waiting for its lock makes every
+later statement on that table (heartbeats) queue behind it; past the bound the
+migration rolls back and the caller retries (BackendUnavailable)."""
 
 _SAFE_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 
@@ -170,8 +178,14 @@ _V1 = [
     """CREATE INDEX {audit_done} ON {audit} (site, completed_at) WHERE status = 'done'""",
 ]
 
+# Adding a column with a constant default rewrites nothing (PostgreSQL >= 11).
+_V2 = [
+    """ALTER TABLE {node} ADD COLUMN process text NOT NULL DEFAULT ''""",
+]
+
 MIGRATIONS: tuple[tuple[int, str, list[str]], ...] = (
     (1, "sites, nodes, tokens, locks, history, audit", _V1),
+    (2, "node process identity", _V2),
 )
 
 _INDEXES = (
@@ -234,7 +248,12 @@ def apply_migrations(
 
     run("BEGIN")
     try:
+        # The handle's own session lock_timeout would cut the queue of concurrent
+        # migrators short: wait for the advisory lock as long as it takes, then
+        # bound the DDL's table-lock waits (see MIGRATION_LOCK_TIMEOUT_MS).
+        run("SET LOCAL lock_timeout = 0")
         run("SELECT pg_advisory_xact_lock(%s)", (advisory_key(schema, prefix),))
+        run(f"SET LOCAL lock_timeout = {MIGRATION_LOCK_TIMEOUT_MS}")
         exists = run("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (schema,))
         if exists.fetchone() is None:
             run(_format("CREATE SCHEMA {schema}", schema, prefix))

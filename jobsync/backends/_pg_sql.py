@@ -8,21 +8,28 @@ place:
 - ``@EXP:n@``   the lease end of node row ``n``: ``last_heartbeat + lease_timeout``;
 - ``@LIVE:n@``  base.py's *live*: active or leaving and the lease end after
   the statement clock ``clock_timestamp()``;
-- ``@HELD:h@``  the *lease still held* by (``h.node``, ``h.incarnation``), the
-  negation of base.py's *expired*: its row holds it and its lease end is after
-  the statement clock (whatever the state), or its row holds a newer
-  incarnation whose ``fence_until`` is after the statement clock;
+- ``@KEPT:h@``  (``h.node``, ``h.incarnation``) is *not yet known expired*,
+  judged only from facts no heartbeat can change: its row holds it in any
+  state but ``dead``, or its row holds a newer incarnation whose
+  ``fence_until`` is after the statement clock.  Its negation is base.py's
+  *expired* for every incarnation whose expired lease was first marked dead
+  (``MARK_EXPIRED_*``, ``REAP``; see postgres.py on the heartbeat race);
 - ``@EPOCH:x@`` a timestamptz as float seconds since the Unix epoch.
 
-Lock order.  Every transaction that writes token rows, node states (other
-than a heartbeat's own row) or the site's counters first locks the site row
-(``FOR UPDATE``), then node rows, then token rows, then audit rows.  So
-token rows cannot change under a transaction that holds the site row, and no
-two of these transactions can deadlock.  A heartbeat locks only its own node
-row; a claim takes ``FOR SHARE`` locks on its token rows and then inserts audit
-rows, the same order again.  Statements of one transaction that must not
-reorder their locks are separate statements (the sub-statements of one CTE
-run in no guaranteed order).
+Lock order.  Every transaction that writes token rows or the site's counters
+first locks the site row (``FOR UPDATE``), then its own node row if any, then
+token rows, then audit rows.  So token rows cannot change under a transaction
+that holds the site row.  Other nodes' rows (the rows their heartbeats
+update) are locked only by single autocommit statements (``MARK_EXPIRED_*``,
+``REAP``) or by the last statement of a transaction (``EVICT``), always in name
+order (``ORDER BY name ... FOR UPDATE``), never across statements.  A
+heartbeat locks only its own node row; a claim takes ``FOR SHARE`` locks on
+its token rows and then inserts audit rows, the same order again.  Cleanup
+of claim rows uses ``SKIP LOCKED`` and never waits; a claim never waits on an
+existing claim row (it inserts only keys with no committed row).  Every
+other wait is bounded by the session's ``lock_timeout``.  Statements of one
+transaction that must not reorder their locks are separate statements (the
+sub-statements of one CTE run in no guaranteed order).
 """
 
 from __future__ import annotations
@@ -43,14 +50,14 @@ _MACROS = {
 }
 _MACRO = re.compile(r"@(EXP|LIVE|EPOCH):([a-z_.()]+)@")
 
-# A lease still held by (h.node, h.incarnation); see the module docstring.
-_HELD = """EXISTS (SELECT 1 FROM {node} hn WHERE hn.site = %(site)s AND hn.name = @A@.node
-    AND ((hn.incarnation = @A@.incarnation AND @EXP:hn@ > clock_timestamp())
+# (h.node, h.incarnation) not yet known expired; see the module docstring.
+_KEPT = """EXISTS (SELECT 1 FROM {node} hn WHERE hn.site = %(site)s AND hn.name = @A@.node
+    AND ((hn.incarnation = @A@.incarnation AND hn.state <> 'dead')
       OR (hn.incarnation > @A@.incarnation AND hn.fence_until > clock_timestamp())))"""
 
 
 def _expand(template: str) -> str:
-    template = re.sub(r"@HELD:([a-z_]+)@", lambda m: _HELD.replace("@A@", m.group(1)), template)
+    template = re.sub(r"@KEPT:([a-z_]+)@", lambda m: _KEPT.replace("@A@", m.group(1)), template)
     return _MACRO.sub(lambda m: _MACROS[m.group(1)].replace("{a}", m.group(2)), template)
 
 
@@ -110,25 +117,42 @@ NEXT_INCARNATION = """UPDATE {site}
     SET next_incarnation = next_incarnation + 1, change_counter = change_counter + 1
     WHERE site = %(site)s RETURNING next_incarnation - 1, change_counter"""
 
-# Takes the name's row over.  The fence is the later of the stored fence and
-# the older incarnation's lease end unless that incarnation was already dead
-# (greatest() ignores NULLs; NULL means no fence).
+# Takes the name's row over (the caller's own row: the site row is locked
+# first).  ``same``: the row's incarnation was registered by the caller's
+# process (never when the identity is empty).  The fence is the later of the
+# stored fence and the older incarnation's lease end unless that incarnation
+# was already dead or is the caller's own (greatest() ignores NULLs; NULL
+# means no fence).  ``refused``: the caller's ``known`` incarnation is older
+# than the row's and another process registered it; then nothing is written
+# here and the caller rolls its transaction back.
 UPSERT_NODE = """WITH t AS MATERIALIZED (SELECT clock_timestamp() AS ts),
 old AS (
-    SELECT n.state, n.fence_until, @EXP:n@ AS expires FROM {node} n
+    SELECT n.incarnation, n.process, n.state, n.fence_until, @EXP:n@ AS expires FROM {node} n
     WHERE n.site = %(site)s AND n.name = %(name)s FOR UPDATE),
+o AS (
+    SELECT old.*, (%(process)s::text <> '' AND old.process = %(process)s::text) AS same
+    FROM (SELECT 1) AS one LEFT JOIN old ON true),
 f AS (
-    SELECT CASE WHEN old.state IS NULL THEN NULL
-                WHEN old.state <> 'dead' THEN greatest(old.fence_until, old.expires)
-                ELSE old.fence_until END AS fence
-    FROM (SELECT 1) AS one LEFT JOIN old ON true)
-INSERT INTO {node} AS n (site, name, created_on, last_heartbeat, lease_timeout, incarnation,
-    state, fence_until)
-SELECT %(site)s, %(name)s, t.ts, t.ts, %(lease)s, %(inc)s, 'active', f.fence FROM t, f
-ON CONFLICT (site, name) DO UPDATE SET created_on = excluded.created_on,
-    last_heartbeat = excluded.last_heartbeat, lease_timeout = excluded.lease_timeout,
-    incarnation = excluded.incarnation, state = 'active', fence_until = excluded.fence_until
-RETURNING @EPOCH:n.created_on@, coalesce(@EPOCH:n.fence_until@, 0)"""
+    SELECT o.incarnation AS held,
+        coalesce(%(known)s::int8 IS NOT NULL AND o.incarnation > %(known)s::int8
+            AND NOT o.same, false) AS refused,
+        CASE WHEN o.state IS NULL THEN NULL
+             WHEN o.state <> 'dead' AND NOT o.same THEN greatest(o.fence_until, o.expires)
+             ELSE o.fence_until END AS fence
+    FROM o),
+ins AS (
+    INSERT INTO {node} AS n (site, name, created_on, last_heartbeat, lease_timeout, incarnation,
+        state, fence_until, process)
+    SELECT %(site)s, %(name)s, t.ts, t.ts, %(lease)s, %(inc)s, 'active', f.fence,
+        %(process)s::text
+    FROM t, f WHERE NOT f.refused
+    ON CONFLICT (site, name) DO UPDATE SET created_on = excluded.created_on,
+        last_heartbeat = excluded.last_heartbeat, lease_timeout = excluded.lease_timeout,
+        incarnation = excluded.incarnation, state = 'active',
+        fence_until = excluded.fence_until, process = excluded.process
+    RETURNING @EPOCH:n.created_on@ AS at, coalesce(@EPOCH:n.fence_until@, 0) AS fence)
+SELECT f.refused, f.held, ins.at, ins.fence, (SELECT pg_notify(%(channel)s, 'join') FROM ins)
+FROM f LEFT JOIN ins ON true"""
 
 # The steady-state heartbeat: one statement, one round trip.  It updates the
 # name's row whatever it holds, so it locks and reads the row's *latest*
@@ -166,22 +190,53 @@ LEAVING_STATE = """SELECT n.state FROM {node} n
 SET_LEAVING = """UPDATE {node} SET state = 'leaving'
     WHERE site = %(site)s AND name = %(name)s AND incarnation = %(inc)s"""
 
-DEREGISTER = """WITH d AS (
+# The caller's own row (the site row is locked first, so its incarnation and
+# fence cannot change under the statement).  Its open claims are deleted,
+# skipping rows locked by an open transaction (a user's completion).  The row
+# is deleted, unless it still fences an older incarnation or claims were
+# skipped: then it is kept, dead, fence intact (a tombstone that keeps the
+# older tokens out of reach and the skipped claims in the leader's sight, for
+# REAP).  ``skipped``: open claims of the snapshot that ``a`` did not delete
+# (the sub-statements share the snapshot; ``a``'s RETURNING says what it did).
+# Returns whether the row held the incarnation, and how many rows changed (a
+# repeat, its first answer lost, finds nothing to change).
+DEREGISTER = """WITH r AS MATERIALIZED (
+    SELECT coalesce(n.fence_until > clock_timestamp(), false) AS fenced FROM {node} n
+    WHERE n.site = %(site)s AND n.name = %(name)s AND n.incarnation = %(inc)s),
+a AS (
+    DELETE FROM {audit} WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM {audit} WHERE site = %(site)s AND incarnation = %(inc)s
+          AND status = 'claimed' AND EXISTS (SELECT 1 FROM r)
+        FOR UPDATE SKIP LOCKED))
+    RETURNING date, task_key),
+skipped AS (
+    SELECT 1 FROM {audit} x WHERE x.site = %(site)s AND x.incarnation = %(inc)s
+      AND x.status = 'claimed'
+      AND NOT EXISTS (SELECT 1 FROM a WHERE a.date = x.date AND a.task_key = x.task_key)),
+keep AS MATERIALIZED (
+    SELECT r.fenced OR EXISTS (SELECT 1 FROM skipped) AS keep FROM r),
+d AS (
     DELETE FROM {node} WHERE site = %(site)s AND name = %(name)s AND incarnation = %(inc)s
+      AND EXISTS (SELECT 1 FROM keep WHERE NOT keep.keep)
+    RETURNING 1),
+k AS (
+    UPDATE {node} SET state = 'dead'
+    WHERE site = %(site)s AND name = %(name)s AND incarnation = %(inc)s AND state <> 'dead'
+      AND EXISTS (SELECT 1 FROM keep WHERE keep.keep)
     RETURNING 1),
 t AS (
     UPDATE {token} SET node = NULL, incarnation = NULL, epoch = epoch + 1,
         pending_to = NULL, pending_deadline = NULL
     WHERE site = %(site)s AND node = %(name)s AND incarnation = %(inc)s
-      AND EXISTS (SELECT 1 FROM d)),
-a AS (
-    DELETE FROM {audit} WHERE site = %(site)s AND incarnation = %(inc)s AND status = 'claimed'
-      AND EXISTS (SELECT 1 FROM d))
-SELECT count(*) FROM d"""
+      AND EXISTS (SELECT 1 FROM r)
+    RETURNING 1)
+SELECT (SELECT count(*) FROM r),
+    (SELECT count(*) FROM d) + (SELECT count(*) FROM k) + (SELECT count(*) FROM t)
+        + (SELECT count(*) FROM a)"""
 
 READ_NODES = """SELECT @EPOCH:clock_timestamp()@, s.site IS NOT NULL, n.name, n.incarnation,
     @EPOCH:n.created_on@, @EPOCH:n.last_heartbeat@, n.lease_timeout, n.state,
-    coalesce(@EPOCH:n.fence_until@, 0)
+    coalesce(@EPOCH:n.fence_until@, 0), n.process
 FROM (SELECT 1) AS one LEFT JOIN {site} s ON s.site = %(site)s
 LEFT JOIN {node} n ON n.site = s.site"""
 
@@ -197,7 +252,7 @@ SELECT @EPOCH:t.ts@, s.site, s.total_tokens, s.hash_function, s.generation, s.ch
     s.plan_basis, @EPOCH:s.created_at@,
     (SELECT json_agg(json_build_array(n.name, n.incarnation, @EPOCH:n.created_on@,
         @EPOCH:n.last_heartbeat@, n.lease_timeout, n.state,
-        coalesce(@EPOCH:n.fence_until@, 0))) FROM {node} n WHERE n.site = s.site),
+        coalesce(@EPOCH:n.fence_until@, 0), n.process)) FROM {node} n WHERE n.site = s.site),
     (SELECT json_agg(json_build_array(l.task_key, l.token_id, l.patterns, l.reason,
         l.created_by, @EPOCH:l.created_at@, @EPOCH:l.expires_at@))
         FROM {lock} l WHERE l.site = s.site AND (l.expires_at IS NULL OR l.expires_at > t.ts)),
@@ -207,21 +262,32 @@ FROM t CROSS JOIN {site} s CROSS JOIN tk WHERE s.site = %(site)s"""
 LEADER = """SELECT n.name, n.incarnation FROM {node} n WHERE n.site = %(site)s AND @LIVE:n@
     ORDER BY n.created_on, n.name COLLATE "C" LIMIT 1"""
 
+# Judging a lease expired and marking it dead, in one autocommit statement
+# (see postgres.py on the heartbeat race): the candidates' rows are locked in
+# name order, and the UPDATE re-evaluates its WHERE on the latest row version
+# after waiting for an in-flight heartbeat (EvalPlanQual, clock_timestamp()
+# evaluated again), so a heartbeat that renewed in time wins.  A lease that
+# ran out is never renewed afterwards, so a row marked dead stays rightly
+# dead.  ``@WHICH@`` picks the candidate rows ``c``.
+_MARK_DEAD = """WITH l AS (
+    SELECT c.name, c.incarnation FROM {node} c
+    WHERE c.site = %(site)s AND c.state <> 'dead' AND @EXP:c@ <= clock_timestamp()
+      AND @WHICH@
+    ORDER BY c.name COLLATE "C" FOR UPDATE OF c)
+UPDATE {node} n SET state = 'dead' FROM l
+WHERE n.site = %(site)s AND n.name = l.name AND n.incarnation = l.incarnation
+  AND n.state <> 'dead' AND @EXP:n@ <= clock_timestamp()"""
+
+# The expected incarnations of a plan's DirectAssigns, before its transaction.
+MARK_EXPIRED_HOLDERS = _MARK_DEAD.replace("@WHICH@", "c.incarnation = ANY(%(incs)s::int8[])")
+
 # The (name, incarnation) holding each sample token (one token per expected
 # incarnation: token rows cannot change while the site row is locked, so one
-# row names the holder).  LOCK_HOLDERS locks those names' node rows, so that no
-# heartbeat can renew them between the expiry judgement (HELD_HOLDERS, a later
-# statement) and the commit.
-LOCK_HOLDERS = """SELECT n.name FROM {node} n WHERE n.site = %(site)s AND n.name IN (
-    SELECT t.node FROM {token} t WHERE t.site = %(site)s
-      AND t.token_id = ANY(%(samples)s::int4[]) AND t.incarnation = ANY(%(incs)s::int8[]))
-    ORDER BY n.name COLLATE "C" FOR UPDATE OF n"""
-
-# A holder (among the expected incarnations) whose lease is still held.
+# row names the holder) whose lease is not known expired: the plan is refused.
 HELD_HOLDERS = """SELECT h.node, h.incarnation FROM (
     SELECT DISTINCT t.node, t.incarnation FROM {token} t WHERE t.site = %(site)s
       AND t.token_id = ANY(%(samples)s::int4[]) AND t.incarnation = ANY(%(incs)s::int8[])) AS h
-WHERE @HELD:h@ LIMIT 1"""
+WHERE @KEPT:h@ LIMIT 1"""
 
 # Dense arrays indexed by token_id + 1, sent as comma-separated text (far
 # cheaper to adapt and parse than 10,000-element array parameters) and parsed
@@ -258,10 +324,9 @@ FROM a
 WHERE t.site = %(site)s AND t.token_id = a.token_id
   AND t.incarnation IS NOT DISTINCT FROM nullif(a.exp_inc, -1) AND t.epoch = a.exp_epoch"""
 
-BURY = """WITH d AS (
-    UPDATE {node} SET state = 'dead' WHERE site = %(site)s AND incarnation = ANY(%(incs)s::int8[])
-      AND state IN ('active', 'leaving'))
-DELETE FROM {audit} WHERE ctid = ANY(ARRAY(
+# The open claims of incarnations whose leases are over (they are dead already:
+# MARK_EXPIRED_* ran first, and the plan found them not KEPT).
+BURY = """DELETE FROM {audit} WHERE ctid = ANY(ARRAY(
     SELECT ctid FROM {audit} WHERE site = %(site)s AND incarnation = ANY(%(incs)s::int8[])
       AND status = 'claimed'
     FOR UPDATE SKIP LOCKED))"""
@@ -336,9 +401,12 @@ WHERE t.site = %(site)s AND t.token_id = r.token_id AND t.epoch = r.epoch
 RETURNING t.token_id"""
 )
 
-LOCK_PENDING_HOLDERS = """SELECT n.name FROM {node} n WHERE n.site = %(site)s AND n.name IN (
-    SELECT t.node FROM {token} t WHERE t.site = %(site)s AND t.pending_deadline IS NOT NULL)
-    ORDER BY n.name COLLATE "C" FOR UPDATE OF n"""
+# Every releaser with a pending release, before finish_expired_releases' transaction.
+MARK_EXPIRED_RELEASERS = _MARK_DEAD.replace(
+    "@WHICH@",
+    """(c.name, c.incarnation) IN (SELECT t.node, t.incarnation FROM {token} t
+        WHERE t.site = %(site)s AND t.pending_deadline IS NOT NULL)""",
+)
 
 FINISH_EXPIRED = (
     """WITH live AS (SELECT n.name, n.incarnation FROM {node} n
@@ -348,7 +416,7 @@ gone AS (
         SELECT DISTINCT t.node, t.incarnation FROM {token} t
         WHERE t.site = %(site)s AND t.pending_deadline IS NOT NULL
           AND t.incarnation IS NOT NULL) AS h
-    WHERE NOT @HELD:h@),
+    WHERE NOT @KEPT:h@),
 moved AS (
     UPDATE {token} t SET """
     + _HAND_OVER
@@ -359,13 +427,24 @@ moved AS (
 SELECT array(SELECT token_id FROM moved), array(SELECT incarnation FROM gone)"""
 )
 
-EVICT = """UPDATE {node} n SET state = 'evicted' FROM (
-    SELECT DISTINCT t.node, t.incarnation FROM {token} t
-    WHERE t.site = %(site)s AND t.pending_deadline IS NOT NULL
-      AND t.pending_deadline <= clock_timestamp()) AS o
-WHERE n.site = %(site)s AND n.name = o.node AND n.incarnation = o.incarnation
-  AND n.state IN ('active', 'leaving')
-RETURNING n.name"""
+# The eviction and its counter bump in one statement, the last before COMMIT:
+# the evicted nodes' rows are locked (in name order) only for that statement.
+EVICT = """WITH o AS (
+    SELECT n.name, n.incarnation FROM {node} n
+    WHERE n.site = %(site)s AND n.state IN ('active', 'leaving')
+      AND (n.name, n.incarnation) IN (SELECT t.node, t.incarnation FROM {token} t
+        WHERE t.site = %(site)s AND t.pending_deadline IS NOT NULL
+          AND t.pending_deadline <= clock_timestamp())
+    ORDER BY n.name COLLATE "C" FOR UPDATE OF n),
+e AS (
+    UPDATE {node} n SET state = 'evicted' FROM o
+    WHERE n.site = %(site)s AND n.name = o.name AND n.incarnation = o.incarnation
+      AND n.state IN ('active', 'leaving')
+    RETURNING n.name),
+b AS (
+    UPDATE {site} SET change_counter = change_counter + 1
+    WHERE site = %(site)s AND EXISTS (SELECT 1 FROM e) RETURNING change_counter)
+SELECT array(SELECT name FROM e), (SELECT pg_notify(%(channel)s, %(payload)s) FROM b)"""
 
 # -- claims and completion ----------------------------------------------------
 
@@ -373,6 +452,9 @@ RETURNING n.name"""
 # a plan or acknowledgement that moves the token (an UPDATE of the row) either
 # committed before (the row is re-read and no longer matches) or waits for this
 # statement to commit (and then releases or keeps the claim as its rules say).
+# Only keys with no audit row in committed state are inserted (``fresh``): an
+# INSERT ... ON CONFLICT on a key whose row an open transaction is updating
+# (a completion in a user's transaction) would wait for that transaction.
 CLAIM = """WITH s AS (SELECT total_tokens FROM {site} WHERE site = %(site)s),
 req AS (
     SELECT * FROM unnest(%(keys)s::text[], %(tokens)s::int[], %(epochs)s::int8[])
@@ -388,11 +470,14 @@ pick AS (
     SELECT DISTINCT ON (r.task_key) r.task_key, r.token_id, r.epoch
     FROM req r JOIN ok ON ok.token_id = r.token_id AND ok.epoch = r.epoch
     ORDER BY r.task_key, r.ord),
+fresh AS (
+    SELECT p.* FROM pick p WHERE NOT EXISTS (SELECT 1 FROM {audit} a
+        WHERE a.site = %(site)s AND a.date = %(date)s AND a.task_key = p.task_key)),
 ins AS (
     INSERT INTO {audit} (site, date, task_key, node, incarnation, token_id, epoch, status,
         claimed_at)
     SELECT %(site)s, %(date)s, p.task_key, %(name)s, %(inc)s, p.token_id, p.epoch, 'claimed',
-        clock_timestamp() FROM pick p
+        clock_timestamp() FROM fresh p
     ON CONFLICT (site, date, task_key) DO NOTHING RETURNING task_key),
 -- A retry whose first answer was lost finds its own open claim: claimed, not stranded.
 mine AS (
@@ -418,30 +503,62 @@ u AS (
     RETURNING task_key)
 SELECT (SELECT count(*) FROM s), array(SELECT task_key FROM u)"""
 
+# A plain read of committed state: never waits on a lock.
+OPEN_CLAIMS = """SELECT (SELECT count(*) FROM {site} WHERE site = %(site)s),
+    array(SELECT task_key FROM {audit} WHERE site = %(site)s AND date = %(date)s
+      AND task_key = ANY(%(keys)s::text[]) AND incarnation = %(inc)s AND status = 'claimed')"""
+
 READ_AUDIT = """SELECT s.site, a.task_key, a.date, a.node, a.incarnation, a.token_id, a.epoch,
     a.status, @EPOCH:a.claimed_at@, @EPOCH:a.completed_at@
 FROM {site} s LEFT JOIN {audit} a ON a.site = s.site AND a.date = %(date)s
     AND (%(name)s::text IS NULL OR a.node = %(name)s)
 WHERE s.site = %(site)s"""
 
-LOCK_CLAIMERS = """SELECT n.name FROM {node} n WHERE n.site = %(site)s AND n.name IN (
-    SELECT a.node FROM {audit} a WHERE a.site = %(site)s AND a.status = 'claimed')
-    ORDER BY n.name COLLATE "C" FOR UPDATE OF n"""
-
+# One autocommit statement, without the site lock.  ``killed``: claimers whose
+# lease ran out are marked dead as in _MARK_DEAD (each node row is locked for
+# this statement only).  The sub-statements of one CTE share one snapshot, in
+# which ``killed``'s own writes are invisible: ``gone`` takes the ones it just
+# killed from its RETURNING, and judges the others with KEPT (a row that is
+# active, leaving or evicted and was not killed keeps its claims this time).
 # SKIP LOCKED: a claim row locked by its worker's open transaction (a completion
-# in the user's own transaction, perhaps paused) is left for a later reap instead
-# of stalling the whole site behind it; it commits done or stays claimed.
-REAP = """WITH h AS (
+# in the user's own transaction, perhaps paused) is left for a later reap
+# instead of stalling the whole site behind it; it commits done or stays
+# claimed.  ``purged``: node rows that are not live, whose lease ended more than
+# ``retention`` seconds ago, whose fence is over and that no token row or open
+# claim names (a dead row and no row mean the same to every judgement here).
+REAP = """WITH s AS (SELECT 1 FROM {site} WHERE site = %(site)s),
+h AS (
     SELECT DISTINCT a.node, a.incarnation FROM {audit} a
     WHERE a.site = %(site)s AND a.status = 'claimed'),
-g AS (SELECT h.incarnation FROM h WHERE NOT @HELD:h@),
+l AS (
+    SELECT c.name, c.incarnation FROM {node} c
+    WHERE c.site = %(site)s AND c.state <> 'dead' AND @EXP:c@ <= clock_timestamp()
+      AND (c.name, c.incarnation) IN (SELECT h.node, h.incarnation FROM h)
+    ORDER BY c.name COLLATE "C" FOR UPDATE OF c),
+killed AS (
+    UPDATE {node} n SET state = 'dead' FROM l
+    WHERE n.site = %(site)s AND n.name = l.name AND n.incarnation = l.incarnation
+      AND n.state <> 'dead' AND @EXP:n@ <= clock_timestamp()
+    RETURNING n.incarnation),
+gone AS (
+    SELECT incarnation FROM killed
+    UNION SELECT h.incarnation FROM h WHERE NOT @KEPT:h@),
 d AS (
     DELETE FROM {audit} WHERE ctid = ANY(ARRAY(
-        SELECT a.ctid FROM {audit} a JOIN g ON a.incarnation = g.incarnation
+        SELECT a.ctid FROM {audit} a
         WHERE a.site = %(site)s AND a.status = 'claimed'
+          AND a.incarnation IN (SELECT incarnation FROM gone)
         FOR UPDATE OF a SKIP LOCKED))
+    RETURNING 1),
+purged AS (
+    DELETE FROM {node} n
+    WHERE n.site = %(site)s AND NOT @LIVE:n@
+      AND @EXP:n@ + %(retention)s * interval '1 second' < clock_timestamp()
+      AND (n.fence_until IS NULL OR n.fence_until <= clock_timestamp())
+      AND NOT EXISTS (SELECT 1 FROM {token} t WHERE t.site = n.site AND t.node = n.name)
+      AND NOT EXISTS (SELECT 1 FROM h WHERE h.node = n.name)
     RETURNING 1)
-SELECT count(*) FROM d"""
+SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM d), (SELECT count(*) FROM purged)"""
 
 # -- locks --------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ def node(row: Sequence[Any]) -> NodeRecord:
         lease_timeout=float(row[4]),
         state=row[5],
         fence_until=float(row[6]),
+        process=row[7],
     )
 
 

@@ -21,25 +21,40 @@ Isolation.  READ COMMITTED throughout, with row locks.  Every transaction that
 writes tokens or counters locks the site row first (``LOCK_SITE``), so plans,
 acknowledgements, registrations and releases of one site are serialised and a
 plan's per-row conditions are checked against rows no one else can change
-before it commits.  Single-statement verbs (heartbeat, claim, completion) run
-in autocommit: one round trip each.
+before it commits.  Single-statement verbs (heartbeat, claim, completion,
+release, open_claims, reap_claims) run in autocommit: one round trip each.
+
+Lock waits.  The session's ``lock_timeout`` (500 ms unless configured) bounds
+every wait on a row lock; SQLSTATE 55P03 becomes ``LockTimeout``, and the
+verb's transaction, if any, rolls back.  A user's connection passed to
+``complete``/``release`` is the user's: its settings are left alone.
 
 The heartbeat-versus-reap race.  A reap (a DirectAssign away from an expired
-incarnation, or finish_expired_releases) must never commit while a heartbeat
-of that incarnation also succeeds.  The reaper first locks the holder's node
-row (``SELECT ... FOR UPDATE``), and only then, in a later statement, judges
-the lease on the statement clock.  A heartbeat is an UPDATE of that same row:
+incarnation, finish_expired_releases, or reap_claims) must never act on a
+lease that a heartbeat of that incarnation renews, and must never hold a lock
+on another node's row beyond one statement (a leader paused inside a plan
+would stall that node's heartbeats).  So judging a lease expired and marking
+its row dead is one autocommit statement (``MARK_EXPIRED_HOLDERS`` before a
+plan's transaction, ``MARK_EXPIRED_RELEASERS`` before finish_expired_releases',
+the ``killed`` step of ``REAP``): an UPDATE of the holder's node row whose
+WHERE clause holds the expiry.  A heartbeat is an UPDATE of that same row:
 
-- if the heartbeat committed first, the reaper's lock returns the renewed row
-  and its judgement finds the lease held: ConflictError, nothing written;
-- if the reaper locked first, the heartbeat waits for the reaper's commit and
-  then re-evaluates its row (EvalPlanQual): the row is dead, so the heartbeat
-  answers EXPIRED; if the reaper rolled back instead, the heartbeat judges the
-  unchanged row on ``clock_timestamp()`` evaluated *after* the wait.
+- if the heartbeat committed first, the marking UPDATE (after waiting for it,
+  if it was in flight) re-evaluates its WHERE on the renewed row, with
+  ``clock_timestamp()`` evaluated again (EvalPlanQual), and leaves it alone;
+- if the marking committed first, the heartbeat (after waiting, likewise)
+  finds the row dead and answers EXPIRED.
 
-A lease judged expired stays expired (time only grows and nobody can renew a
-locked row), so the two can never both succeed.  ``tests/backends/
-test_postgres.py`` hammers exactly this with threads released by a barrier.
+A lease judged expired stays expired (a heartbeat renews only a lease that
+has not run out, and time only grows), so a row marked dead is rightly dead
+for good.  The reap then judges, inside its transaction and without locking
+any node row, only from facts no heartbeat can change (``@KEPT`` in
+``_pg_sql``): the row holds the incarnation and is dead, or holds a newer
+incarnation whose fence is over, or there is no row.  A holder whose lease
+ran out after the marking statement counts as held: the plan fails with
+ConflictError and the leader plans again.  So the two can never both
+succeed.  ``tests/backends/test_postgres.py`` hammers exactly this with
+threads released by a barrier.
 """
 
 from __future__ import annotations
@@ -54,8 +69,9 @@ from psycopg import errors as pg_errors
 from jobsync.backends import _checks as checks
 from jobsync.backends import _pg_schema, _pg_sql
 from jobsync.backends import _pg_values as V
-from jobsync.backends._pg_conn import Conn, Session, conninfo
+from jobsync.backends._pg_conn import LOCK_TIMEOUT_MS, Conn, Session, conninfo
 from jobsync.backends.base import (
+    DEAD_NODE_RETENTION,
     NODE_ACTIVE,
     NODE_LEAVING,
     AuditRecord,
@@ -82,6 +98,8 @@ from jobsync.core.errors import (
     ConflictError,
     InvalidArgument,
     JobSyncError,
+    LockTimeout,
+    NodeNameConflict,
     NotLeader,
     SchemaError,
 )
@@ -118,12 +136,30 @@ def migrate(
         raise _translate(exc) from exc
 
 
-def _translate(exc: psycopg.Error) -> JobSyncError:
+def _translate(exc: psycopg.Error, verb: str | None = None) -> JobSyncError:
+    if isinstance(exc, pg_errors.LockNotAvailable):  # 55P03, before its OperationalError base
+        return LockTimeout(
+            f"{verb or 'a jobsync statement'}: a row it needs is locked by another transaction "
+            "(perhaps the caller's own, opened for complete(connection=...) or "
+            f"release(connection=...)) past the lock timeout; nothing was written: {exc}"
+        )
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
         return BackendUnavailable(f"PostgreSQL unavailable: {exc}")
     if isinstance(exc, _SCHEMA_ERRORS):
         return SchemaError(f"jobsync schema missing or damaged: {exc}")
     return BackendError(f"PostgreSQL error {exc.sqlstate or ''}: {exc}".replace("  ", " "))
+
+
+def _lock_timeout_ms(value: object) -> int:
+    """``lock_timeout`` in seconds as PostgreSQL's whole milliseconds (>= 1; 0 would
+    mean "wait forever", which is exactly what the setting exists to prevent)."""
+    seconds = checks.seconds("lock_timeout", value)
+    ms = round(seconds * 1000)
+    if not 1 <= ms <= 2**31 - 1:
+        raise InvalidArgument(
+            f"lock_timeout must be between 0.001 and {(2**31 - 1) / 1000:g} seconds, got {value!r}"
+        )
+    return ms
 
 
 def _unknown_site(site: str) -> InvalidArgument:
@@ -143,7 +179,11 @@ class PostgresBackend:
         connect_timeout: float = 5,
         application_name: str | None = None,
         migrate: bool = True,
+        lock_timeout: float = LOCK_TIMEOUT_MS / 1000,
     ) -> None:
+        """``lock_timeout``: seconds any statement of this handle may wait on a row
+        lock before the verb raises LockTimeout (PostgreSQL's ``lock_timeout``,
+        whole milliseconds, at least one)."""
         if not isinstance(dsn, str):
             raise InvalidArgument(f"dsn must be a string, got {dsn!r}")
         if not isinstance(client, str):
@@ -152,6 +192,7 @@ class PostgresBackend:
         self.schema = _pg_schema.validate_schema_name(schema)
         self.prefix = _pg_schema.validate_prefix(prefix)
         timeout = checks.seconds("connect_timeout", connect_timeout)
+        self.lock_timeout_ms = _lock_timeout_ms(lock_timeout)
         if application_name is not None and not isinstance(application_name, str):
             raise InvalidArgument(f"application_name must be a string, got {application_name!r}")
         app = application_name if application_name is not None else (client or "jobsync")
@@ -159,7 +200,9 @@ class PostgresBackend:
         self._schema_ready = False
         self._q: Queries = {}
         self._channels: dict[str, str] = {}
-        self._session = Session(conninfo(dsn, app[:63], timeout), self._on_connect)
+        self._session = Session(
+            conninfo(dsn, app[:63], timeout), self._on_connect, self.lock_timeout_ms
+        )
         with self._session.lock:
             try:
                 self._session.connection()
@@ -195,14 +238,20 @@ class PostgresBackend:
         return channel
 
     def _call(
-        self, verb: str | None, site: str | None, body: Callable[[Session, Queries], _T]
+        self,
+        verb: str,
+        site: str | None,
+        body: Callable[[Session, Queries], _T],
+        *,
+        count: bool = True,
     ) -> _T:
         """Run ``body`` under the statement lock; driver errors become JobSyncErrors.
 
-        ``verb`` (counted in statistics) None for the later steps of one verb.
+        ``verb`` is counted in statistics unless ``count`` is False (the later
+        steps of one verb), and named in errors.
         """
         session = self._session
-        if verb is not None:
+        if count:
             session.count(verb)
         with session.lock:
             try:
@@ -214,7 +263,7 @@ class PostgresBackend:
                 conn = session._conn
                 if conn is not None and (conn.closed or conn.broken):
                     session.drop()
-                raise _translate(exc) from exc
+                raise _translate(exc, verb) from exc
 
     def _lock_site(self, s: Session, q: Queries, site: str) -> Row:
         """Lock the site row (first, always); (total, generation, counter, basis)."""
@@ -304,22 +353,50 @@ class PostgresBackend:
         return self._call("reset_site", site, body)
 
     # -- membership -----------------------------------------------------------
-    def register(self, site: str, name: str, lease_timeout: float) -> Registration:
+    def register(
+        self,
+        site: str,
+        name: str,
+        lease_timeout: float,
+        *,
+        process: str = "",
+        known: int | None = None,
+    ) -> Registration:
         site, name = checks.site_name(site), checks.node_name(name)
         lease = checks.seconds("lease_timeout", lease_timeout)
+        who, last = checks.process_id(process), checks.known_incarnation(known)
 
         def body(s: Session, q: Queries) -> Registration:
+            # A refusal raises inside the transaction, which rolls back the
+            # incarnation counter's bump too: nothing is written.
             with s.transaction():
                 row = s.execute(q["NEXT_INCARNATION"], {"site": site}).fetchone()
                 if row is None:
                     raise _unknown_site(site)
                 inc, counter = row
-                params = {"site": site, "name": name, "lease": lease, "inc": inc}
+                params = {
+                    "site": site,
+                    "name": name,
+                    "lease": lease,
+                    "inc": inc,
+                    "process": who,
+                    "known": last,
+                    "channel": self._channel(site),
+                }
                 node = s.execute(q["UPSERT_NODE"], params).fetchone()
                 assert node is not None
-                s.execute(q["NOTIFY"], {"channel": self._channel(site), "payload": "join"})
+                refused, held, registered_at, fence = node[:4]
+                if refused:
+                    raise NodeNameConflict(
+                        f"node name {name!r} of site {site!r} is held by incarnation {held}, "
+                        f"registered by another process after this process's incarnation "
+                        f"{last}; registration refused, nothing written"
+                    )
             return Registration(
-                incarnation=inc, registered_at=node[0], change_counter=counter, fence_until=node[1]
+                incarnation=inc,
+                registered_at=registered_at,
+                change_counter=counter,
+                fence_until=fence,
             )
 
         return self._call("register", site, body)
@@ -377,7 +454,9 @@ class PostgresBackend:
             with s.transaction():
                 self._lock_site(s, q, site)
                 row = s.execute(q["DEREGISTER"], params).fetchone()
-                if row is None or not row[0]:
+                assert row is not None
+                held, changed = row
+                if not (held and changed):  # a repeat (its first reply lost) writes nothing
                     return False
                 self._bump(s, q, site, "deregister")
             return True
@@ -411,8 +490,15 @@ class PostgresBackend:
 
     def commit_plan(self, site: str, commit: PlanCommit) -> int:
         site, commit = checks.site_name(site), V.plan_shape(commit)
+        holders = sorted(
+            {a.expected_incarnation for a in commit.assigns if a.expected_incarnation is not None}
+        )
 
         def body(s: Session, q: Queries) -> int:
+            if holders:
+                # Its own statement, before the transaction (see the module
+                # docstring): marks dead the holders whose lease has run out.
+                s.execute(q["MARK_EXPIRED_HOLDERS"], {"site": site, "incs": holders})
             with s.transaction():
                 total, generation, counter, _ = self._lock_site(s, q, site)
                 V.plan_tokens(commit, total)
@@ -455,12 +541,12 @@ class PostgresBackend:
             "samples": [samples[i] for i in sorted(samples)],
         }
         if samples:
-            s.execute(q["LOCK_HOLDERS"], p)
             held = s.execute(q["HELD_HOLDERS"], p).fetchone()
             if held is not None:
                 raise ConflictError(
-                    f"incarnation {held[1]} of {held[0]!r} still holds its lease; "
-                    "a live owner must be revoked, not reassigned"
+                    f"incarnation {held[1]} of {held[0]!r} still holds its lease (or it ran "
+                    "out only after this plan began); a live owner must be revoked, not "
+                    "reassigned"
                 )
         if len(assigns) * 4 >= total:
             query, params = q["ASSIGN"], V.dense_assigns(site, assigns, total)
@@ -567,9 +653,10 @@ class PostgresBackend:
         site = checks.site_name(site)
 
         def body(s: Session, q: Queries) -> frozenset[int]:
+            # Its own statement first (see the module docstring).
+            s.execute(q["MARK_EXPIRED_RELEASERS"], {"site": site})
             with s.transaction():
                 self._lock_site(s, q, site)
-                s.execute(q["LOCK_PENDING_HOLDERS"], {"site": site})
                 row = s.execute(q["FINISH_EXPIRED"], {"site": site}).fetchone()
                 assert row is not None
                 moved, gone = frozenset(row[0] or ()), sorted(row[1] or ())
@@ -587,10 +674,12 @@ class PostgresBackend:
             with s.transaction():
                 self._lock_site(s, q, site)
                 self._check_leader(s, q, site, leader, inc)
-                names = sorted({r[0] for r in s.execute(q["EVICT"], {"site": site}).fetchall()})
-                if names:
-                    self._bump(s, q, site, "evict")
-            return tuple(names)
+                # The eviction and the bump are one statement, the last before
+                # COMMIT: the evicted nodes' rows stay locked no longer.
+                params = {"site": site, "channel": self._channel(site), "payload": "evict"}
+                row = s.execute(q["EVICT"], params).fetchone()
+                assert row is not None
+            return tuple(sorted(set(row[0] or ())))
 
         return self._call("evict_overdue", site, body)
 
@@ -641,15 +730,21 @@ class PostgresBackend:
         inc, keys = checks.incarnation(incarnation), list(checks.task_keys(task_keys))
         params = {"site": site, "date": day, "inc": inc, "keys": keys}
         if connection is not None:
-            return self._complete_on(connection, site, params)
+            return self._run_on(connection, "complete", "COMPLETE", site, params)
 
         def body(s: Session, q: Queries) -> frozenset[str]:
             return self._keys(site, s.execute(q["COMPLETE"], params, prepare=True).fetchone())
 
         return self._call("complete", site, body)
 
-    def _complete_on(self, conn: object, site: str, params: dict[str, Any]) -> frozenset[str]:
-        """Completion inside the caller's own transaction; the caller commits."""
+    def _run_on(
+        self, conn: object, verb: str, query: str, site: str, params: dict[str, Any]
+    ) -> frozenset[str]:
+        """One statement inside the caller's own transaction; the caller commits.
+
+        The connection is the user's: its settings (``lock_timeout`` among
+        them) are left as the user made them.
+        """
         if not isinstance(conn, psycopg.Connection):
             raise InvalidArgument(
                 "connection must be a psycopg (3) Connection to the same database, "
@@ -658,11 +753,11 @@ class PostgresBackend:
         if conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             # The update would commit on its own: not exactly-once with the side effect.
             raise InvalidArgument(
-                "connection is in autocommit mode with no open transaction; complete "
+                f"connection is in autocommit mode with no open transaction; {verb} "
                 "inside `with connection.transaction():` or with autocommit off"
             )
         session = self._session
-        session.count("complete")
+        session.count(verb)
         if not self._q:
             with session.lock:
                 try:
@@ -671,9 +766,9 @@ class PostgresBackend:
                     raise _translate(exc) from exc
         session.count("round_trips")
         try:
-            row = conn.execute(self._q["COMPLETE"], params).fetchone()
+            row = conn.execute(self._q[query], params).fetchone()
         except psycopg.Error as exc:
-            raise _translate(exc) from exc
+            raise _translate(exc, verb) from exc
         return self._keys(site, row)
 
     @staticmethod
@@ -684,6 +779,27 @@ class PostgresBackend:
         return frozenset(row[1])
 
     def release(
+        self,
+        site: str,
+        date: datetime.date,
+        incarnation: int,
+        task_keys: Sequence[str],
+        connection: object | None = None,
+    ) -> frozenset[str]:
+        site, day = checks.site_name(site), checks.claim_date(date)
+        inc, keys = checks.incarnation(incarnation), list(checks.task_keys(task_keys))
+        params = {"site": site, "date": day, "inc": inc, "keys": keys}
+        if connection is not None:
+            return self._run_on(connection, "release", "RELEASE", site, params)
+
+        # A claim row locked by an open transaction makes this wait, at most
+        # the lock timeout, then raise LockTimeout.
+        def body(s: Session, q: Queries) -> frozenset[str]:
+            return self._keys(site, s.execute(q["RELEASE"], params, prepare=True).fetchone())
+
+        return self._call("release", site, body)
+
+    def open_claims(
         self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
     ) -> frozenset[str]:
         site, day = checks.site_name(site), checks.claim_date(date)
@@ -691,9 +807,9 @@ class PostgresBackend:
         params = {"site": site, "date": day, "inc": inc, "keys": keys}
 
         def body(s: Session, q: Queries) -> frozenset[str]:
-            return self._keys(site, s.execute(q["RELEASE"], params, prepare=True).fetchone())
+            return self._keys(site, s.execute(q["OPEN_CLAIMS"], params).fetchone())
 
-        return self._call("release", site, body)
+        return self._call("open_claims", site, body)
 
     def read_audit(
         self, site: str, date: datetime.date, name: str | None = None
@@ -729,13 +845,15 @@ class PostgresBackend:
     def reap_claims(self, site: str) -> int:
         site = checks.site_name(site)
 
+        params = {"site": site, "retention": DEAD_NODE_RETENTION}
+
+        # One autocommit statement, without the site lock (see _pg_sql.REAP).
         def body(s: Session, q: Queries) -> int:
-            with s.transaction():
-                self._lock_site(s, q, site)
-                s.execute(q["LOCK_CLAIMERS"], {"site": site})
-                row = s.execute(q["REAP"], {"site": site}).fetchone()
+            row = s.execute(q["REAP"], params).fetchone()
             assert row is not None
-            return int(row[0])
+            if not row[0]:
+                raise _unknown_site(site)
+            return int(row[1])
 
         return self._call("reap_claims", site, body)
 
@@ -826,7 +944,7 @@ class PostgresBackend:
     def prune(self, site: str, older_than: float, batch_size: int = 10_000) -> Mapping[str, int]:
         """Each batch is its own short statement, so heartbeats interleave with a long prune."""
         site = checks.site_name(site)
-        age = checks.seconds("older_than", older_than, allow_zero=True)
+        age = checks.prune_age(older_than)
         batch = checks.integer("batch_size", batch_size, minimum=1)
 
         def cutoff_of(s: Session, q: Queries) -> datetime.datetime:
@@ -840,7 +958,7 @@ class PostgresBackend:
         for kind, query in (("audit", "PRUNE_AUDIT"), ("history", "PRUNE_HISTORY")):
             params = {"site": site, "cutoff": cutoff, "batch": batch}
             while True:
-                deleted = self._call(None, None, _counter(query, params))
+                deleted = self._call("prune", None, _counter(query, params), count=False)
                 counts[kind] += deleted
                 if deleted < batch:
                     break

@@ -10,7 +10,9 @@ error naming the URL.  Implementations are imported only when opened, so
   SQLAlchemy convention: three slashes then the path).
 - ``postgresql://`` or ``postgres://`` URLs go to psycopg unchanged, except
   the query parameters ``jobsync_schema`` and ``jobsync_prefix``, which pick
-  the schema and table prefix and are removed before connecting.
+  the schema and table prefix, and ``jobsync_lock_timeout``, the longest any
+  statement waits on a row lock in whole milliseconds (default 500); they are
+  removed before connecting.
 """
 
 from __future__ import annotations
@@ -62,11 +64,17 @@ def open_backend(url: str, client: str = "") -> Backend:
         from jobsync.backends.postgres import PostgresBackend
 
         dsn, options = _split_options(url)
+        from jobsync.backends._pg_conn import LOCK_TIMEOUT_MS
+
+        ms = options.get("lock_timeout")
         return PostgresBackend(
             dsn,
             client=client,
             schema=options.get("schema", "public"),
             prefix=options.get("prefix", "sync_"),
+            lock_timeout=(
+                LOCK_TIMEOUT_MS / 1000 if ms is None else _milliseconds("jobsync_lock_timeout", ms)
+            ),
         )
     raise InvalidArgument(f"unknown backend URL scheme {scheme!r} in {url!r}")
 
@@ -77,9 +85,20 @@ def _split_options(url: str) -> tuple[str, dict[str, str]]:
     options: dict[str, str] = {}
     kept: list[tuple[str, str]] = []
     for key, value in query:
-        if key in ("jobsync_schema", "jobsync_prefix"):
+        if key in ("jobsync_schema", "jobsync_prefix", "jobsync_lock_timeout"):
             options[key.removeprefix("jobsync_")] = value
         else:
             kept.append((key, value))
     # quote, not quote_plus: libpq does not decode "+" as a space.
     return urlunsplit(parts._replace(query=urlencode(kept, quote_via=quote))), options
+
+
+def _milliseconds(option: str, value: str) -> float:
+    """A URL option of whole milliseconds (at least 1), as seconds."""
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 2**31 - 1:
+        raise InvalidArgument(
+            f"URL option {option} must be a whole number of milliseconds between 1 and "
+            f"{2**31 - 1}, got {value!r}"
+        )
+    return int(text) / 1000
