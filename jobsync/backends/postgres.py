@@ -128,7 +128,7 @@ def migrate(
     """
     _pg_schema.validate_schema_name(schema)
     _pg_schema.validate_prefix(prefix)
-    info = conninfo(dsn, "jobsync-migrate", checks.seconds("connect_timeout", connect_timeout))
+    info = _conninfo(dsn, "jobsync-migrate", checks.seconds("connect_timeout", connect_timeout))
     try:
         with psycopg.connect(info, autocommit=True) as conn:
             return _pg_schema.apply_migrations(conn, schema, prefix)
@@ -148,6 +148,14 @@ def _translate(exc: psycopg.Error, verb: str | None = None) -> JobSyncError:
     if isinstance(exc, _SCHEMA_ERRORS):
         return SchemaError(f"jobsync schema missing or damaged: {exc}")
     return BackendError(f"PostgreSQL error {exc.sqlstate or ''}: {exc}".replace("  ", " "))
+
+
+def _conninfo(dsn: str, application_name: str, connect_timeout: float) -> str:
+    """``_pg_conn.conninfo``; a DSN libpq cannot parse is a bad argument."""
+    try:
+        return conninfo(dsn, application_name, connect_timeout)
+    except psycopg.ProgrammingError as exc:
+        raise InvalidArgument(f"not a valid PostgreSQL connection string: {exc}") from exc
 
 
 def _lock_timeout_ms(value: object) -> int:
@@ -201,7 +209,7 @@ class PostgresBackend:
         self._q: Queries = {}
         self._channels: dict[str, str] = {}
         self._session = Session(
-            conninfo(dsn, app[:63], timeout), self._on_connect, self.lock_timeout_ms
+            _conninfo(dsn, app[:63], timeout), self._on_connect, self.lock_timeout_ms
         )
         with self._session.lock:
             try:

@@ -90,7 +90,12 @@ def _split_options(url: str) -> tuple[str, dict[str, str]]:
         else:
             kept.append((key, value))
     # quote, not quote_plus: libpq does not decode "+" as a space.
-    return urlunsplit(parts._replace(query=urlencode(kept, quote_via=quote))), options
+    dsn = urlunsplit(parts._replace(query=urlencode(kept, quote_via=quote)))
+    if not parts.netloc and not dsn.startswith(f"{parts.scheme}://"):
+        # urlunsplit drops an empty authority ("postgresql:///db?host=/run/pg"
+        # would lose its "//"), which libpq then cannot parse.
+        dsn = f"{parts.scheme}://" + dsn[len(parts.scheme) + 1 :]
+    return dsn, options
 
 
 def _milliseconds(option: str, value: str) -> float:
