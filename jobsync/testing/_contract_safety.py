@@ -201,6 +201,17 @@ class SafetyContract:
         assert scene.heartbeat(newer) is RENEWED
         assert scene.heartbeat(mine) is SUPERSEDED
 
+    def test_an_empty_process_is_never_the_same_process(self, scene: Scene) -> None:
+        first = _register(scene, "a", "")
+        before = scene.row("a")
+        assert before is not None
+        second = _register(scene, "a", "")  # unknown process: a takeover, fenced
+        assert second.fence_until == before.lease_expires
+        state = _everything(scene)
+        with pytest.raises(NodeNameConflict):
+            _register(scene, "a", "", known=first.incarnation)
+        assert _everything(scene) == state
+
     # -- deregistration keeps a fence --------------------------------------------
     def test_deregistration_after_a_takeover_keeps_the_fence(self, scene: Scene) -> None:
         a = _register(scene, "a", "pl")
