@@ -43,8 +43,11 @@ from jobsync.core.errors import (
     ConflictError,
     InvalidArgument,
     InvalidPattern,
+    NodeNameConflict,
     NotLeader,
+    SchemaError,
 )
+from jobsync.testing.backend_contract import wait_by_polling
 from tests.support.pg import OwnedPgServer
 
 pytestmark = pytest.mark.postgres
@@ -320,8 +323,6 @@ def test_the_readme_monitoring_queries_work_as_written(
 
 
 def test_a_missing_schema_without_migrate_is_a_schema_error(pg_dsn: str, pg_schema: str) -> None:
-    from jobsync.core.errors import SchemaError
-
     with pytest.raises(SchemaError, match="migrate"):
         PostgresBackend(pg_dsn, schema=pg_schema, migrate=False)
     assert migrate(pg_dsn, schema=pg_schema) == {"from": 0, "to": _pg_schema.SCHEMA_VERSION}
@@ -816,3 +817,158 @@ def test_closed_handles_are_unavailable(open_backend: Callable[..., PostgresBack
     with pytest.raises(BackendUnavailable):
         db.wait_for_change(SITE, 0.1)
     db.close()
+
+
+# -- lost replies: registration by process ---------------------------------------------------
+def test_registering_again_from_the_same_process_adds_no_fence(
+    open_backend: Callable[..., PostgresBackend],
+) -> None:
+    db = open_backend("a")
+    db.ensure_site(SITE, 4, "xxh3")
+    leader = db.register(SITE, "leader", 600.0, process="pl")
+    first = db.register(SITE, "b", 600.0, process="pb")
+    _give_all(db, "leader", leader.incarnation, {0: ("b", first.incarnation)})
+    # the first reply was lost: the process registers again, knowing no incarnation
+    second = db.register(SITE, "b", 600.0, process="pb")
+    assert second.incarnation > first.incarnation and second.fence_until == 0.0
+    _, nodes = db.read_nodes(SITE)
+    row = next(n for n in nodes if n.name == "b")
+    assert (row.incarnation, row.process, row.fence_until) == (second.incarnation, "pb", 0.0)
+    assert db.read_cluster(SITE).nodes[1].process == "pb"
+    assert db.heartbeat(SITE, "b", first.incarnation).outcome is HeartbeatOutcome.SUPERSEDED
+    # the lost incarnation's token may move at once: its own process holds the name
+    _give_all(db, "leader", leader.incarnation, {0: ("b", second.incarnation)})
+    # another process taking the name over fences the live incarnation's lease
+    third = db.register(SITE, "b", 600.0, process="other")
+    assert third.fence_until == pytest.approx(second.registered_at + 600.0, abs=1e-3)
+    # and an empty identity is never the same process, itself included
+    c1 = db.register(SITE, "c", 600.0)
+    c2 = db.register(SITE, "c", 600.0)
+    assert c2.fence_until == pytest.approx(c1.registered_at + 600.0, abs=1e-3)
+
+
+def test_a_late_registration_of_an_older_process_is_refused_and_writes_nothing(
+    open_backend: Callable[..., PostgresBackend],
+) -> None:
+    db = open_backend("a")
+    db.ensure_site(SITE, 4, "xxh3")
+    old = db.register(SITE, "b", 60.0, process="p1")
+    new = db.register(SITE, "b", 60.0, process="p2")
+    before = (db.read_nodes(SITE)[1], db.site_info(SITE))
+    with pytest.raises(NodeNameConflict) as caught:
+        db.register(SITE, "b", 60.0, process="p1", known=old.incarnation)
+    message = str(caught.value)
+    assert "'b'" in message and str(old.incarnation) in message and str(new.incarnation) in message
+    assert (db.read_nodes(SITE)[1], db.site_info(SITE)) == before
+    assert db.heartbeat(SITE, "b", new.incarnation).outcome is HeartbeatOutcome.RENEWED
+    # no incarnation was used up either
+    assert db.register(SITE, "z", 60.0).incarnation == new.incarnation + 1
+    # the newer process itself, knowing an older incarnation, may take its own row
+    # over: its own incarnation adds no fence (the stored one, over p1's, stays)
+    again = db.register(SITE, "b", 60.0, process="p2", known=old.incarnation)
+    assert again.fence_until == pytest.approx(new.fence_until, abs=1e-6)
+    with pytest.raises(InvalidArgument, match="known"):
+        db.register(SITE, "b", 60.0, process="p2", known=-1)
+    with pytest.raises(InvalidArgument, match="process"):
+        db.register(SITE, "b", 60.0, process="x\x00")
+
+
+def test_deregistering_a_row_that_fences_an_older_live_incarnation_keeps_the_fence(
+    open_backend: Callable[..., PostgresBackend],
+) -> None:
+    db = open_backend("a")
+    db.ensure_site(SITE, 4, "xxh3")
+    leader = db.register(SITE, "leader", 600.0, process="pl")
+    old = db.register(SITE, "b", 1.0, process="pa")
+    _give_all(db, "leader", leader.incarnation, dict.fromkeys(range(4), ("b", old.incarnation)))
+    new = db.register(SITE, "b", 600.0, process="pb")
+    assert new.fence_until == pytest.approx(old.registered_at + 1.0, abs=1e-3)
+    counter = db.site_info(SITE).change_counter  # type: ignore[union-attr]
+    assert db.deregister(SITE, "b", new.incarnation) is True
+    assert db.site_info(SITE).change_counter > counter  # type: ignore[union-attr]
+    _, nodes = db.read_nodes(SITE)
+    row = next(n for n in nodes if n.name == "b")
+    assert (row.incarnation, row.state, row.process) == (new.incarnation, "dead", "pb")
+    assert row.fence_until == pytest.approx(new.fence_until, abs=1e-6)
+    assert db.heartbeat(SITE, "b", old.incarnation).outcome is HeartbeatOutcome.SUPERSEDED
+    assert db.heartbeat(SITE, "b", new.incarnation).outcome is HeartbeatOutcome.EXPIRED
+    view = db.read_cluster(SITE)
+    assert set(view.tokens.incarnation) == {old.incarnation}
+    with pytest.raises(ConflictError):
+        _give_all(db, "leader", leader.incarnation, {0: ("leader", leader.incarnation)})
+    assert db.read_cluster(SITE).tokens == view.tokens
+    # a repeat (its first reply lost) writes nothing
+    before = (db.read_nodes(SITE)[1], db.site_info(SITE))
+    assert db.deregister(SITE, "b", new.incarnation) is False
+    assert (db.read_nodes(SITE)[1], db.site_info(SITE)) == before
+    wait_by_polling(db, new.fence_until)
+    _give_all(db, "leader", leader.incarnation, {0: ("leader", leader.incarnation)})
+    assert db.read_cluster(SITE).tokens.owner[0] == "leader"
+
+
+# -- migrations ----------------------------------------------------------------------------------
+def test_a_version_1_schema_is_migrated_keeping_its_rows(
+    pg_dsn: str,
+    pg_schema: str,
+    open_backend: Callable[..., PostgresBackend],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_pg_schema, "MIGRATIONS", _pg_schema.MIGRATIONS[:1])
+    monkeypatch.setattr(_pg_schema, "SCHEMA_VERSION", 1)
+    assert migrate(pg_dsn, schema=pg_schema) == {"from": 0, "to": 1}
+    monkeypatch.undo()
+
+    def table(name: str) -> sql.Identifier:
+        return sql.Identifier(pg_schema, f"sync_{name}")
+
+    with psycopg.connect(pg_dsn) as conn:  # a version-1 deployment's rows
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (site, total_tokens, hash_function) VALUES (%s, 4, 'xxh3')"
+            ).format(table("site")),
+            (SITE,),
+        )
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (site, token_id) SELECT %s, g FROM generate_series(0, 3) g"
+            ).format(table("token")),
+            (SITE,),
+        )
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (site, name, created_on, last_heartbeat, lease_timeout, "
+                "incarnation, state) VALUES (%s, 'old', now(), now(), 600, 7, 'active')"
+            ).format(table("node")),
+            (SITE,),
+        )
+    with pytest.raises(SchemaError, match="version 1"):
+        PostgresBackend(pg_dsn, schema=pg_schema, migrate=False)
+    assert migrate(pg_dsn, schema=pg_schema) == {"from": 1, "to": _pg_schema.SCHEMA_VERSION}
+    db = open_backend("a", migrate=False)
+    _, nodes = db.read_nodes(SITE)
+    assert [(n.name, n.incarnation, n.process) for n in nodes] == [("old", 7, "")]
+    assert db.heartbeat(SITE, "old", 7).outcome is HeartbeatOutcome.RENEWED
+    reg = db.register(SITE, "old", 60.0, process="p")
+    assert reg.fence_until > 0  # the version-1 row's process ('') is never the caller's
+    assert db.read_nodes(SITE)[1][0].process == "p"
+
+
+# -- prune ---------------------------------------------------------------------------------------
+def test_prune_refuses_ages_under_a_day_naming_the_value(
+    open_backend: Callable[..., PostgresBackend],
+) -> None:
+    db = open_backend("a")
+    db.ensure_site(SITE, 4, "xxh3")
+    a = db.register(SITE, "a", 60.0)
+    _give_all(db, "a", a.incarnation, {0: ("a", a.incarnation)})
+    epoch = db.read_owned(SITE, "a", a.incarnation).epochs[0]
+    assert db.claim(
+        SITE, DAY, "a", a.incarnation, [ClaimRequest(task_key="k", token=0, epoch=epoch)]
+    ) == {"k"}
+    assert db.complete(SITE, DAY, a.incarnation, ["k"]) == {"k"}
+    for bad in (0, 1, 3600, 86_399.5):
+        with pytest.raises(InvalidArgument) as caught:
+            db.prune(SITE, bad)
+        assert repr(bad) in str(caught.value)
+    assert [r.status for r in db.read_audit(SITE, DAY)] == ["done"]
+    assert db.prune(SITE, 86_400) == {"audit": 0, "history": 0}
