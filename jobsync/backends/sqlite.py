@@ -521,12 +521,15 @@ class SQLiteBackend:
         no rollback.
 
         The caller's transaction should hold the write lock already (``BEGIN
-        IMMEDIATE``, or a write before this call).  Otherwise the reads above
-        give it a snapshot, and SQLite never waits to upgrade a reader to a
-        writer (its busy handler is not called: waiting could deadlock): while
-        another connection holds the write lock, or once one has written since
-        the snapshot, the update answers "locked" at once (LockTimeout).  So
-        this never waits for a lock, whatever the caller's busy timeout.
+        IMMEDIATE``, or a write before this call).  A transaction that has read
+        (the checks here read) but not written is a reader, and SQLite never
+        waits to upgrade a reader to a writer (its busy handler is not called:
+        waiting could deadlock): while another connection holds the write lock,
+        or once one has written since the reader's snapshot, the update answers
+        "locked" at once (LockTimeout).  Only a connection in the sqlite3
+        module's legacy mode with no transaction open begins one with the update
+        itself, and may wait: at most ``busy_timeout`` (the caller's own busy
+        timeout, if shorter, is kept; a longer one is restored afterwards).
         """
         if not isinstance(conn, sqlite3.Connection):
             raise InvalidArgument(
@@ -551,7 +554,16 @@ class SQLiteBackend:
                 )
             if conn.execute(S.SELECT_SITE, (site,)).fetchone() is None:
                 raise InvalidArgument(f"unknown site {site!r}: ensure_site creates it")
-            return work(conn)
+            (theirs,) = conn.execute("PRAGMA busy_timeout").fetchone()
+            shortened = theirs > self._busy * 1000
+            if shortened:
+                S.set_busy_timeout(conn, self._busy)
+            try:
+                return work(conn)
+            finally:
+                if shortened:
+                    with contextlib.suppress(sqlite3.Error):  # the first error propagates
+                        S.set_busy_timeout(conn, theirs / 1000)
         except sqlite3.Error as exc:
             raise _translate(exc, self._busy, callers=True) from exc
 

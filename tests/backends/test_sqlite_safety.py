@@ -585,6 +585,36 @@ def test_a_deferred_callers_transaction_meets_a_held_write_lock_at_once(
     assert statuses(impatient) == {"t1": "done", "t2": "claimed"}
 
 
+@pytest.mark.parametrize("verb", ["complete", "release"])
+def test_a_legacy_connection_beginning_with_our_update_waits_at_most_the_busy_timeout(
+    held: tuple[int, sqlite3.Connection],
+    handles: Callable[..., SQLiteBackend],
+    path: Path,
+    verb: str,
+) -> None:
+    # In the sqlite3 module's legacy mode with no transaction open, jobsync's update
+    # begins the caller's transaction, and that begin waits for the write lock: for
+    # at most jobsync's busy timeout, not the caller's 10 s, whose setting comes back.
+    incarnation, mine = held
+    impatient = handles(client="worker", busy_timeout=BUSY)
+    theirs = sqlite3.connect(path, timeout=10.0)
+    try:
+        assert not theirs.in_transaction
+        started = time.monotonic()
+        with pytest.raises(LockTimeout):
+            getattr(impatient, verb)(SITE, DAY, incarnation, ["t2"], connection=theirs)
+        assert BUSY * 0.8 <= time.monotonic() - started < BUSY + SLACK
+        assert theirs.execute("PRAGMA busy_timeout").fetchone() == (10_000,)
+        mine.execute("COMMIT")
+        # The lock is free: the same call now runs in (and begins) their transaction.
+        assert getattr(impatient, verb)(SITE, DAY, incarnation, ["t2"], connection=theirs) == {"t2"}
+        assert theirs.in_transaction
+        theirs.rollback()
+    finally:
+        theirs.close()
+    assert statuses(impatient) == {"t1": "done", "t2": "claimed"}
+
+
 def test_a_zero_busy_timeout_fails_at_once(
     held: tuple[int, sqlite3.Connection], handles: Callable[..., SQLiteBackend]
 ) -> None:
