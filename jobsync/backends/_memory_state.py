@@ -12,7 +12,9 @@ Two judgements of an incarnation, on ``now``:
   current, active or leaving, and ``last_heartbeat + lease_timeout > now``
   (``NodeRecord.is_live``).
 - *gone*, base.py's "lease expired" (its tokens may be handed on without its
-  acknowledgement, its open claims released): the row holds it and
+  acknowledgement, its open claims released): the row holds it dead (a
+  heartbeat found it expired, a reaper buried it, or it deregistered and
+  left a tombstone: dead is final), or the row holds it and
   ``lease_expires <= now`` whatever the state (an *evicted* incarnation keeps
   its tokens until then: it may still be within its own lease); or the row
   holds a newer incarnation and ``fence_until <= now``; or there is no row for
@@ -189,8 +191,8 @@ class SiteState:
         row = self.nodes.get(name) if name is not None else None
         if row is None or row.incarnation < incarnation:
             return True
-        if row.incarnation == incarnation:
-            return row.lease_expires <= now
+        if row.incarnation == incarnation:  # dead is final: a deregistered tombstone too
+            return row.state == NODE_DEAD or row.lease_expires <= now
         return row.fence_until <= now
 
     def _check_leader(self, name: str, incarnation: int, now: float) -> None:
@@ -313,18 +315,20 @@ class SiteState:
         row = self.nodes.get(name)
         if row is None or row.incarnation != incarnation:
             return False
-        changed = False
-        if row.fence_until > now and self.defences.deregister_keeps_fence:
-            if row.state != NODE_DEAD:  # the fence stays, in a dead tombstone
+        changed = self.claims.release_all(incarnation) > 0
+        for token in self.tokens.held_by(incarnation):
+            self.tokens.give(token, None, None)
+            changed = True
+        fences = row.fence_until > now and self.defences.deregister_keeps_fence
+        if fences or self.claims.open_keys_of([incarnation]):
+            # A dead tombstone keeps the fence, and keeps claims a transaction held
+            # (skipped above) in sight of the leader, whose reap releases them.
+            if row.state != NODE_DEAD:
                 self.nodes[name] = attrs.evolve(row, state=NODE_DEAD)
                 changed = True
         else:
             del self.nodes[name]
             changed = True
-        for token in self.tokens.held_by(incarnation):
-            self.tokens.give(token, None, None)
-            changed = True
-        changed = self.claims.release_all(incarnation) > 0 or changed
         if changed:  # a repeat (its first answer lost) finds nothing left to do
             self.bump()
         return changed

@@ -26,6 +26,8 @@ The contract is written once, here; implementations do not repeat it
   nodes are the ones leadership and planning count.
 - Lease expiry (stricter, and what every hand-off away from a holder without
   its acknowledgement requires): an incarnation's lease has EXPIRED when its
+  row holds it in state ``dead`` (dead is final: a heartbeat found the lease
+  over, a reaper buried it, or it deregistered and left a tombstone); or its
   row holds it and ``last_heartbeat + lease_timeout <= now`` whatever the
   state (an *evicted* incarnation is not live, but its lease still runs until
   then, because the worker may still believe it holds its tokens); or its row
@@ -436,11 +438,13 @@ class Backend(Protocol):
         bumped, pending releases cleared), its open claims are released (claim
         rows locked by an open transaction are skipped; ``reap_claims`` releases
         them later) and its row is deleted, unless the row still fences an older
-        incarnation (``fence_until`` after the statement clock): then the row
-        stays, marked dead with its fence intact, so the older incarnation's
-        tokens stay out of reach until the fence is over (a process that took a
-        name over and then gave up must not hand the older process's tokens on
-        while it may still claim them).  Bumps the counter.  False (nothing
+        incarnation (``fence_until`` after the statement clock) or some of its
+        claims were skipped as locked: then the row stays, marked dead with its
+        fence intact, so the older incarnation's tokens stay out of reach until
+        the fence is over (a process that took a name over and then gave up must
+        not hand the older process's tokens on while it may still claim them),
+        and the leader, seeing a node that is not live, reaps the skipped claims
+        once their transaction has ended.  Bumps the counter.  False (nothing
         written) if the row holds another incarnation or none.
         """
         ...

@@ -247,7 +247,8 @@ class MemoryBackend:
             return look(store._site(site), store.clock())
 
     def _wait_for_claims(self, site: str, keys: Callable[[SiteState], Sequence[ClaimKey]]) -> None:
-        """Meet the row locks on claim ``keys`` as a verb that does not skip them."""
+        """Meet the row locks on claim ``keys`` as a verb that does not skip them (only rows
+        the verb would write: a row its conditions rule out is passed over unlocked)."""
         blockers = self._peek(site, lambda s, _: s.claims.blockers(keys(s)))
         if blockers:
             self._store._contend(self.client, self._verb, blockers)
@@ -413,7 +414,7 @@ class MemoryBackend:
         if connection is not None:
             tx = self._transaction(connection)
             return self._run(site, lambda s, _: tx.stage(s, "complete", day, inc, keys))
-        self._wait_for_claims(site, lambda s: [(day, k) for k in keys])
+        self._wait_for_claims(site, lambda s: [(day, k) for k in s.claims.open_of(day, inc, keys)])
         return self._run(site, lambda s, now: s.claims.complete(day, inc, keys, now))
 
     def release(
@@ -434,7 +435,7 @@ class MemoryBackend:
         if connection is not None:
             tx = self._transaction(connection)
             return self._run(site, lambda s, _: tx.stage(s, "release", day, inc, keys))
-        self._wait_for_claims(site, lambda s: [(day, k) for k in keys])
+        self._wait_for_claims(site, lambda s: [(day, k) for k in s.claims.open_of(day, inc, keys)])
         return self._run(site, lambda s, _: s.claims.release(day, inc, keys))
 
     def open_claims(

@@ -13,14 +13,17 @@ python -m jobsync.sim --soak 60 [--seed START] [--profile soak] [--workers W]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import random
 import sys
 
+import attrs
+
+from jobsync.core.defences import Defences
 from jobsync.sim.scenario import GENERATOR, PROFILES, make_spec, run_scenario
 from jobsync.sim.soak import run_many
-from jobsync.sim.switches import SWITCHES, disabled
+
+DEFENCES = tuple(attrs.fields_dict(Defences))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="processes for --seeds/--soak (default: CPUs)")
     p.add_argument("--history", type=int, default=60, help="event lines printed on a violation")
     p.add_argument(
-        "--switch-off", action="append", default=[], choices=sorted(SWITCHES),
+        "--switch-off", action="append", default=[], choices=sorted(DEFENCES),
         help="turn a safety defence off (to watch the checker catch it)",
     )  # fmt: skip
     return p
@@ -46,15 +49,14 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.getLogger("jobsync").setLevel(logging.CRITICAL)
-    with disabled(*args.switch_off) if args.switch_off else contextlib.nullcontext():
-        if args.soak is not None:
-            return _soak(args)
-        if args.seeds is not None:
-            return _batch(args)
-        if args.seed is None:
-            print("give --seed N, --seeds A:B or --soak SECONDS", file=sys.stderr)
-            return 2
-        return _one(args)
+    if args.soak is not None:
+        return _soak(args)
+    if args.seeds is not None:
+        return _batch(args)
+    if args.seed is None:
+        print("give --seed N, --seeds A:B or --soak SECONDS", file=sys.stderr)
+        return 2
+    return _one(args)
 
 
 def _one(args: argparse.Namespace) -> int:
@@ -65,6 +67,7 @@ def _one(args: argparse.Namespace) -> int:
         tokens=args.tokens,
         steps=args.steps,
         duration=args.duration,
+        defences_off=tuple(args.switch_off),
     )
     result = run_scenario(spec)
     print(f"replay: {spec.command()}  (generator {GENERATOR})")
@@ -92,7 +95,9 @@ def _batch(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"--seeds wants A:B, got {args.seeds!r}", file=sys.stderr)
         return 2
-    summary = run_many(seeds, args.profile or "ci", workers=args.workers)
+    summary = run_many(
+        seeds, args.profile or "ci", workers=args.workers, defences_off=tuple(args.switch_off)
+    )
     print(summary.report())
     return 1 if summary.failures else 0
 
@@ -101,7 +106,11 @@ def _soak(args: argparse.Namespace) -> int:
     start = args.seed if args.seed is not None else random.SystemRandom().randrange(10**9)
     print(f"soak for {args.soak:g}s from seed {start}")
     summary = run_many(
-        range(start, start + 10**9), args.profile or "soak", workers=args.workers, budget=args.soak
+        range(start, start + 10**9),
+        args.profile or "soak",
+        workers=args.workers,
+        budget=args.soak,
+        defences_off=tuple(args.switch_off),
     )
     print(summary.report())
     for outcome in summary.failures[:1]:

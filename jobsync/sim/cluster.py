@@ -17,26 +17,44 @@
 # With ``check=True`` an ``invariants.Checker`` sees every tick, plan commit,
 # acknowledgement and claim, and raises InvariantViolation at the first
 # breach; invariant 1 is kept incrementally, so a check costs what changed.
+#
+# Blocking.  A verb that meets a row lock (a user transaction holding claim
+# rows, a verb paused inside its transaction holding node rows) pauses its
+# whole process for the wait: the lock timeout at most when bounded lock
+# waits are on, else until the holder ends, forever when the holder is the
+# waiter's own transaction (a deadlock).  The verb then fails, as a
+# statement cancelled by ``lock_timeout`` does.  Invariant 8 keeps the total
+# time one process spends blocked behind one holder within ``lock_bound``.
+#
+# Exits.  ``give_up`` is a process leaving at once with its row deregistered
+# (a failed enter, Ctrl-C, a drain timeout); ``sigterm`` runs the production
+# ``ShutdownPolicy`` on the process's own clock and ends the process when it
+# says EXIT; invariant 7 requires every SIGTERMed process to end within its
+# deadline (``drain_timeout_sec`` + grace, pauses excepted).
 """A virtual-time cluster of real Nodes on one MemoryStore, with fault injection."""
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from jobsync.backends.base import PlanCommit
-from jobsync.core.errors import BackendUnavailable, JobSyncError
+from jobsync.backends.memory import MemoryTransaction
+from jobsync.core.defences import PRODUCTION, Defences
+from jobsync.core.errors import BackendUnavailable, JobSyncError, LockTimeout
 from jobsync.core.lifecycle import TERMINAL, NodeState
 from jobsync.runtime.config import CoordinationConfig
 from jobsync.runtime.node import Node, Signal
+from jobsync.runtime.shutdown import ShutdownPolicy, Step
 from jobsync.sim.errors import InvariantViolation
 from jobsync.sim.process import CONSUMERS, LocalClock, SimNode
-from jobsync.sim.store import SimStore, VirtualClock
+from jobsync.sim.store import PausedVerb, SimStore, VirtualClock
 
 if TYPE_CHECKING:
     from jobsync.sim.invariants import Checker
@@ -47,6 +65,8 @@ NOTIFY_LATENCY = 0.002
 HISTORY = 400
 """Events kept for the report printed around a violation."""
 TICK, USER, NOTIFY, ACTION = 0, 1, 2, 3
+LOCAL_POLL = 0.05
+"""How often a SIGTERMed process's watchdog looks at its state (as the Job's does)."""
 __all__ = ["CONSUMERS", "InvariantViolation", "LocalClock", "SimNode", "VirtualClock"]
 
 
@@ -72,12 +92,21 @@ class VirtualCluster:
         check: bool = True,
         board: TaskBoard | None = None,
         user: Callable[[VirtualCluster, SimNode], User] | None = None,
+        defences: Defences = PRODUCTION,
     ) -> None:
         self.config = config
         self.site = site
+        self.defences = defences
         self.rng = random.Random(seed)
         self.clock = VirtualClock(start)
-        self.store = SimStore(self.clock)
+        self.store = SimStore(self.clock, defences)
+        self.lock_bound = 1.0 + self.store.lock_timeout
+        """Invariant 8: the longest a process may stay blocked behind one lock holder."""
+        self._blocked: dict[tuple[str, int], tuple[float, float]] = {}
+        self._tx_end: dict[int, float] = {}
+        self._txs: dict[str, list[MemoryTransaction]] = {}
+        self.terminated: dict[str, float] = {}
+        """Processes sent SIGTERM: key -> the true instant by which each must have ended."""
         self.nodes: dict[str, SimNode] = {}
         self.check = check
         self.history: deque[tuple[float, str, str]] = deque(maxlen=HISTORY)
@@ -97,6 +126,8 @@ class VirtualCluster:
         self._ticking: SimNode | None = None
         self.store.before_commit = self._before_commit
         self.store.on_slow = self._slow
+        self.store.on_pause = self._pause_in_verb
+        self.store.on_contend = self._contend
         self.checker: Checker | None = None
         if check:
             from jobsync.sim.invariants import Checker
@@ -123,7 +154,15 @@ class VirtualCluster:
         an older process of that name still runs)."""
         born = next(self._births)
         handle = self.store.connect(f"{name}#{born}")
-        node = Node(handle, self.site, name, self.config, rng=random.Random(self.rng.random()))
+        node = Node(
+            handle,
+            self.site,
+            name,
+            self.config,
+            rng=random.Random(self.rng.random()),
+            defences=self.defences,
+            process=handle.client,
+        )
         key = self._key(name)
         sim = SimNode(
             name=name,
@@ -158,15 +197,175 @@ class VirtualCluster:
             key = f"{name}~{n}"
         return key
 
-    def crash(self, name: str) -> None:
-        """The process dies: no more ticks, no goodbye."""
+    def crash(self, name: str, why: str = "crash") -> None:
+        """The process dies: no more ticks, no goodbye; its open transactions roll back
+        (the database drops its connections)."""
         sim = self.nodes[name]
         if sim.crashed:
             return
         sim.crashed = True
+        for tx in self._txs.pop(sim.client, []):
+            if tx.open:
+                tx.rollback()
         if self.checker is not None:
             self.checker.forget(sim)
-        self.log(name, "crash")
+        self.log(name, why)
+
+    def give_up(self, name: str) -> None:
+        """The process leaves at once, deregistering its row (a failed enter, Ctrl-C,
+        a drain timeout: the Job's teardown) and exits."""
+        sim = self.nodes[name]
+        node = sim.node
+        if sim.crashed:
+            return
+        inc = node.incarnation
+        if inc is not None and node.state not in TERMINAL:
+            try:
+                sim.handle.deregister(self.site, sim.name, inc)
+            except JobSyncError as exc:
+                self.log(name, f"deregistration at exit failed: {exc!r}")
+        self.crash(name, "gives up and exits")
+
+    # -- user transactions ------------------------------------------------------------
+    def begin_transaction(self, sim: SimNode, hold: float) -> MemoryTransaction:
+        """Open a user transaction of ``sim`` that will be held ``hold`` seconds."""
+        tx = self.store.transaction(sim.client)
+        self._tx_end[id(tx)] = self.now + hold
+        self._txs.setdefault(sim.client, []).append(tx)
+        return tx
+
+    def end_transaction(self, sim: SimNode, tx: MemoryTransaction, *, commit: bool) -> None:
+        self._tx_end.pop(id(tx), None)
+        mine = self._txs.get(sim.client, [])
+        if tx in mine:
+            mine.remove(tx)
+        if tx.open:
+            tx.commit() if commit else tx.rollback()
+
+    # -- SIGTERM ------------------------------------------------------------------------
+    def sigterm(self, name: str) -> None:
+        """SIGTERM: the process's watchdog runs the production shutdown policy."""
+        sim = self.nodes[name]
+        if sim.crashed or name in self.terminated:
+            return
+        cfg = self.config
+        policy = ShutdownPolicy(
+            signalled_at=self.local(sim),
+            drain_timeout=cfg.drain_timeout_sec,
+            enforce_deadline=self.defences.sigterm_deadline,
+        )
+        # The bound holds on the process's own clock (which may run slow, within the
+        # drift the clock assumptions allow); the watchdog looks every LOCAL_POLL.
+        deadline = self._to_true(sim, policy.exit_deadline) + LOCAL_POLL
+        self.terminated[name] = deadline
+        if sim.user is not None:
+            sim.user.halt()
+        self.log(name, "SIGTERM")
+        self._watch(sim, policy, drained=False)
+        self.at(deadline + 0.01, functools.partial(self._ended, sim, deadline))
+
+    def _watch(self, sim: SimNode, policy: ShutdownPolicy, *, drained: bool) -> None:
+        name = sim.key
+        if sim.crashed:
+            return
+        if self.now < sim.paused_until:  # a stopped process's watchdog does not run
+            self.at(sim.paused_until, functools.partial(self._watch, sim, policy, drained=drained))
+            return
+        local = self.local(sim)
+        open_claims = sim.user.open_claims() if sim.user is not None else 0
+        step = policy.decide(
+            local,
+            open_claims=open_claims,
+            drain_started=drained,
+            node_done=sim.node.state in TERMINAL,
+        )
+        if step is Step.EXIT:
+            self.crash(name, "ends after SIGTERM")
+            sim.exited = True
+            return
+        if step is Step.DRAIN and not drained:
+            drained = True
+            if sim.user is not None:
+                sim.user.finish(release=True)
+            sim.leaving = True
+            sim.signals.append(Signal.DRAIN)
+            self._schedule(name, max(self.now, sim.paused_until))
+            self.log(name, "SIGTERM: draining")
+        wake = self._to_true(
+            sim, policy.next_check(local, open_claims=open_claims, drain_started=drained)
+        )
+        self.at(
+            min(wake, self.now + LOCAL_POLL),
+            functools.partial(self._watch, sim, policy, drained=drained),
+        )
+
+    def _ended(self, sim: SimNode, deadline: float) -> None:
+        if sim.crashed:
+            return
+        if self.now < sim.paused_until:  # stopped by SIGSTOP: the deadline waits with it
+            later = sim.paused_until + (self.now - deadline)
+            self.at(later, functools.partial(self._ended, sim, later - 0.01))
+            return
+        self._violation(
+            7, f"{sim.key} still runs {self.now - deadline:.3f}s after its SIGTERM deadline"
+        )
+
+    # -- blocking -----------------------------------------------------------------------
+    def _contend(self, client: str, verb: str, blockers: Sequence[object]) -> None:
+        """``client``'s ``verb`` meets row locks held by ``blockers``: pause the process
+        for the wait, judge it (invariant 8), then fail the verb."""
+        key = self._clients.get(client)
+        if key is None:
+            return  # not a simulated process (the script's admin handle): no wait
+        sim = self.nodes[key]
+        ends = [self._holder_end(b, client) for b in blockers]
+        release = max(ends)
+        bounded = self.defences.bounded_lock_waits
+        timeout = self.store.lock_timeout
+        wait = min(release - self.now, timeout) if bounded else release - self.now
+        first = self._episode(client, blockers[0], wait)
+        who = ", ".join(map(repr, blockers))
+        if wait == math.inf:
+            self._violation(8, f"{key}: {verb} waits forever on {who} (its own transaction)")
+        if self.now + wait - first > self.lock_bound + 1e-9:
+            self._violation(
+                8,
+                f"{key}: {verb} blocked {self.now + wait - first:.3f}s behind {who} "
+                f"(bound {self.lock_bound:g}s)",
+            )
+        self.log(key, f"{verb} waits {wait:.3f}s on {who}")
+        sim.paused_until = max(sim.paused_until, self.now + wait)
+        self._schedule(key, sim.paused_until)
+        if bounded:
+            raise LockTimeout(f"{verb} of {client!r}: lock timeout behind {who}")
+        raise BackendUnavailable(f"{verb} of {client!r} waited {wait:.3f}s behind {who}")
+
+    def _holder_end(self, holder: object, waiter: str) -> float:
+        if isinstance(holder, PausedVerb):
+            return holder.until
+        if isinstance(holder, MemoryTransaction):
+            if holder.client == waiter:
+                return math.inf  # the waiter's own transaction: it cannot end while we wait
+            return self._tx_end.get(id(holder), self.now)
+        return self.now
+
+    def _episode(self, client: str, holder: object, wait: float) -> float:
+        """When ``client`` started waiting behind ``holder`` (back-to-back waits add up)."""
+        slot = (client, id(holder))
+        first, last_end = self._blocked.get(slot, (self.now, -math.inf))
+        if self.now > last_end + self.store.lock_timeout + self.config.heartbeat_interval_sec:
+            first = self.now
+        self._blocked[slot] = (first, self.now + wait)
+        return first
+
+    def _violation(self, invariant: int, message: str) -> None:
+        if self.checker is not None:
+            self.checker.fail(invariant, message)
+
+    def _pause_in_verb(self, client: str, seconds: float, why: str) -> None:
+        key = self._clients.get(client)
+        if key is not None and self.stall(client, seconds):
+            self.log(key, why)
 
     def drain(self, name: str, *, release: bool = False) -> None:
         """Graceful leave: the user loop settles its claims, then the node drains."""

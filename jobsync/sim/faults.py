@@ -23,7 +23,17 @@ from jobsync.sim.cluster import CONSUMERS, LocalClock, SimNode, VirtualCluster
 
 DRIFT_SHARE = 0.2
 DB_SHARE = 0.35
-WORKLOADS = ("join", "leave", "rolling", "scale", "pins", "leader_churn", "restart", "duplicate")
+WORKLOADS = (
+    "join",
+    "leave",
+    "rolling",
+    "scale",
+    "pins",
+    "leader_churn",
+    "restart",
+    "duplicate",
+    "giveup_duplicate",
+)
 FAULTS = (
     "crash",
     "pause",
@@ -39,6 +49,10 @@ FAULTS = (
     "targeted_stall",
     "slow",
     "consumer",
+    "lost_reply",
+    "pause_in_tick",
+    "user_tx",
+    "sigterm",
 )
 VERBS = (
     "heartbeat",
@@ -54,6 +68,22 @@ VERBS = (
     "register",
 )
 """Node verbs a targeted transient failure may hit."""
+WRITE_VERBS = (
+    "register",
+    "heartbeat",
+    "mark_leaving",
+    "deregister",
+    "commit_plan",
+    "ack_releases",
+    "evict_overdue",
+    "reap_claims",
+    "claim",
+    "complete",
+    "release",
+)
+"""Verbs whose reply may be lost after they committed."""
+LEADER_VERBS = ("read_cluster", "evict_overdue", "reap_claims", "commit_plan")
+"""What a leader's pass calls between its read and its write: where a pause hurts most."""
 PATTERNS = (
     ("gpu-%",),
     ("cpu-%",),
@@ -80,6 +110,8 @@ class Script:
         self.targeted_armed = 0
         self.lock_expiry = 0.0
         self.lost_notification = False
+        self.nemesis = False
+        """Aim faults at the worst moments (the teeth profile)."""
         self._names = 0
         self._restarts: list[str] = []
         cluster.commit_hooks.append(self._on_commit)
@@ -257,7 +289,71 @@ class Script:
         self.start(sim.name)  # a second process with the same name
         return True
 
+    def _giveup_duplicate(self) -> bool:
+        """A second process takes a name over and gives up soon after (a failed enter,
+        Ctrl-C, a drain timeout), often while the original is cut off and still inside
+        its lease: leaving must not hand the original's tokens on."""
+        sim = self.pick(spare=0, leader_bias=0.3)
+        if sim is None:
+            return False
+        if self.rng.random() < 0.7:
+            self.c.cut_off(sim.key)
+            self.later(self._span(0.5, 2.5), lambda: self.c.restore(sim.key))
+        duplicate = self.start(sim.name)
+        wait = self.c.config.heartbeat_interval_sec * self.rng.uniform(0.05, 1.5)
+        self.later(wait, lambda: self.c.give_up(duplicate.key), fault=False)
+        return True
+
     # -- faults ---------------------------------------------------------------------
+    def _lost_reply(self) -> bool:
+        sim = self.pick(spare=0, leader_bias=0.3)
+        if sim is None:
+            return False
+        key = (sim.client, self.rng.choice(WRITE_VERBS))
+        self.c.store.lose_reply[key] = self.c.store.lose_reply.get(key, 0) + 1
+        return True
+
+    def _pause_in_tick(self) -> bool:
+        """Stop the process right before a verb, inside it (holding its locks) or right
+        after its commit, before it reads the answer."""
+        sim = self.pick(spare=0, leader_bias=0.5)
+        if sim is None:
+            return False
+        seconds = self._span(0.05, 1.5)
+        if sim is self.c.leader() and self.rng.random() < 0.5:
+            # whoever leads when it happens stops right before a leader-only step
+            self.c.store.slow_any[self.rng.choice(LEADER_VERBS)] = seconds
+            return True
+        verbs = LEADER_VERBS if sim is self.c.leader() else VERBS
+        key = (sim.client, self.rng.choice(verbs))
+        where = self.rng.choice(("before", "inside", "after"))
+        store = self.c.store
+        {"before": store.slow_verbs, "inside": store.pause_inside, "after": store.pause_after}[
+            where
+        ][key] = seconds
+        return True
+
+    def _user_tx(self) -> bool:
+        """The user's next completion runs in its own transaction, held open."""
+        sim = self.pick(spare=0)
+        if sim is None or not hasattr(sim.user, "hold_next"):
+            return False
+        sim.user.hold_next = (self._span(0.2, 3.0), self.rng.random() < 0.3)  # type: ignore[union-attr]
+        return True
+
+    def _sigterm(self) -> bool:
+        """SIGTERM at any moment; sometimes during a database outage longer than the drain."""
+        sim = self.pick(spare=1)
+        if sim is None:
+            return False
+        if self.rng.random() < 0.4:
+            cfg = self.c.config
+            self.c.store.cut_off_all()
+            self.c.log("db", "outage")
+            self.later((cfg.drain_timeout_sec + 1.0) * self.rng.uniform(1.0, 2.0), self._end_outage)
+        self.c.sigterm(sim.key)
+        return True
+
     def _span(self, low: float, high: float) -> float:
         return self.c.config.heartbeat_timeout_sec * self.rng.uniform(low, high)
 
@@ -266,6 +362,9 @@ class Script:
         if sim is None:
             return False
         self.c.crash(sim.key)
+        if self.nemesis and self.rng.random() < 0.5:
+            # The reap this death makes due: its leader pauses inside it.
+            self.c.store.pause_inside_any["reap_claims"] = self._span(0.5, 1.5)
         if self.rng.random() < 0.5:
             self._restart_later(sim.name)
         return True
@@ -328,6 +427,12 @@ class Script:
         if self.rng.random() < 0.6:  # otherwise it never acknowledges until faults stop
             ack = self.c.config.ack_timeout
             self.later(ack * self.rng.uniform(0.2, 3.0), lambda: self.c.unblock_acks(sim.key))
+        if self.nemesis:
+            # The eviction this makes due is where a leader's pause hurts: its lease may
+            # end between its read and the eviction.  A join makes a release to miss.
+            self.c.store.slow_any["evict_overdue"] = self._span(0.5, 1.5)
+            if self.rng.random() < 0.5:
+                self._join()
         return True
 
     def _blip(self) -> bool:

@@ -264,22 +264,23 @@ class Checker:
     def commit_begins(self, client: str, commit: PlanCommit) -> None:
         if not (commit.assigns or commit.revokes):
             return
-        state = self.c.store.site_state(self.c.site)
-        assert state is not None
-        rows = state.tokens
-        now = self.c.clock()
+        # The plan is judged on what its leader read (a pause may fall between that
+        # read and this commit; the commit's own checks decide whether it still fits).
+        view = self.c.store.views[client]
+        rows = view.tokens
+        pending = [t for t in range(len(rows)) if rows.is_pending(t)]
         self.commits.append(
             _Commit(
                 client=client,
                 commit=commit,
                 owner=tuple(rows.owner),
                 incarnation=tuple(rows.incarnation),
-                nodes=dict(state.nodes),
-                pending_to={t: rows.pending_to[t] for t in rows.pending},
+                nodes={n.name: n for n in view.nodes},
+                pending_to={t: rows.pending_to[t] for t in pending},
                 epoch=array("q", rows.epoch),
-                locks=state.locks.visible(now),
-                db_now=now,
-                generation=state.generation,
+                locks=view.locks,
+                db_now=view.now,
+                generation=view.site.generation,
             )
         )
 

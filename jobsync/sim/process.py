@@ -66,6 +66,8 @@ class SimNode:
     user: User | None = None
     user_wake: float = math.inf
     callback_errors: int = 0
+    exited: bool = False
+    """Ended by itself after SIGTERM (``crashed`` is also set: it runs no more)."""
 
     @property
     def client(self) -> str:

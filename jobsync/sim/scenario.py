@@ -29,6 +29,7 @@ from collections import Counter
 
 import attrs
 
+from jobsync.core.defences import Defences
 from jobsync.core.locks import resolve_locks
 from jobsync.core.planner import plan
 from jobsync.runtime.config import CoordinationConfig
@@ -37,7 +38,7 @@ from jobsync.sim.errors import InvariantViolation
 from jobsync.sim.faults import FAULTS, VERBS, WORKLOADS, Script
 from jobsync.sim.workload import DATE, TaskBoard, UserLoop
 
-GENERATOR = 1
+GENERATOR = 2
 """Version of the draw from a seed: bump it whenever a change to this module or to
 faults.py makes a seed produce a different scenario (recorded seeds then move)."""
 PROFILES = ("ci", "soak", "big", "teeth")
@@ -50,12 +51,14 @@ _WEIGHTS: dict[str, dict[str, int]] = {
         "join": 6, "leave": 6, "rolling": 3, "scale": 2, "pins": 5, "leader_churn": 3,
         "restart": 4, "duplicate": 2, "crash": 5, "pause": 5, "suspend": 2, "cut": 5,
         "outage": 2, "lose": 3, "delay": 2, "ack_block": 3, "blip": 4, "db_step": 3,
-        "stall": 3, "targeted_stall": 2, "slow": 3, "consumer": 1,
+        "stall": 3, "targeted_stall": 2, "slow": 3, "consumer": 1, "giveup_duplicate": 2,
+        "lost_reply": 3, "pause_in_tick": 3, "user_tx": 3, "sigterm": 2,
     },
     "teeth": {
         "join": 2, "leave": 2, "rolling": 1, "pins": 1, "leader_churn": 2, "restart": 2,
         "duplicate": 1, "crash": 3, "pause": 6, "suspend": 2, "cut": 8, "outage": 1,
-        "lose": 1, "ack_block": 1, "db_step": 2, "stall": 3, "targeted_stall": 8, "slow": 2,
+        "lose": 1, "ack_block": 5, "db_step": 2, "stall": 3, "targeted_stall": 8, "slow": 2,
+        "giveup_duplicate": 4, "lost_reply": 5, "pause_in_tick": 8, "user_tx": 5, "sigterm": 3,
     },
 }  # fmt: skip
 
@@ -75,6 +78,12 @@ class Spec:
     timeout: float
     reconcile: float
     hash_function: str
+    defences_off: tuple[str, ...] = ()
+    """Safety defences switched off (the teeth tests); empty in every real run."""
+
+    @property
+    def defences(self) -> Defences:
+        return Defences.without(*self.defences_off)
 
     @property
     def config(self) -> CoordinationConfig:
@@ -91,6 +100,7 @@ class Spec:
             f"python -m jobsync.sim --seed {self.seed} --profile {self.profile} "
             f"--nodes {self.nodes} --tokens {self.tokens} --steps {self.steps} "
             f"--duration {self.duration:g}"
+            + "".join(f" --switch-off {name}" for name in self.defences_off)
         )
 
 
@@ -102,6 +112,7 @@ def make_spec(
     tokens: int | None = None,
     steps: int | None = None,
     duration: float | None = None,
+    defences_off: tuple[str, ...] = (),
 ) -> Spec:
     """The scenario of ``seed`` under ``profile``; explicit arguments override the draw."""
     if profile not in PROFILES:
@@ -127,11 +138,13 @@ def make_spec(
         tokens=t,
         duration=duration or round(timeout * rng.uniform(4.0, 10.0), 1),
         steps=steps if steps is not None else rng.randint(3, 8 if profile == "ci" else 20),
-        tasks=min(2 * t, 1500 if big else 400),
+        # teeth: a long backlog, so claims are open whenever a fault lands
+        tasks=400 if profile == "teeth" else min(2 * t, 1500 if big else 400),
         interval=interval,
         timeout=timeout,
         reconcile=rng.choice((5.0, 30.0)),
         hash_function=rng.choice(("xxh3", "xxh3", "xxh3", "md5")),
+        defences_off=tuple(sorted(Defences.without(*defences_off).off())),
     )
 
 
@@ -162,9 +175,10 @@ class Runner:
         self.spec = spec
         cfg = spec.config
         self.board = TaskBoard(cfg.total_tokens, cfg.hash_function, spec.tasks)
-        self.c = VirtualCluster(cfg, seed=spec.seed, board=self.board)
+        self.c = VirtualCluster(cfg, seed=spec.seed, board=self.board, defences=spec.defences)
         self.rng = random.Random(spec.seed * 104_729 + 1)
         self.script = Script(self.c, self.rng, max_nodes=max(2, spec.nodes * 3 // 2 + 2))
+        self.script.nemesis = spec.profile == "teeth"
         self.result = Result(spec=spec)
         checker = self.c.checker
         assert checker is not None
@@ -318,7 +332,14 @@ class Runner:
                 sim.user.quiet = True
                 sim.user.batch = max(sim.user.batch, 25)
                 sim.user.period = min(sim.user.period, 0.1)
-        bound = 2 * cfg.heartbeat_timeout_sec + self.spec.tasks * 0.02 + 10.0
+        # A claim whose transaction outlived its own process's deregistration is
+        # reaped by the leader's periodic reap: one reconciliation interval more.
+        bound = (
+            2 * cfg.heartbeat_timeout_sec
+            + cfg.rebalance_check_interval_sec
+            + self.spec.tasks * 0.02
+            + 10.0
+        )
         if not self.c.run_until(lambda: self.board.done, bound):
             undone = [k for keys in self.board.undone.values() for k in keys]
             self.fail(

@@ -40,9 +40,9 @@ class Outcome:
     history: tuple[str, ...] = ()
 
 
-def run_one(seed: int, profile: str) -> Outcome:
+def run_one(seed: int, profile: str, defences_off: tuple[str, ...] = ()) -> Outcome:
     logging.getLogger("jobsync").setLevel(logging.CRITICAL)
-    spec = make_spec(seed, profile)
+    spec = make_spec(seed, profile, defences_off=defences_off)
     result = run_scenario(spec)
     violation = result.violation
     return Outcome(
@@ -111,6 +111,7 @@ def run_many(
     *,
     workers: int | None = None,
     budget: float | None = None,
+    defences_off: tuple[str, ...] = (),
 ) -> Summary:
     """Run ``seeds`` under ``profile`` on ``workers`` processes (1: in this process);
     with ``budget`` seconds, stop starting new seeds once it is spent."""
@@ -121,12 +122,12 @@ def run_many(
     feed = _until(iter(seeds), deadline)
     if workers == 1:
         for seed in feed:
-            summary.outcomes.append(run_one(seed, profile))
+            summary.outcomes.append(run_one(seed, profile, defences_off))
     else:
         with concurrent.futures.ProcessPoolExecutor(max_workers=workers) as pool:
             running: set[concurrent.futures.Future[Outcome]] = set()
             for seed in feed:
-                running.add(pool.submit(run_one, seed, profile))
+                running.add(pool.submit(run_one, seed, profile, defences_off))
                 if len(running) >= 2 * workers:
                     done, running = concurrent.futures.wait(
                         running, return_when=concurrent.futures.FIRST_COMPLETED

@@ -15,6 +15,13 @@
 #   (the statement runs, and stamps its time, after the other events of the
 #   delay: request latency); ``clear_faults`` ends every injected fault at
 #   once ("faults stop").
+# - Adversarial hooks on every verb (``MemoryStore._inside``/``_committed``/
+#   ``_contend``): ``lose_reply`` lets a verb commit and then loses its answer
+#   (the client sees BackendUnavailable); ``pause_inside`` / ``pause_after``
+#   stall the client inside a verb (holding the node rows that verb keeps
+#   locked across its statements) or right after its commit; a verb that
+#   meets a row lock is handed to ``on_contend`` (the cluster pauses the
+#   process for the wait and judges its length: invariant 8).
 """The simulator's clock, store and per-process backend handle."""
 
 from __future__ import annotations
@@ -22,7 +29,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from jobsync.backends._memory_state import SiteState
+from jobsync.backends.base import ClusterView
 from jobsync.backends.memory import MemoryBackend, MemoryStore
+from jobsync.core.defences import PRODUCTION, Defences
 from jobsync.core.errors import BackendUnavailable
 
 AckObserver = Callable[[str, int, frozenset[int]], None]
@@ -42,9 +51,22 @@ class VirtualClock:
 class SimStore(MemoryStore):
     """A MemoryStore whose handles are ``SimBackend``s, with fault bookkeeping."""
 
-    def __init__(self, clock: VirtualClock) -> None:
-        super().__init__(clock, sleeper=lambda _s: None)
+    def __init__(self, clock: VirtualClock, defences: Defences = PRODUCTION) -> None:
+        super().__init__(clock, sleeper=lambda _s: None, defences=defences)
         self.virtual = clock
+        self.views: dict[str, ClusterView] = {}
+        """The latest cluster view each client read (what its next plan is computed from)."""
+        self.slow_any: dict[str, float] = {}
+        """verb -> seconds: the next client to call it stalls first (whoever leads then)."""
+        self.lose_reply: dict[tuple[str, str], int] = {}
+        self.pause_inside: dict[tuple[str, str], float] = {}
+        self.pause_after: dict[tuple[str, str], float] = {}
+        self.pause_inside_any: dict[str, float] = {}
+        """verb -> seconds: the next client to run it pauses inside it, holding its locks."""
+        self.on_pause: Callable[[str, float, str], None] | None = None
+        """Called as ``on_pause(client, seconds, why)``: stall the client's process now."""
+        self.on_contend: Callable[[str, str, Sequence[object]], None] | None = None
+        """Called as ``on_contend(client, verb, blockers)``; must raise (the verb fails)."""
         self.blocked_acks: set[str] = set()
         self.verb_failures: dict[tuple[str, str], int] = {}
         self.slow_verbs: dict[tuple[str, str], float] = {}
@@ -76,6 +98,40 @@ class SimStore(MemoryStore):
             self.blocked_acks.clear()
             self.verb_failures.clear()
             self.slow_verbs.clear()
+            self.slow_any.clear()
+            self.lose_reply.clear()
+            self.pause_inside.clear()
+            self.pause_inside_any.clear()
+            self.pause_after.clear()
+
+    # -- the adversarial hooks of MemoryStore ----------------------------------------
+    def _inside(self, client: str, verb: str, site: str, held: Sequence[tuple[str, str]]) -> None:
+        seconds = self.pause_inside.pop((client, verb), 0.0) or self.pause_inside_any.pop(verb, 0.0)
+        if not seconds or self.on_pause is None:
+            return
+        holder = PausedVerb(client, verb, self.virtual.now + seconds)
+        for key in held:
+            self.node_locks.setdefault(key, holder)
+        try:
+            self.on_pause(client, seconds, f"paused inside {verb}")
+        finally:
+            for key in held:
+                if self.node_locks.get(key) is holder:
+                    del self.node_locks[key]
+
+    def _committed(self, client: str, verb: str) -> None:
+        seconds = self.pause_after.pop((client, verb), 0.0)
+        if seconds and self.on_pause is not None:
+            self.on_pause(client, seconds, f"paused after {verb} committed")
+        left = self.lose_reply.get((client, verb), 0)
+        if left:
+            self.lose_reply[client, verb] = left - 1
+            raise BackendUnavailable(f"{verb} of {client!r} committed; its reply was lost")
+
+    def _contend(self, client: str, verb: str, blockers: Sequence[object]) -> None:
+        if self.on_contend is not None:
+            self.on_contend(client, verb, blockers)
+        super()._contend(client, verb, blockers)
 
     def fail_verb(self, client: str, verb: str, n: int = 1) -> None:
         """The next ``n`` calls of ``verb`` by ``client`` raise BackendUnavailable."""
@@ -88,6 +144,12 @@ class SimBackend(MemoryBackend):
 
     _store: SimStore
 
+    def read_cluster(self, site: str) -> ClusterView:
+        """As MemoryBackend; the view is kept: a plan is judged on what its leader read."""
+        view = super().read_cluster(site)
+        self._store.views[self.client] = view
+        return view
+
     def _begin(self, verb: str) -> None:
         super()._begin(verb)
         store = self._store
@@ -95,7 +157,7 @@ class SimBackend(MemoryBackend):
         if left:
             store.verb_failures[self.client, verb] = left - 1
             raise BackendUnavailable(f"injected failure of {verb} for {self.client!r}")
-        slow = store.slow_verbs.pop((self.client, verb), 0.0)
+        slow = store.slow_verbs.pop((self.client, verb), 0.0) or store.slow_any.pop(verb, 0.0)
         if slow and store.on_slow is not None:
             store.on_slow(self.client, slow)  # the request is sent now, runs later
 
@@ -125,3 +187,15 @@ class SimBackend(MemoryBackend):
                 return False
             self._seen[site] = state.signals
             return True
+
+
+class PausedVerb:
+    """The holder of node rows locked by a verb paused inside its transaction."""
+
+    def __init__(self, client: str, verb: str, until: float) -> None:
+        self.client = client
+        self.verb = verb
+        self.until = until
+
+    def __repr__(self) -> str:
+        return f"<{self.verb} of {self.client!r} paused until {self.until:.3f}>"

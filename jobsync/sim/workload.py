@@ -18,6 +18,14 @@
 # is open; one the backend refuses (the claim was released after the lease
 # ran out) is dropped, and the token's next owner redoes the task.
 #
+# Transactions held open.  When ``hold_next`` is armed (the ``user_tx``
+# fault), the next completion runs inside a user transaction (the memory
+# form of ``complete(task, connection=conn)``) that stays open for the drawn
+# time, locking its claim rows, and the side effect lands when it commits;
+# with ``release_inside`` the user also calls ``release`` on the coordination
+# handle while its own transaction holds the row, then rolls back (the
+# claims stay open and are completed later).
+#
 # Your own worker logic can replace ``UserLoop``: pass
 # ``VirtualCluster(..., user=factory)`` where ``factory(cluster, sim)``
 # returns an object with ``step() -> next true instant`` and
@@ -26,6 +34,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import random
@@ -35,6 +44,7 @@ from typing import TYPE_CHECKING, Protocol
 import attrs
 
 from jobsync.backends.base import ClaimRequest
+from jobsync.backends.memory import MemoryTransaction
 from jobsync.core.errors import JobSyncError
 from jobsync.core.hashing import canonical, token_for, token_function
 from jobsync.core.lifecycle import TERMINAL, NodeState
@@ -55,6 +65,14 @@ class User(Protocol):
 
     def finish(self, *, release: bool) -> None:
         """The ``with`` block ends (drain): settle or release open claims."""
+        ...
+
+    def halt(self) -> None:
+        """SIGTERM arrived: stop claiming at once (open claims may still complete)."""
+        ...
+
+    def open_claims(self) -> int:
+        """Claims taken and not yet completed or released (a SIGTERM waits for them)."""
         ...
 
 
@@ -146,11 +164,29 @@ class SimJob:
                 else:
                     done = sim.handle.complete(c.site, DATE, inc, group)
             except JobSyncError:
-                return None
+                if release:
+                    return None
+                # The side effect commits with the completion (one transaction): if
+                # the completion committed and only its answer was lost, so did the
+                # effect.  Read the store as the user's database would remember it.
+                done = self._committed_completions(inc, group)
+                if not done:
+                    return None
             settled.update(done)
             for key in group:
                 del self.open[key]
         return frozenset(settled)
+
+    def _committed_completions(self, inc: int, keys: list[str]) -> frozenset[str]:
+        state = self.c.store.site_state(self.c.site)
+        if state is None:
+            return frozenset()
+        records = {r.task_key: r for r in state.claims.audit(DATE, self.sim.name)}
+        return frozenset(
+            k
+            for k in keys
+            if (r := records.get(k)) is not None and r.incarnation == inc and r.status == "done"
+        )
 
 
 @attrs.define
@@ -231,13 +267,28 @@ class UserLoop:
         self.slow_work = rng.random() < 0.2
         self.quiet = False
         """After faults stop: short work, so the backlog drains in bounded time."""
+        self.hold_next: tuple[float, bool] | None = None
+        """(seconds, release_inside): the next completion runs in a transaction held open."""
+        self.tx: tuple[MemoryTransaction, dict[str, Claim], float] | None = None
+
+    def halt(self) -> None:
+        self.job.halted = True
+
+    def open_claims(self) -> int:
+        return len(self.job.open) + (len(self.tx[1]) if self.tx is not None else 0)
 
     def step(self) -> float:
         c, job = self.c, self.job
         node = job.sim.node
+        if self.tx is not None:
+            if c.now < self.tx[2]:
+                return self.tx[2]  # busy inside its own transaction
+            self._end_tx(commit=True)
         due = [k for k, claim in job.open.items() if claim.due <= c.now]
         if due:
             self._complete(due)
+        if self.tx is not None:
+            return self.tx[2]  # the user thread is inside its transaction until then
         if node.state is NodeState.SUPERSEDED and job.open:
             self.finish(release=True)  # NodeNameConflict reached the user: exit by exception
         if not job.halted and node.state not in TERMINAL and not node.draining:
@@ -267,6 +318,11 @@ class UserLoop:
         return cfg.heartbeat_interval_sec * self.rng.random()
 
     def _complete(self, keys: list[str]) -> None:
+        if self.hold_next is not None and not self.quiet and keys:
+            hold, release_inside = self.hold_next
+            self.hold_next = None
+            self._complete_in_transaction(keys, hold, release_inside)
+            return
         claims = {k: self.job.open[k] for k in keys}
         done = self.job.complete(keys)
         if done is None:
@@ -275,6 +331,48 @@ class UserLoop:
             claim = claims[key]
             effect = Effect(self.job.name, claim.incarnation, claim.epoch, self.c.now)
             self.board.apply(key, effect, self.c)
+
+    def _complete_in_transaction(self, keys: list[str], hold: float, release_inside: bool) -> None:
+        """Complete inside a user transaction held open ``hold`` seconds (see the law)."""
+        c, job = self.c, self.job
+        sim = job.sim
+        by_inc: dict[int, list[str]] = {}
+        for key in keys:
+            by_inc.setdefault(job.open[key].incarnation, []).append(key)
+        inc, group = min(by_inc.items())
+        tx = c.begin_transaction(sim, hold)
+        c.log(sim.key, f"user transaction completes {len(group)} task(s), open {hold:.3f}s")
+        try:
+            done = sim.handle.complete(c.site, DATE, inc, group, connection=tx)
+        except JobSyncError:
+            c.end_transaction(sim, tx, commit=False)
+            return
+        held = {key: job.open.pop(key) for key in group if key in done}
+        for key in group:
+            if key not in done:
+                job.open.pop(key, None)  # refused: the claim was released meanwhile
+        self.tx = (tx, held, c.now + hold)
+        if release_inside and held:
+            key = min(held)
+            c.log(sim.key, f"user releases {key} while its own transaction holds the row")
+            with contextlib.suppress(JobSyncError):  # the lock timeout: it rolls back instead
+                sim.handle.release(c.site, DATE, inc, [key])
+            self._end_tx(commit=False)
+
+    def _end_tx(self, *, commit: bool) -> None:
+        assert self.tx is not None
+        tx, held, _ = self.tx
+        self.tx = None
+        c, job = self.c, self.job
+        if not tx.open:
+            return  # rolled back when the process died
+        c.end_transaction(job.sim, tx, commit=commit)
+        for key, claim in sorted(held.items()):
+            if commit:  # the side effect commits with the completion
+                self.board.apply(key, Effect(job.name, claim.incarnation, claim.epoch, c.now), c)
+            else:
+                claim.due = c.now  # still our open claim: complete it again
+                job.open[key] = claim
 
     def finish(self, *, release: bool) -> None:
         """Leaving the ``with`` block: complete open claims, or release them on an exception."""
