@@ -106,7 +106,7 @@ def test_conflicting_locks_on_one_token_are_reported(
     "command",
     [
         ["locks", "clear", "--all"],
-        ["prune", "--older-than", "0s"],
+        ["prune", "--older-than", "1d"],
         ["site", "reset", "--tokens", "50", "--hash", "md5"],
     ],
     ids=["locks-clear", "prune", "site-reset"],
@@ -153,11 +153,28 @@ def test_prune_deletes_old_audit_and_history(
     kept = fresh_site.cli(capsys, "prune", "--older-than", "30d", "--yes", "--json")
     assert kept.code == 0 and set(kept.json()["deleted"].values()) == {0}
     history = fresh_site.cli(capsys, "history", "--json").json()["rebalances"]
-    pruned = fresh_site.cli(capsys, "prune", "--older-than", "0s", "--yes", "--json").json()
-    assert pruned["older_than_sec"] == 0
+    today = fresh_site.cli(capsys, "prune", "--older-than", "1d", "--yes", "--json")
+    assert today.code == 0 and set(today.json()["deleted"].values()) == {0}
+    with sqlite3.connect(fresh_site.path) as db:  # two days pass for what is recorded
+        db.execute("UPDATE sync_audit SET completed_at = completed_at - 2 * 86400")
+        db.execute("UPDATE sync_history SET at = at - 2 * 86400")
+    pruned = fresh_site.cli(capsys, "prune", "--older-than", "1d", "--yes", "--json").json()
+    assert pruned["older_than_sec"] == 86_400
     assert sum(pruned["deleted"].values()) >= len(history) + 10  # ten finished tasks
     assert fresh_site.cli(capsys, "history", "--json").json()["rebalances"] == []
     assert fresh_site.jobs["w1"].get_audit() == []
+
+
+@pytest.mark.parametrize("age", ["1s", "23h", "1439m"])
+def test_prune_refuses_ages_under_a_day_in_one_line(
+    fresh_site: Site, capsys: pytest.CaptureFixture[str], age: str
+) -> None:
+    before = fresh_site.jobs["w1"].get_audit()
+    refused = fresh_site.cli(capsys, "prune", "--older-than", age, "--yes")
+    assert refused.code != 0
+    assert "older_than" in refused.err and "one day" in refused.err
+    assert refused.err.count("\n") == 1 and "Traceback" not in refused.err
+    assert fresh_site.jobs["w1"].get_audit() == before
 
 
 def test_site_reset_is_refused_while_a_node_is_live(
