@@ -74,264 +74,64 @@ has expired.
 from __future__ import annotations
 
 import datetime
-import enum
-from array import array
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import attrs
 
-NODE_ACTIVE = "active"
-NODE_LEAVING = "leaving"
-NODE_DEAD = "dead"
-NODE_EVICTED = "evicted"
-NODE_STATES = (NODE_ACTIVE, NODE_LEAVING, NODE_DEAD, NODE_EVICTED)
+from jobsync.core.model import (  # re-exported: the values the verbs speak in
+    DEAD_NODE_RETENTION,
+    MIN_PRUNE_AGE,
+    NODE_ACTIVE,
+    NODE_DEAD,
+    NODE_EVICTED,
+    NODE_LEAVING,
+    NODE_STATES,
+    ClaimRequest,
+    ClusterView,
+    DirectAssign,
+    Heartbeat,
+    HeartbeatOutcome,
+    HistoryEntry,
+    HistoryRecord,
+    LockRecord,
+    LockSpec,
+    NodeRecord,
+    OwnedTokens,
+    PlanCommit,
+    Registration,
+    Revoke,
+    SiteInfo,
+    TokenTable,
+)
 
-
-class HeartbeatOutcome(enum.Enum):
-    """What a heartbeat found (DESIGN.md section 5, "Incarnations and leases")."""
-
-    RENEWED = "renewed"
-    """This incarnation's lease was unexpired and is now renewed."""
-    EXPIRED = "expired"
-    """Expired or evicted (or the row is gone): stop claiming, register anew."""
-    SUPERSEDED = "superseded"
-    """A newer incarnation of the same name holds the row: stop for good."""
-
-
-@attrs.frozen(kw_only=True)
-class SiteInfo:
-    """A site's stored constants and counters."""
-
-    site: str
-    total_tokens: int
-    hash_function: str
-    generation: int
-    change_counter: int
-    plan_basis: int
-    """The change counter the latest plan (even one that moved nothing) was computed from."""
-    created_at: float
-
-
-DEAD_NODE_RETENTION = 600.0
-"""Seconds after its lease ended that a dead node row is kept for operators to see;
-``reap_claims`` deletes it after that (when no token row names it and its fence is over)."""
-
-MIN_PRUNE_AGE = 86_400.0
-"""``prune`` refuses younger ages: a completion younger than a day may be of today's
-batch, and deleting it would let its task be claimed again."""
-
-
-@attrs.frozen(kw_only=True)
-class Registration:
-    """The result of ``register``."""
-
-    incarnation: int
-    registered_at: float
-    """Backend time of registration; seniority for leader election."""
-    change_counter: int
-    """The counter after this registration's own bump: a plan whose basis is at
-    least this has considered the node."""
-    fence_until: float
-    """Tokens still held under this name by older incarnations may move to the
-    new one only after this instant (the old lease's end); 0.0 if none."""
-
-
-@attrs.frozen(kw_only=True)
-class Heartbeat:
-    """The result of ``heartbeat``: one round trip in the steady state."""
-
-    outcome: HeartbeatOutcome
-    now: float
-    """Backend clock at the heartbeat; the new ``last_heartbeat`` if renewed."""
-    change_counter: int
-    plan_basis: int
-    earliest_other_expiry: float | None
-    """The earliest ``last_heartbeat + lease_timeout`` among the *other* live
-    nodes of the site, or None if there are none."""
-    live_others: int | None = None
-    """How many *other* nodes of the site are live now.  A drop tells a node
-    that a peer died even though no counter moved (a death bumps nothing);
-    None where a backend cannot say, and the node then falls back to timers."""
-
-
-@attrs.frozen(kw_only=True)
-class NodeRecord:
-    """One node row as stored."""
-
-    name: str
-    incarnation: int
-    registered_at: float
-    last_heartbeat: float
-    lease_timeout: float
-    state: str
-    fence_until: float = 0.0
-    process: str = ""
-    """The registering process's identity (see ``Backend.register``)."""
-
-    @property
-    def lease_expires(self) -> float:
-        return self.last_heartbeat + self.lease_timeout
-
-    def is_live(self, now: float) -> bool:
-        """Live: active or leaving, and ``last_heartbeat + lease_timeout > now``."""
-        return self.state in (NODE_ACTIVE, NODE_LEAVING) and self.lease_expires > now
-
-
-@attrs.frozen(kw_only=True)
-class TokenTable:
-    """Every token row of a site, as flat parallel sequences indexed by token id."""
-
-    owner: tuple[str | None, ...]
-    incarnation: tuple[int | None, ...]
-    epoch: array[int]
-    pending_to: tuple[str | None, ...]
-    """Destination of a pending release; meaningful only where pending_deadline is set."""
-    pending_deadline: tuple[float | None, ...]
-    """None when no release is pending for the token."""
-
-    def __len__(self) -> int:
-        return len(self.owner)
-
-    def is_pending(self, token: int) -> bool:
-        return self.pending_deadline[token] is not None
-
-
-@attrs.frozen(kw_only=True)
-class LockSpec:
-    """A lock to register: pins the token of ``task_key`` to nodes matching ``patterns``."""
-
-    task_key: str
-    """The task's canonical string (``str(task_id)``)."""
-    token: int
-    patterns: tuple[str, ...]
-    reason: str | None = None
-    expires_in: float | None = None
-    """Seconds from the backend's now; None never expires."""
-
-
-@attrs.frozen(kw_only=True)
-class LockRecord:
-    """A stored lock."""
-
-    task_key: str
-    token: int
-    patterns: tuple[str, ...]
-    reason: str | None
-    created_by: str
-    created_at: float
-    expires_at: float | None
-
-
-@attrs.frozen(kw_only=True)
-class ClusterView:
-    """One consistent snapshot of a site for planning (read in one transaction)."""
-
-    now: float
-    site: SiteInfo
-    nodes: tuple[NodeRecord, ...]
-    tokens: TokenTable
-    locks: tuple[LockRecord, ...]
-    """Unexpired locks only (``expires_at`` None or ``> now``)."""
-
-
-@attrs.frozen(kw_only=True)
-class OwnedTokens:
-    """What one incarnation holds, for its claimable snapshot."""
-
-    now: float
-    change_counter: int
-    plan_basis: int
-    tokens: tuple[int, ...]
-    """Tokens whose row names this incarnation, ascending (pending ones included)."""
-    epochs: tuple[int, ...]
-    """The epoch of each token in ``tokens``."""
-    pending: frozenset[int]
-    """Those of ``tokens`` with a release pending: not claimable, to acknowledge."""
-    incoming: int
-    """Tokens on their way to this node: pending releases destined to its name,
-    and tokens held under its name by an older incarnation."""
-
-
-@attrs.frozen(kw_only=True)
-class DirectAssign:
-    """Plan write: give ``token`` straight to (``owner``, ``incarnation``).
-
-    Allowed only when the row still holds ``expected_incarnation`` at
-    ``expected_epoch`` and that incarnation's lease has EXPIRED (see the
-    module docstring: an evicted but unexpired incarnation does not qualify;
-    None = unowned).  The
-    transaction marks the expired incarnation dead (statement clock), clears
-    any pending release, bumps the epoch and releases the dead incarnation's
-    open claims.  ``owner`` None leaves the token unowned.
-    """
-
-    token: int
-    expected_incarnation: int | None
-    expected_epoch: int
-    owner: str | None
-    incarnation: int | None
-
-
-@attrs.frozen(kw_only=True)
-class Revoke:
-    """Plan write: ask the live holder of ``token`` to release it to ``destination``.
-
-    Conditioned on ``expected_incarnation`` and ``expected_epoch``.  If no
-    release is pending, records one with deadline ``commit time +
-    ack_timeout``; if one is pending, only its destination changes (never
-    cleared, re-attributed or extended).  ``destination`` may be the releaser
-    itself (the token comes back to it at a new epoch) or None (unowned).
-    """
-
-    token: int
-    expected_incarnation: int
-    expected_epoch: int
-    destination: str | None
-
-
-@attrs.frozen(kw_only=True)
-class HistoryEntry:
-    """One rebalance, recorded in the plan's own transaction."""
-
-    trigger: str
-    nodes_before: tuple[str, ...]
-    nodes_after: tuple[str, ...]
-    moved: int
-    unowned: int
-    duration_ms: float
-
-
-@attrs.frozen(kw_only=True)
-class HistoryRecord:
-    generation: int
-    leader: str
-    at: float
-    entry: HistoryEntry
-
-
-@attrs.frozen(kw_only=True)
-class PlanCommit:
-    """Everything one plan writes, in one compare-and-set transaction."""
-
-    leader: str
-    leader_incarnation: int
-    expected_generation: int
-    basis: int
-    """The change counter the plan was computed from (recorded as plan_basis)."""
-    assigns: tuple[DirectAssign, ...] = ()
-    revokes: tuple[Revoke, ...] = ()
-    ack_timeout: float = 10.0
-    history: HistoryEntry | None = None
-
-
-@attrs.frozen(kw_only=True)
-class ClaimRequest:
-    """One task to claim: its canonical key, its token and the epoch the claimer holds."""
-
-    task_key: str
-    token: int
-    epoch: int
+__all__ = [
+    "AuditRecord",
+    "Backend",
+    "ClaimRequest",
+    "ClusterView",
+    "DEAD_NODE_RETENTION",
+    "DirectAssign",
+    "Heartbeat",
+    "HeartbeatOutcome",
+    "HistoryEntry",
+    "HistoryRecord",
+    "LockRecord",
+    "LockSpec",
+    "MIN_PRUNE_AGE",
+    "NODE_ACTIVE",
+    "NODE_DEAD",
+    "NODE_EVICTED",
+    "NODE_LEAVING",
+    "NODE_STATES",
+    "NodeRecord",
+    "OwnedTokens",
+    "PlanCommit",
+    "Registration",
+    "Revoke",
+    "SiteInfo",
+    "TokenTable",
+]
 
 
 @attrs.frozen(kw_only=True)
