@@ -12,6 +12,8 @@ Reusable by tests and benchmarks (``benchmarks/failover.py``).  Pieces:
   (``tests/integration/worker.py``) as subprocesses, signals them, records
   faults, and kills every process it started when closed.  PostgreSQL or
   SQLite (the SQLite log is one JSON-lines file per worker).
+- ``HeartbeatMonitor``: the node table's heartbeats as recorded, polled on a
+  connection of its own, to measure how long any worker went without one.
 - ``History``: the checker.  It rebuilds, from the workers' ownership logs,
   per-(worker process, token) *runs*: ``start`` is the first sample that saw
   the token claimable, ``end`` the last sample that still saw it (or the
@@ -31,6 +33,13 @@ Reusable by tests and benchmarks (``benchmarks/failover.py``).  Pieces:
   * every task is done exactly once (``duplicates``, ``stranded``).
 
 All times are seconds on the database's clock (epoch seconds).
+
+Teeth runs (by hand, never in CI): ``JOBSYNC_IT_LIBRARY=/path/to/an/older/checkout``
+puts that directory first on the workers' ``PYTHONPATH`` (their ``jobsync`` is
+imported from there; e.g. ``git archive <commit> jobsync | tar -x -C DIR``), and
+``JOBSYNC_IT_DEFENCES_OFF=name,...`` turns those ``jobsync.core.defences``
+defences off in every worker.  A test that passes against the library must
+then fail on the defect it exists for.
 """
 
 from __future__ import annotations
@@ -340,9 +349,9 @@ class Cluster:
             )
             conn.execute(
                 f"CREATE TABLE {s}.control (mark integer NOT NULL, work_ms real NOT NULL, "
-                "hold_ms real NOT NULL)"
+                "hold_ms real NOT NULL, hold_seq integer NOT NULL, hold_s real NOT NULL)"
             )
-            conn.execute(f"INSERT INTO {s}.control VALUES (0, %s, 0)", (work_ms,))
+            conn.execute(f"INSERT INTO {s}.control VALUES (0, %s, 0, 0, 0)", (work_ms,))
             self.offset = self._measure_offset()
             row = conn.execute("SELECT (clock_timestamp() AT TIME ZONE 'UTC')::date").fetchone()
             self.date = row[0].isoformat()
@@ -360,9 +369,9 @@ class Cluster:
             )
             conn.execute(
                 "CREATE TABLE control (mark INTEGER NOT NULL, work_ms REAL NOT NULL, "
-                "hold_ms REAL NOT NULL)"
+                "hold_ms REAL NOT NULL, hold_seq INTEGER NOT NULL, hold_s REAL NOT NULL)"
             )
-            conn.execute("INSERT INTO control VALUES (0, ?, 0)", (work_ms,))
+            conn.execute("INSERT INTO control VALUES (0, ?, 0, 0, 0)", (work_ms,))
             conn.close()
             self.date = datetime.datetime.now(datetime.timezone.utc).date().isoformat()
 
@@ -439,6 +448,14 @@ class Cluster:
         workers pick it up within 0.1 s."""
         self._write(
             f"UPDATE {self.table('control')} SET work_ms = %s, hold_ms = %s", (work_ms, hold_ms)
+        )
+
+    def hold_transaction(self, seconds: float) -> None:
+        """Ask the workers spawned with ``holder=True`` to keep their next completing
+        transaction open for ``seconds`` (see ``worker.Worker.hold``)."""
+        self._write(
+            f"UPDATE {self.table('control')} SET hold_seq = hold_seq + 1, hold_s = %s",
+            (seconds,),
         )
 
     def sync(self, procs: Iterable[Proc], timeout: float = 10) -> None:
@@ -534,6 +551,9 @@ class Cluster:
         connection and, unless ``app_direct``, the worker's own connection too.
         """
         timing = timing or self.timing
+        off = [n for n in os.environ.get("JOBSYNC_IT_DEFENCES_OFF", "").split(",") if n]
+        if off:
+            extra["defences_off"] = sorted({*extra.get("defences_off", ()), *off})
         cfg: dict[str, Any] = {
             "name": name,
             "site": self.site,
@@ -564,7 +584,10 @@ class Cluster:
             cfg["log"] = {"kind": "file", "path": str(self.workdir / f"log-{self._seq}.jsonl")}
         out = self.workdir / f"worker-{self._seq}-{name}.out"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        library = os.environ.get("JOBSYNC_IT_LIBRARY")  # a teeth run: another jobsync
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [library, str(REPO), env.get("PYTHONPATH")])
+        )
         with open(out, "wb") as sink:
             popen = subprocess.Popen(
                 [sys.executable, str(WORKER), json.dumps(cfg)],
@@ -787,6 +810,28 @@ class Cluster:
         )
         return float(rows[0][0])
 
+    def node_row(self, name: str) -> dict[str, Any] | None:
+        """The node table's row of that name (PostgreSQL): incarnation, state, times."""
+        rows = self.query(
+            f"SELECT incarnation, state, extract(epoch FROM created_on), "
+            f"extract(epoch FROM last_heartbeat), extract(epoch FROM fence_until), "
+            f"extract(epoch FROM clock_timestamp()) "
+            f"FROM {self.table('sync_node')} WHERE site = %s AND name = %s",
+            (self.site, name),
+        )
+        if not rows:
+            return None
+        keys = ("incarnation", "state", "created_on", "last_heartbeat", "fence_until", "now")
+        row = dict(zip(keys, rows[0], strict=True))
+        for key in keys[2:]:
+            row[key] = None if row[key] is None else float(row[key])
+        return row
+
+    def heartbeats(self) -> HeartbeatMonitor:
+        """A running ``HeartbeatMonitor`` on this cluster's node table (stop it)."""
+        assert self.backend == "postgres" and self.dsn is not None
+        return HeartbeatMonitor(self.dsn, self.table("sync_node"), self.site)
+
     def token_counts(self) -> dict[str | None, int]:
         """sync_token: tokens per owning node (None: unowned)."""
         rows = self.query(
@@ -834,6 +879,72 @@ class Cluster:
             observed_until=self.now(),
             faults=list(self.faults),
         )
+
+
+class HeartbeatMonitor:
+    """Polls ``last_heartbeat`` of every node row on a connection of its own (direct,
+    never through a proxy) every ``every`` seconds, on a thread, and keeps each
+    distinct value per (name, incarnation): the heartbeats as the database
+    recorded them.  ``worst(since, until)`` is, per node name, the longest time
+    without a recorded heartbeat within ``[since, until]``: between two
+    consecutive ones, or from the last one to ``until`` (a heartbeat that stopped
+    for good counts up to the end).  A new incarnation's first heartbeat is its
+    registration."""
+
+    def __init__(self, dsn: str, table: str, site: str, every: float = 0.02) -> None:
+        import psycopg
+
+        self._conn = psycopg.connect(
+            dsn, autocommit=True, application_name="harness-heartbeats", connect_timeout=5
+        )
+        self._sql = (
+            f"SELECT name, incarnation, extract(epoch FROM last_heartbeat), state "
+            f"FROM {table} WHERE site = %s"
+        )
+        self._site = site
+        self._every = every
+        self._stop = threading.Event()
+        self.beats: dict[tuple[str, int], list[float]] = defaultdict(list)
+        self.states: dict[tuple[str, int], str] = {}
+        self.polls = 0
+        self._thread = threading.Thread(target=self._run, name="heartbeats", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(Exception):
+                for name, inc, beat, state in self._conn.execute(self._sql, (self._site,)):
+                    seen = self.beats[(name, int(inc))]
+                    if not seen or float(beat) > seen[-1]:
+                        seen.append(float(beat))
+                    self.states[(name, int(inc))] = state
+                self.polls += 1
+            self._stop.wait(self._every)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        with contextlib.suppress(Exception):
+            self._conn.close()
+
+    def worst(
+        self, since: float, until: float, names: Iterable[str] | None = None
+    ) -> dict[str, float]:
+        """Per node name: the longest stretch of ``[since, until]`` with no heartbeat of
+        any of its incarnations (from ``since`` itself if none came before it)."""
+        wanted = None if names is None else set(names)
+        per_name: dict[str, list[float]] = defaultdict(list)
+        for (name, _), beats in self.beats.items():
+            if wanted is None or name in wanted:
+                per_name[name].extend(beats)
+        found: dict[str, float] = {}
+        for name, unsorted in per_name.items():
+            beats = sorted(unsorted)
+            before = [b for b in beats if b <= since]
+            marks = [before[-1] if before else since] + [b for b in beats if since < b <= until]
+            marks.append(until)
+            found[name] = round(max(b - a for a, b in itertools.pairwise(marks)), 3)
+        return found
 
 
 def _dsn_parts(dsn: str) -> dict[str, str]:

@@ -513,9 +513,9 @@ def test_idle_worker_cut_off_from_jobsync_stops_answering(
     """Only the jobsync connection of an idle worker is black-holed (its own connection
     still works): it must stop answering True within its lease, on its own clock.
 
-    ``self-fencing-off`` runs the worker with jobsync's test-only switch
-    ``SELF_FENCING = False`` (answer True until a heartbeat says otherwise): the
-    checker must then report the double ownership.  That is the proof that this
+    ``self-fencing-off`` runs the worker with jobsync's test-only
+    ``Defences(self_fencing=False)`` (answer True until a heartbeat says
+    otherwise): the checker must then report the double ownership.  That is the proof that this
     harness can fail.
     """
     with cluster(workdir=tmp_path, dsn=fault_server.dsn, tasks=500, tokens=TOKENS) as c:

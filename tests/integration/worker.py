@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import inspect
 import json
 import logging
 import os
@@ -65,6 +66,14 @@ from typing import Any
 import jobsync
 from jobsync import CoordinationConfig, Job, NodeNameConflict, Task
 from jobsync.errors import BackendUnavailable
+
+try:
+    from jobsync.errors import LockTimeout
+except ImportError:  # a library from before bounded lock waits (JOBSYNC_IT_LIBRARY)
+
+    class LockTimeout(Exception):  # type: ignore[no-redef]
+        pass
+
 
 CFG: dict[str, Any] = json.loads(sys.argv[1]) if __name__ == "__main__" else {}
 CONTROL_POLL = 0.1
@@ -85,6 +94,11 @@ class Log:
         self.mark = 0
         self.work_ms = float(cfg.get("work_ms", 0))
         self.hold_ms = 0.0
+        # A request to hold one completing transaction open (``Cluster.hold_transaction``):
+        # its sequence number and for how long.  Only a worker spawned with ``holder``
+        # acts on it.
+        self.hold_seq = 0
+        self.hold_s = 0.0
         self._control_at = 0.0
         self._control_conn: Any = None
         self._entries: list[tuple[Any, ...]] = []
@@ -205,7 +219,10 @@ class Log:
             if self.cfg["log"]["kind"] == "postgres":
                 row = (
                     self._connect()
-                    .execute(f'SELECT mark, work_ms, hold_ms FROM "{self.cfg["schema"]}".control')
+                    .execute(
+                        "SELECT mark, work_ms, hold_ms, hold_seq, hold_s "
+                        f'FROM "{self.cfg["schema"]}".control'
+                    )
                     .fetchone()
                 )
             else:
@@ -214,12 +231,13 @@ class Log:
                 if self._control_conn is None:
                     self._control_conn = sqlite3.connect(self.cfg["app_path"], timeout=5)
                 row = self._control_conn.execute(
-                    "SELECT mark, work_ms, hold_ms FROM control"
+                    "SELECT mark, work_ms, hold_ms, hold_seq, hold_s FROM control"
                 ).fetchone()
         except Exception:
             self._drop()
             return
         self.work_ms, self.hold_ms = float(row[1]), float(row[2])
+        self.hold_seq, self.hold_s = int(row[3]), float(row[4])
         self.mark = int(row[0])
 
     def _write(self, batch: list[tuple[Any, ...]]) -> None:
@@ -253,6 +271,8 @@ class App:
         self.date = cfg["date"]
         self.node = cfg["name"]
         self.pid = os.getpid()
+        # Called inside the completing transaction, after the completion was accepted.
+        self.on_completed: Callable[[Job, Task], None] | None = None
         if self.kind == "postgres":
             s = f'"{cfg["schema"]}"'
             self.results = f"{s}.results"
@@ -367,6 +387,8 @@ class App:
                 if not job.complete(task, connection=conn):
                     conn.execute("ROLLBACK")
                     return "lost"
+                if self.on_completed is not None:
+                    self.on_completed(job, task)  # still inside the transaction
                 if self.log.hold_ms:
                     time.sleep(self.log.hold_ms / 1000)  # a slow user transaction
                 conn.execute("COMMIT")
@@ -441,6 +463,10 @@ class Worker:
         self.stop_reason: str | None = None
         self.mark = 0
         self.counts = {"done": 0, "lost": 0, "duplicate": 0, "error": 0}
+        self.conflicted = False
+        self.holds = 0
+        if cfg.get("holder"):
+            self.app.on_completed = self.hold
 
     # observation -----------------------------------------------------------------
     def sample(self) -> None:
@@ -475,9 +501,14 @@ class Worker:
         if key != self.status:
             self.status = key
             self.log.emit("status", info=st)
-        if st["state"] == "superseded" and self.stop_reason is None:
-            self.stop_reason = "conflict"
-            self.log.emit("conflict", info={"error": st["error"]})
+        if st["state"] == "superseded":
+            if not self.conflicted:
+                self.conflicted = True
+                self.log.emit("conflict", info={"error": st["error"]})
+                # ``ignore_conflict``: a while-True loop that never looks (it keeps
+                # sampling; can_claim_task answers False for good).
+                if not self.cfg.get("ignore_conflict") and self.stop_reason is None:
+                    self.stop_reason = "conflict"
         elif st["error"] and self.stop_reason is None:
             self.stop_reason = "error"
             self.log.emit("error", info={"error": st["error"]})
@@ -490,6 +521,36 @@ class Worker:
             removed=event.removed,
             info={"version": event.version, "first": event.first},
         )
+
+    def hold(self, job: Job, task: Task) -> None:
+        """With ``holder``: when the harness asks (``Cluster.hold_transaction``), keep the
+        transaction that just completed ``task`` open for ``hold_s`` seconds (its claim
+        row stays locked), sampling all along; with ``release_inside``, first call
+        ``job.release(task)`` without a connection and log how it ended and how long
+        it took (``hold_release``; never logged if it hangs)."""
+        log = self.log
+        if log.hold_seq <= self.holds:
+            return
+        self.holds = log.hold_seq
+        began, seconds = log.now(), log.hold_s
+        token = job.task_to_token(task.id)
+        log.emit("hold_begin", t=began, info={"task": task.id, "token": token, "seconds": seconds})
+        if self.cfg.get("release_inside"):
+            t0 = time.monotonic()
+            info: dict[str, Any]
+            try:
+                info = {"returned": job.release(task)}
+            except LockTimeout as exc:
+                info = {"raised": "LockTimeout", "error": str(exc)}
+            except Exception as exc:
+                info = {"raised": type(exc).__name__, "error": str(exc)}
+            info["seconds"] = round(time.monotonic() - t0, 4)
+            log.emit("hold_release", info={"task": task.id, **info})
+        end = time.monotonic() + max(0.0, began + seconds - log.now())
+        while time.monotonic() < end:
+            self.sample()
+            time.sleep(self.idle_sample)
+        log.emit("hold_end", info={"task": task.id, "held_s": round(log.now() - began, 3)})
 
     def idle(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -505,7 +566,15 @@ class Worker:
         cfg = self.cfg
         self.log.start()
         signal.signal(signal.SIGTERM, self.on_final_sigterm)
-        self.log.emit("start", info={"offset": self.log.offset, "variant": cfg["variant"]})
+        self.log.emit(
+            "start",
+            info={
+                "offset": self.log.offset,
+                "variant": cfg["variant"],
+                "library": os.path.dirname(jobsync.__file__),
+                "defences_off": cfg.get("defences_off", []),
+            },
+        )
         timing = cfg["timing"]
         coordination = CoordinationConfig(
             total_tokens=int(cfg["tokens"]),
@@ -515,12 +584,11 @@ class Worker:
             drain_timeout_sec=timing["drain_timeout"],
             **({"settle_window_sec": timing["settle"]} if timing.get("settle") else {}),
         )
+        off = list(cfg.get("defences_off", ()))
         if cfg.get("unsafe_no_self_fencing"):
-            # jobsync's test-only switch (jobsync.sim uses it): answer True until a
-            # heartbeat says otherwise.  Only the harness's own meta-test sets it.
-            import jobsync.runtime.snapshot
-
-            jobsync.runtime.snapshot.SELF_FENCING = False
+            # Answer True until a heartbeat says otherwise.  Only the harness's own
+            # meta-test sets it.
+            off.append("self_fencing")
         tasks = [Task(i) for i in range(int(cfg["tasks"]))]
         process = self.app.process_tx if cfg["variant"] == "tx" else self.app.process_check
         self.job = Job(
@@ -531,6 +599,7 @@ class Worker:
             date=datetime.date.fromisoformat(cfg["date"]),
             on_rebalance=self.on_rebalance,
             wait_on_enter=float(cfg.get("wait_on_enter", 60)),
+            **without_defences(off),
         )
         try:
             with self.job as job:
@@ -561,7 +630,13 @@ class Worker:
                             break
                         if job.can_claim_task(task):
                             errors = job.counters["claim_errors"]
-                            if not job.add_task(task):
+                            try:
+                                added = job.add_task(task)
+                            except NodeNameConflict:
+                                if not self.cfg.get("ignore_conflict"):
+                                    raise
+                                continue  # a while-True loop that catches and goes on
+                            if not added:
                                 if job.counters["claim_errors"] != errors:
                                     # add_task answered False on a backend error: whether
                                     # the claim committed is unknown to this worker.
@@ -612,6 +687,23 @@ class Worker:
         self.log.flush(3)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def without_defences(names: list[str]) -> dict[str, Any]:
+    """``Job`` keyword arguments turning the named safety defences off: jobsync's
+    test-only ``Defences`` (``jobsync.core.defences``), for meta-tests and teeth runs."""
+    if not names:
+        return {}
+    if "_defences" in inspect.signature(Job).parameters:
+        from jobsync.core.defences import Defences
+
+        return {"_defences": Defences.without(*names)}
+    if names == ["self_fencing"]:  # a library from before Defences (JOBSYNC_IT_LIBRARY)
+        import jobsync.runtime.snapshot as snapshot
+
+        snapshot.SELF_FENCING = False  # type: ignore[attr-defined]
+        return {}
+    raise SystemExit(f"this jobsync ({jobsync.__file__}) cannot turn off {names}")
 
 
 def main() -> int:
