@@ -39,16 +39,13 @@ import attrs
 from jobsync.backends import _checks as checks
 from jobsync.backends._memory_records import ClaimLedger, ClaimRow, LockTable
 from jobsync.backends.base import (
-    DEAD_NODE_RETENTION,
     NODE_ACTIVE,
     NODE_DEAD,
     NODE_EVICTED,
     NODE_LEAVING,
     ClaimRequest,
     ClusterView,
-    DirectAssign,
     Heartbeat,
-    HeartbeatOutcome,
     HistoryRecord,
     LockRecord,
     LockSpec,
@@ -56,16 +53,15 @@ from jobsync.backends.base import (
     OwnedTokens,
     PlanCommit,
     Registration,
-    Revoke,
     SiteInfo,
     TokenTable,
 )
+from jobsync.core import rules
 from jobsync.core.defences import PRODUCTION, Defences
 from jobsync.core.errors import (
     ConfigMismatch,
     ConflictError,
     InvalidArgument,
-    NodeNameConflict,
     NotLeader,
 )
 from jobsync.core.hashing import token_for
@@ -184,16 +180,11 @@ class SiteState:
         return tuple(sorted(self.nodes.values(), key=lambda r: (r.registered_at, r.name)))
 
     def leader(self, now: float) -> NodeRecord | None:
-        live = [row for row in self.nodes.values() if row.is_live(now)]
-        return min(live, key=lambda r: (r.registered_at, r.name), default=None)
+        return rules.oldest_live(self.nodes.values(), now)
 
     def gone(self, name: str | None, incarnation: int, now: float) -> bool:
         row = self.nodes.get(name) if name is not None else None
-        if row is None or row.incarnation < incarnation:
-            return True
-        if row.incarnation == incarnation:  # dead is final: a deregistered tombstone too
-            return row.state == NODE_DEAD or row.lease_expires <= now
-        return row.fence_until <= now
+        return rules.lease_expired(row, incarnation, now)
 
     def _check_leader(self, name: str, incarnation: int, now: float) -> None:
         leader = self.leader(now)
@@ -246,52 +237,32 @@ class SiteState:
     def register(
         self, name: str, lease: float, now: float, process: str = "", known: int | None = None
     ) -> Registration:
-        old = self.nodes.get(name)
-        same = old is not None and process != "" and old.process == process
-        if old is not None and known is not None and old.incarnation > known and not same:
-            raise NodeNameConflict(
-                f"node name {name!r} of site {self.name!r} is held by incarnation "
-                f"{old.incarnation} of another process, newer than this process's {known}"
-            )
-        incarnation = self.next_incarnation
-        self.next_incarnation += 1
-        fence = 0.0
-        if old is not None:
-            fence = old.fence_until
-            if old.state != NODE_DEAD and not same:
-                fence = max(fence, old.lease_expires)
-        self.nodes[name] = NodeRecord(
+        row = rules.takeover(
+            self.nodes.get(name),
+            site=self.name,
             name=name,
-            incarnation=incarnation,
-            registered_at=now,
-            last_heartbeat=now,
-            lease_timeout=lease,
-            state=NODE_ACTIVE,
-            fence_until=fence,
+            incarnation=self.next_incarnation,
+            lease=lease,
+            now=now,
             process=process,
+            known=known,
         )
+        self.next_incarnation += 1
+        self.nodes[name] = row
         self.bump()
         return Registration(
-            incarnation=incarnation,
+            incarnation=row.incarnation,
             registered_at=now,
             change_counter=self.change_counter,
-            fence_until=fence,
+            fence_until=row.fence_until,
         )
 
     def heartbeat(self, name: str, incarnation: int, now: float) -> Heartbeat:
-        row = self.nodes.get(name)
-        if row is not None and row.incarnation > incarnation:
-            outcome = HeartbeatOutcome.SUPERSEDED
-        elif row is None or row.incarnation != incarnation or row.state not in _RUNNING:
-            outcome = HeartbeatOutcome.EXPIRED
-        elif row.lease_expires <= now:
-            self.nodes[name] = attrs.evolve(row, state=NODE_DEAD)
-            outcome = HeartbeatOutcome.EXPIRED
-        else:
-            self.nodes[name] = attrs.evolve(row, last_heartbeat=now)
-            outcome = HeartbeatOutcome.RENEWED
+        outcome, row = rules.heartbeat(self.nodes.get(name), incarnation, now)
+        if row is not None:
+            self.nodes[name] = row
         expiries = [
-            r.lease_expires for r in self.nodes.values() if r.name != name and r.is_live(now)
+            r.lease_expires for r in self.nodes.values() if r.name != name and rules.is_live(r, now)
         ]
         return Heartbeat(
             outcome=outcome,
@@ -319,8 +290,9 @@ class SiteState:
         for token in self.tokens.held_by(incarnation):
             self.tokens.give(token, None, None)
             changed = True
-        fences = row.fence_until > now and self.defences.deregister_keeps_fence
-        if fences or self.claims.open_keys_of([incarnation]):
+        left = bool(self.claims.open_keys_of([incarnation]))
+        keeps = self.defences.deregister_keeps_fence
+        if rules.leaves_tombstone(row, now, claims_left=left, keeps_fence=keeps):
             # A dead tombstone keeps the fence, and keeps claims a transaction held
             # (skipped above) in sight of the leader, whose reap releases them.
             if row.state != NODE_DEAD:
@@ -350,13 +322,15 @@ class SiteState:
                 f"plan basis {plan.basis} is above site {self.name!r}'s change counter "
                 f"{self.change_counter}"
             )
-        if plan.expected_generation != self.generation:
-            raise ConflictError(
-                f"site {self.name!r} is at generation {self.generation}; the plan expected "
-                f"{plan.expected_generation}"
-            )
-        self._check_leader(plan.leader, plan.leader_incarnation, now)
-        self._check_rows(plan, now)
+        rules.plan_misfit(
+            plan,
+            site=self.name,
+            generation=self.generation,
+            tokens=self.tokens,
+            nodes=self.nodes,
+            now=now,
+            expiry_recheck=self.defences.expiry_recheck,
+        )
         if not (plan.assigns or plan.revokes):
             self.plan_basis = max(self.plan_basis, plan.basis)
             self.signals += 1
@@ -379,28 +353,6 @@ class SiteState:
             )
         return self.generation
 
-    def _check_rows(self, plan: PlanCommit, now: float) -> None:
-        rows = self.tokens
-        writes: tuple[DirectAssign | Revoke, ...] = (*plan.assigns, *plan.revokes)
-        for write in writes:
-            if not rows.holds(write.token, write.expected_incarnation, write.expected_epoch):
-                raise ConflictError(
-                    f"token {write.token} holds incarnation {rows.incarnation[write.token]} "
-                    f"at epoch {rows.epoch[write.token]}; the plan expected "
-                    f"{write.expected_incarnation} at {write.expected_epoch}"
-                )
-        for assign in plan.assigns:
-            held_by = assign.expected_incarnation
-            if (
-                held_by is not None
-                and self.defences.expiry_recheck
-                and not self.gone(rows.owner[assign.token], held_by, now)
-            ):
-                raise ConflictError(
-                    f"token {assign.token}: incarnation {held_by} of {rows.owner[assign.token]!r} "
-                    "still holds its lease; a live owner must be revoked, not reassigned"
-                )
-
     def read_owned(self, name: str, incarnation: int, now: float) -> OwnedTokens:
         rows = self.tokens
         held = [t for t in rows.held_by(incarnation) if rows.owner[t] == name]
@@ -421,10 +373,8 @@ class SiteState:
         """Finish the pending release of ``token``: to its destination's live incarnation."""
         destination = self.tokens.pending_to[token]
         row = self.nodes.get(destination) if destination is not None else None
-        if row is not None and row.is_live(now):
-            self.tokens.give(token, row.name, row.incarnation)
-        else:
-            self.tokens.give(token, None, None)
+        to = rules.destination(row, now)
+        self.tokens.give(token, *(to or (None, None)))
 
     def ack(
         self, name: str, incarnation: int, pairs: Sequence[tuple[int, int]], now: float
@@ -460,7 +410,7 @@ class SiteState:
         for token in rows.pending:
             deadline, owner = rows.deadline[token], rows.owner[token]
             row = self.nodes.get(owner) if owner is not None else None
-            overdue = deadline is not None and deadline <= now
+            overdue = rules.overdue(deadline, now)
             holder = row is not None and row.incarnation == rows.incarnation[token]
             if overdue and holder and row is not None and row.state in _RUNNING:
                 self.nodes[row.name] = attrs.evolve(row, state=NODE_EVICTED)
@@ -507,12 +457,7 @@ class SiteState:
     def _purge_nodes(self, now: float) -> None:
         """Delete dead rows kept past ``DEAD_NODE_RETENTION`` that nothing needs."""
         for row in list(self.nodes.values()):
-            if (
-                not row.is_live(now)
-                and row.lease_expires + DEAD_NODE_RETENTION < now
-                and row.fence_until <= now
-                and not self.tokens.held_under(row.name)
-            ):
+            if rules.purgeable(row, now, named_by_tokens=bool(self.tokens.held_under(row.name))):
                 del self.nodes[row.name]
 
     # -- locks and history ----------------------------------------------------
