@@ -135,6 +135,10 @@ def held(open_backend: Callable[..., PostgresBackend], pg_dsn: str) -> Iterator[
     _give(db, leader, dict.fromkeys(range(TOKENS), ("a", a.incarnation)))
     assert _claim(db, "a", a, {"k1": 0, "k2": 1}) == {"k1", "k2"}
     user = psycopg.connect(pg_dsn)  # not autocommit: the completion opens a transaction
+    # Should a verb wait on this transaction after all, the server ends it in time
+    # for the test to fail rather than hang.
+    user.execute("SET idle_in_transaction_session_timeout = '20s'")
+    user.commit()
     try:
         assert db.complete(SITE, DAY, a.incarnation, ["k1"], connection=user) == {"k1"}
         yield Held(db=db, leader=leader, a=a, user=user)
@@ -156,6 +160,7 @@ def test_a_claim_returns_promptly_without_a_task_completed_in_an_open_transactio
     claimed, took = _timed(lambda: _claim(claimer, "a", a2, {"k1": 0, "k2": 1, "k3": 1}))
     assert claimed == {"k2", "k3"}  # k2 was released by the plan; k1 is still a's claim
     assert took < PROMPT
+    assert (held.open_claims(), held.open_claims(a2.incarnation)) == ({"k1"}, {"k2", "k3"})
     held.user.commit()
     assert {r.task_key: r.status for r in db.read_audit(SITE, DAY)} == {
         "k1": "done",
