@@ -37,7 +37,6 @@ from sqlite_utils import Database
 
 from jobsync.backends.base import (
     NODE_ACTIVE,
-    NODE_DEAD,
     NODE_LEAVING,
     AuditRecord,
     HistoryEntry,
@@ -48,7 +47,8 @@ from jobsync.backends.base import (
     PlanCommit,
     SiteInfo,
 )
-from jobsync.core.errors import ConflictError, NotLeader, SchemaError
+from jobsync.core import rules
+from jobsync.core.errors import SchemaError
 
 Row = tuple[Any, ...]
 _RUNNING = (NODE_ACTIVE, NODE_LEAVING)
@@ -422,48 +422,37 @@ def running(node: NodeRecord | None, incarnation: int) -> bool:
     return node is not None and node.incarnation == incarnation and node.state in _RUNNING
 
 
-def holds_lease(node: NodeRecord | None, incarnation: int | None, now: float) -> bool:
-    """True until ``incarnation``'s lease has expired (base.py, "Lease expiry").
+class TokenColumns:
+    """Token rows read by id, seen as the columns ``rules.plan_misfit`` indexes."""
 
-    ``node`` is the row of the incarnation's name.  A row marked dead was
-    marked so once its lease had run out, or by its own deregistration (a
-    tombstone that keeps its fence), which left it no token and no claim.
-    """
-    if node is None or incarnation is None or node.incarnation < incarnation:
-        return False
-    if node.incarnation > incarnation:
-        return node.fence_until > now
-    return node.state != NODE_DEAD and node.lease_expires > now
+    def __init__(self, rows: Mapping[int, Row]) -> None:
+        self.owner = _Column(rows, _OWNER)
+        self.incarnation = _Column(rows, _INC)
+        self.epoch = _Column(rows, _EPOCH)
 
 
-def require_leader(nodes: Mapping[str, NodeRecord], now: float, name: str, inc: int) -> None:
-    live = [n for n in nodes.values() if n.is_live(now)]
-    lead = min(live, key=lambda n: (n.registered_at, n.name), default=None)
-    if lead is None or (lead.name, lead.incarnation) != (name, inc):
-        oldest = "no live node" if lead is None else f"{lead.name!r} ({lead.incarnation})"
-        raise NotLeader(f"{name!r} incarnation {inc} is not the oldest live node; it is {oldest}")
+class _Column:
+    def __init__(self, rows: Mapping[int, Row], index: int) -> None:
+        self._rows, self._index = rows, index
+
+    def __getitem__(self, token: int) -> Any:
+        return self._rows[token][self._index]
 
 
 def plan_rows(
-    site: str, commit: PlanCommit, rows: Mapping[int, Row], nodes: Mapping[str, NodeRecord],
-    now: float,
-) -> tuple[list[Row], set[tuple[str, int]]]:  # fmt: skip
-    """The token rows a plan changes (UPDATE_TOKEN parameters), and the incarnations
-    it takes tokens from directly; ConflictError if any row moved on."""
+    site: str, commit: PlanCommit, rows: Mapping[int, Row], now: float
+) -> tuple[list[Row], set[tuple[str, int]]]:
+    """The token rows a plan changes (UPDATE_TOKEN parameters), and the incarnations it
+    takes tokens from directly; the plan was already checked (``rules.plan_misfit``)."""
     updates: list[Row] = []
     dead: set[tuple[str, int]] = set()
     for a in commit.assigns:
-        row = _expect(rows[a.token], a.expected_incarnation, a.expected_epoch)
-        if holds_lease(nodes.get(row[_OWNER]), row[_INC], now):
-            raise ConflictError(
-                f"token {a.token}: incarnation {row[_INC]} of {row[_OWNER]!r} still holds its"
-                " lease; a live owner must be revoked, not reassigned"
-            )
+        row = rows[a.token]
         if row[_INC] is not None:
             dead.add((row[_OWNER], row[_INC]))
         updates.append((site, a.owner, a.incarnation, row[_EPOCH] + 1, None, None, a.token))
     for r in commit.revokes:
-        row = _expect(rows[r.token], r.expected_incarnation, r.expected_epoch)
+        row = rows[r.token]
         deadline = row[_DEADLINE]
         if deadline is None or row[_DEST] != r.destination:  # the deadline never moves
             deadline = now + commit.ack_timeout if deadline is None else deadline
@@ -471,19 +460,8 @@ def plan_rows(
     return updates, dead
 
 
-def _expect(row: Row, incarnation: int | None, epoch: int) -> Row:
-    if (row[_INC], row[_EPOCH]) != (incarnation, epoch):
-        raise ConflictError(
-            f"token {row[_ID]} holds incarnation {row[_INC]} at epoch {row[_EPOCH]}; the plan"
-            f" expected {incarnation} at {epoch}"
-        )
-    return row
-
-
 def handoff(site: str, row: Row, nodes: Mapping[str, NodeRecord], now: float) -> Row:
     """A finished release: to the destination's live incarnation, else unowned."""
     dest = nodes.get(row[_DEST]) if row[_DEST] is not None else None
-    owner, incarnation = (
-        (dest.name, dest.incarnation) if dest and dest.is_live(now) else (None, None)
-    )
+    owner, incarnation = rules.destination(dest, now) or (None, None)
     return (site, owner, incarnation, row[_EPOCH] + 1, None, None, row[_ID])

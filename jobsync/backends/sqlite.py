@@ -21,8 +21,8 @@ skip a locked claim row as PostgreSQL does: ``claim``, ``reap_claims`` and
 ``deregister`` fail with ``LockTimeout`` instead, and are retried.
 
 Two judgements of an incarnation, as base.py defines them: *live*
-(``NodeRecord.is_live``: leadership, release destinations, ``mark_leaving``)
-and *lease expired* (``S.holds_lease`` is its negation: DirectAssign,
+(``rules.is_live``: leadership, release destinations, ``mark_leaving``)
+and *lease expired* (``rules.lease_expired``: DirectAssign,
 ``finish_expired_releases``, ``reap_claims``).  An evicted incarnation is
 not live but holds its lease until it runs out.
 """
@@ -45,7 +45,6 @@ from jobsync.backends import _checks as C
 from jobsync.backends import _sqlite_schema as S
 from jobsync.backends._sqlite_schema import Row
 from jobsync.backends.base import (
-    DEAD_NODE_RETENTION,
     NODE_ACTIVE,
     NODE_DEAD,
     NODE_EVICTED,
@@ -65,6 +64,7 @@ from jobsync.backends.base import (
     SiteInfo,
     TokenTable,
 )
+from jobsync.core import rules
 from jobsync.core.errors import (
     BackendUnavailable,
     ConfigMismatch,
@@ -72,7 +72,7 @@ from jobsync.core.errors import (
     InvalidArgument,
     JobSyncError,
     LockTimeout,
-    NodeNameConflict,
+    NotLeader,
     SchemaError,
 )
 from jobsync.core.hashing import token_function, validate_hash_function, validate_total_tokens
@@ -248,7 +248,7 @@ class SQLiteBackend:
             busy = sorted(
                 n.name
                 for n in self._nodes(conn, site).values()
-                if n.fence_until > now or S.holds_lease(n, n.incarnation, now)
+                if n.fence_until > now or not rules.lease_expired(n, n.incarnation, now)
             )
             if busy:
                 raise ConflictError(f"site {site!r} has nodes within their lease: {busy}")
@@ -277,20 +277,11 @@ class SQLiteBackend:
         with self._tx("register") as conn:
             info, now = self._site(conn, site), self._clock()
             incarnation = info[_INCARNATIONS] + 1
-            old = self._nodes(conn, site).get(name)
-            fence = 0.0
-            if old is not None:
-                own = _same_process(old, process)
-                if known is not None and old.incarnation > known and not own:
-                    raise NodeNameConflict(
-                        f"node name {name!r} of site {site!r} is held by incarnation"
-                        f" {old.incarnation} of another process ({old.process!r}), newer than"
-                        f" this process's incarnation {known}: a newer process took the name"
-                        " over, and this one must not take it back"
-                    )
-                fence = old.fence_until
-                if old.state != NODE_DEAD and not own:
-                    fence = max(fence, old.lease_expires)
+            node = rules.takeover(
+                self._nodes(conn, site).get(name), site=site, name=name,
+                incarnation=incarnation, lease=lease, now=now, process=process, known=known,
+            )  # fmt: skip
+            fence = node.fence_until
             row = (site, name, incarnation, now, now, lease, NODE_ACTIVE, fence, process)
             conn.execute(S.UPSERT_NODE, row)
             conn.execute(S.TAKE_INCARNATION, (site, incarnation))
@@ -306,17 +297,14 @@ class SQLiteBackend:
             info, now = self._site(conn, site), self._clock()
             nodes = self._nodes(conn, site)
             node = nodes.get(name)
-            if node is not None and node.incarnation > incarnation:
-                outcome = HeartbeatOutcome.SUPERSEDED
-            elif node is None or node.incarnation != incarnation or node.state not in _RUNNING:
-                outcome = HeartbeatOutcome.EXPIRED
-            elif node.lease_expires <= now:
-                outcome = HeartbeatOutcome.EXPIRED
-                conn.execute(S.MARK_DEAD, (site, name, incarnation))  # never renewable again
-            else:
-                outcome = HeartbeatOutcome.RENEWED
+            outcome, after = rules.heartbeat(node, incarnation, now)
+            if outcome is HeartbeatOutcome.RENEWED:
                 conn.execute(S.RENEW, (site, name, now))
-        others = [n.lease_expires for n in nodes.values() if n.name != name and n.is_live(now)]
+            elif after is not node:  # found expired: never renewable again
+                conn.execute(S.MARK_DEAD, (site, name, incarnation))
+        others = [
+            n.lease_expires for n in nodes.values() if n.name != name and rules.is_live(n, now)
+        ]
         return Heartbeat(
             outcome=outcome, now=now, change_counter=info[_COUNTER], plan_basis=info[_BASIS],
             earliest_other_expiry=min(others, default=None), live_others=len(others),
@@ -327,7 +315,11 @@ class SQLiteBackend:
         with self._tx("mark_leaving") as conn:
             self._site(conn, site)
             node = self._nodes(conn, site).get(name)
-            if node is None or node.incarnation != incarnation or not node.is_live(self._clock()):
+            if (
+                node is None
+                or node.incarnation != incarnation
+                or not rules.is_live(node, self._clock())
+            ):
                 return False
             if node.state != NODE_LEAVING:
                 conn.execute(S.SET_STATE, (site, name, NODE_LEAVING))
@@ -343,7 +335,8 @@ class SQLiteBackend:
                 return False
             changed = conn.execute(S.FREE_TOKENS, (site, incarnation)).rowcount
             changed += conn.execute(S.RELEASE_CLAIMS, (site, incarnation)).rowcount
-            if node.fence_until <= now:
+            # The whole file is locked: no claim is ever skipped, so only a fence keeps a row.
+            if not rules.leaves_tombstone(node, now, claims_left=False):
                 changed += conn.execute(S.DELETE_NODE, (site, name)).rowcount
             elif node.state != NODE_DEAD:  # a tombstone: the older incarnation stays fenced
                 changed += conn.execute(S.BURY_NODE, (site, name, incarnation)).rowcount
@@ -355,7 +348,7 @@ class SQLiteBackend:
         C.site_name(site)
         with self._tx("read_nodes", write=False) as conn:
             self._site(conn, site)
-            return self._clock(), _by_seniority(self._nodes(conn, site).values())
+            return self._clock(), _seniority(self._nodes(conn, site).values())
 
     # -- planning -------------------------------------------------------------
     def read_cluster(self, site: str) -> ClusterView:
@@ -371,7 +364,7 @@ class SQLiteBackend:
             pending_deadline=deadline,
         )  # fmt: skip
         return ClusterView(
-            now=now, site=S.site_info(info), nodes=_by_seniority(nodes.values()), tokens=table,
+            now=now, site=S.site_info(info), nodes=_seniority(nodes.values()), tokens=table,
             locks=locks,
         )  # fmt: skip
 
@@ -387,15 +380,14 @@ class SQLiteBackend:
                     f"plan basis {commit.basis} is above site {site!r}'s change counter"
                     f" {info[_COUNTER]}"
                 )
-            if commit.expected_generation != generation:
-                raise ConflictError(
-                    f"site {site!r} is at generation {generation}; the plan expected"
-                    f" {commit.expected_generation}"
-                )
             nodes = self._nodes(conn, site)
-            S.require_leader(nodes, now, commit.leader, commit.leader_incarnation)
             written = [a.token for a in commit.assigns] + [r.token for r in commit.revokes]
-            updates, dead = S.plan_rows(site, commit, self._rows(conn, site, written), nodes, now)
+            rows = self._rows(conn, site, written)
+            rules.plan_misfit(
+                commit, site=site, generation=generation, tokens=S.TokenColumns(rows),
+                nodes=nodes, now=now,
+            )  # fmt: skip
+            updates, dead = S.plan_rows(site, commit, rows, now)
             if not written:
                 conn.execute(S.RAISE_BASIS, (site, commit.basis))
                 return int(generation)
@@ -449,7 +441,7 @@ class SQLiteBackend:
             self._site(conn, site)
             now, nodes = self._clock(), self._nodes(conn, site)
             rows = conn.execute(S.SELECT_PENDING, (site,)).fetchall()
-            expired = [r for r in rows if not S.holds_lease(nodes.get(r[_OWNER]), r[_INC], now)]
+            expired = [r for r in rows if rules.lease_expired(nodes.get(r[_OWNER]), r[_INC], now)]
             self._bury(conn, site, {(r[_OWNER], r[_INC]) for r in expired})
             conn.executemany(S.UPDATE_TOKEN, [S.handoff(site, r, nodes, now) for r in expired])
             if expired:
@@ -461,7 +453,7 @@ class SQLiteBackend:
         with self._tx("evict_overdue") as conn:
             self._site(conn, site)
             now, nodes = self._clock(), self._nodes(conn, site)
-            S.require_leader(nodes, now, leader, leader_incarnation)
+            _require_leader(site, nodes, now, leader, leader_incarnation)
             overdue = conn.execute(S.OVERDUE, (site, now)).fetchall()
             names = sorted({name for name, inc in overdue if S.running(nodes.get(name), inc)})
             conn.executemany(S.SET_STATE, [(site, name, NODE_EVICTED) for name in names])
@@ -616,17 +608,16 @@ class SQLiteBackend:
             released = sum(
                 conn.execute(S.RELEASE_CLAIMS, (site, incarnation)).rowcount
                 for name, incarnation in claimers
-                if not S.holds_lease(nodes.get(name), incarnation, now)
+                if rules.lease_expired(nodes.get(name), incarnation, now)
             )
-            old = [
-                n for n in nodes.values()
-                if not n.is_live(now) and n.lease_expires + DEAD_NODE_RETENTION < now
-                and n.fence_until <= now
-            ]  # fmt: skip
-            if old:  # no bump: a dead row counts for no plan
+            if any(not rules.is_live(n, now) for n in nodes.values()):
                 named = {name for (name,) in conn.execute(S.NAMED_BY_TOKENS, (site,))}
-                purge = [(site, n.name, n.incarnation) for n in old if n.name not in named]
-                conn.executemany(S.PURGE_NODE, purge)
+                purge = [
+                    (site, n.name, n.incarnation)
+                    for n in nodes.values()
+                    if rules.purgeable(n, now, named_by_tokens=n.name in named)
+                ]
+                conn.executemany(S.PURGE_NODE, purge)  # no bump: a dead row counts for no plan
             return released
 
     # -- locks ----------------------------------------------------------------
@@ -784,16 +775,6 @@ def _lock_message(what: str, busy_timeout: float, *, callers: bool = False) -> s
     return text
 
 
-def _same_process(node: NodeRecord, process: str) -> bool:
-    """Whether ``node`` was registered by the process ``process`` names.
-
-    The empty identity is anonymous and matches nothing, not even itself: a
-    caller that names no process cannot prove an older incarnation was its
-    own, so that incarnation is fenced as another process's would be.
-    """
-    return process != "" and node.process == process
-
-
 def _each(
     conn: sqlite3.Connection, sql: str, keys: list[str], params: Callable[[str], Row]
 ) -> frozenset[str]:
@@ -807,5 +788,17 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def _by_seniority(nodes: Iterable[NodeRecord]) -> tuple[NodeRecord, ...]:
-    return tuple(sorted(nodes, key=lambda n: (n.registered_at, n.name)))
+def _seniority(nodes: Iterable[NodeRecord]) -> tuple[NodeRecord, ...]:
+    return tuple(sorted(nodes, key=rules.seniority))
+
+
+def _require_leader(
+    site: str, nodes: Mapping[str, NodeRecord], now: float, name: str, inc: int
+) -> None:
+    lead = rules.oldest_live(nodes.values(), now)
+    if lead is None or (lead.name, lead.incarnation) != (name, inc):
+        oldest = "no live node" if lead is None else f"{lead.name!r} ({lead.incarnation})"
+        raise NotLeader(
+            f"{name!r} incarnation {inc} is not the oldest live node of site {site!r}; "
+            f"the leader is {oldest}"
+        )

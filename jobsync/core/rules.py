@@ -51,8 +51,8 @@ The rules, in the order a row lives through them:
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Iterable, Mapping
+from typing import Protocol, TypeVar
 
 import attrs
 
@@ -73,18 +73,27 @@ RUNNING = (NODE_ACTIVE, NODE_LEAVING)
 """States in which an incarnation may be live."""
 
 
+_V_co = TypeVar("_V_co", covariant=True)
+
+
+class Column(Protocol[_V_co]):
+    """One column of token rows, indexed by token id."""
+
+    def __getitem__(self, token: int, /) -> _V_co: ...
+
+
 class TokenRows(Protocol):
-    """Token rows as parallel sequences indexed by token id (``TokenTable``, or a
-    store's own mutable rows, read in place)."""
+    """Token rows as columns indexed by token id (``TokenTable``, a store's own
+    mutable rows read in place, or only the rows a plan writes)."""
 
     @property
-    def owner(self) -> Sequence[str | None]: ...
+    def owner(self) -> Column[str | None]: ...
 
     @property
-    def incarnation(self) -> Sequence[int | None]: ...
+    def incarnation(self) -> Column[int | None]: ...
 
     @property
-    def epoch(self) -> Sequence[int]: ...
+    def epoch(self) -> Column[int]: ...
 
 
 def is_live(row: NodeRecord, now: float) -> bool:
