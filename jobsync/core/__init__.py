@@ -18,7 +18,8 @@ from jobsync.core.hashing import (
 )
 from jobsync.core.lifecycle import NodeEvent, NodeState, transition
 from jobsync.core.locks import LockConflict, ResolvedLocks, resolve_locks
-from jobsync.core.membership import Member, elect_leader, is_live, live_nodes
+from jobsync.core.model import NodeRecord
+from jobsync.core.rules import Hold, holding, is_live, lease_expired, oldest_live
 from jobsync.core.patterns import match_pattern, validate_node_name, validate_pattern
 from jobsync.core.planner import Plan, lower_bound_moves, plan
 
@@ -28,17 +29,19 @@ __all__ = [
     "HASH_FUNCTIONS",
     "JobSyncError",
     "LockConflict",
-    "Member",
+    "Hold",
     "NodeEvent",
+    "NodeRecord",
     "NodeState",
     "Plan",
     "ResolvedLocks",
     "canonical",
-    "elect_leader",
+    "holding",
     "is_live",
-    "live_nodes",
+    "lease_expired",
     "lower_bound_moves",
     "match_pattern",
+    "oldest_live",
     "plan",
     "resolve_locks",
     "token_for",

@@ -14,11 +14,13 @@ import jobsync.core as core
 
 FUNCTIONS = {
     "canonical": "(task_id: 'object') -> 'str'",
-    "elect_leader": "(nodes: 'Iterable[Member]', now: 'float', timeout: 'float') -> 'str | None'",
-    "is_live": "(member: 'Member', now: 'float', timeout: 'float') -> 'bool'",
-    "live_nodes": (
-        "(nodes: 'Iterable[Member]', now: 'float', timeout: 'float') -> 'tuple[Member, ...]'"
+    "holding": (
+        "(row: 'NodeRecord | None', incarnation: 'int | None', now: 'float') "
+        "-> 'tuple[Hold, float | None]'"
     ),
+    "is_live": "(row: 'NodeRecord', now: 'float') -> 'bool'",
+    "lease_expired": "(row: 'NodeRecord | None', incarnation: 'int', now: 'float') -> 'bool'",
+    "oldest_live": "(nodes: 'Iterable[NodeRecord]', now: 'float') -> 'NodeRecord | None'",
     "lower_bound_moves": (
         "(total_tokens: 'int', owners: 'Mapping[int, str] | Sequence[str | None]', "
         "nodes: 'Iterable[str]') -> 'int'"
@@ -43,8 +45,9 @@ FUNCTIONS = {
 }
 CLASSES = {
     "JobSyncError",
+    "Hold",
     "LockConflict",
-    "Member",
+    "NodeRecord",
     "NodeEvent",
     "NodeState",
     "Plan",
