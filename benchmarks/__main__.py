@@ -3,13 +3,13 @@
     python -m benchmarks [--quick] [--only NAME,...] [--dsn DSN] [--timeout SECONDS]
 
 Runs each benchmark module of this directory that exists, in this order:
-core_plan, rebalance, runtime, plan_commit, pg_plan_commit, load, scale,
+core_hash, core_plan, rebalance, runtime, plan_commit, load, scale,
 failover (then any other module here with a ``__main__`` guard), each in a
 process of its own (``python -m benchmarks.NAME``), its table printed as it
 comes.  With ``--quick``, each module's quick variant: ``--quick``, or for a
 module without that flag the arguments listed in ``QUICK_ARGS``.  Without
 it, each module's defaults (several minutes in all).  ``--dsn`` is passed to
-plan_commit, pg_plan_commit and load (their default: ``JOBSYNC_TEST_DSN``,
+plan_commit and load (their default: ``JOBSYNC_TEST_DSN``,
 else 127.0.0.1:5432).  Exits non-zero if any module failed (or ran
 longer than ``--timeout`` seconds), after running the others.
 """
@@ -31,17 +31,16 @@ ORDER = (
     "rebalance",
     "runtime",
     "plan_commit",
-    "pg_plan_commit",
     "load",
     "scale",
     "failover",
 )
-NOT_BENCHMARKS = {"__init__", "__main__", "alternatives"}
+NOT_BENCHMARKS = {"__init__", "__main__", "_common", "alternatives"}
 QUICK_ARGS: dict[str, list[str]] = {
     # failover.py has no --quick: one repetition at the fast timings on both backends.
     "failover": ["--timing", "fast", "--repeat", "1"],
 }
-TAKES_DSN = {"plan_commit", "pg_plan_commit", "load"}
+TAKES_DSN = {"plan_commit", "load"}
 """failover.py takes a DSN too, but by default builds a throwaway cluster with the
 settings its harness wants: it is left to that."""
 

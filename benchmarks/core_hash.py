@@ -10,21 +10,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import statistics
-import time
-from collections.abc import Callable
 
+from benchmarks._common import per_call_ns
 from jobsync.core import HASH_FUNCTIONS, token_for, token_function
-
-
-def _ns(fn: Callable[[object], object], ids: list[object], repeat: int) -> float:
-    runs = []
-    for _ in range(repeat):
-        start = time.perf_counter_ns()
-        for task_id in ids:
-            fn(task_id)
-        runs.append((time.perf_counter_ns() - start) / len(ids))
-    return statistics.median(runs)
 
 
 def run(quick: bool = False) -> list[dict[str, object]]:
@@ -35,13 +23,13 @@ def run(quick: bool = False) -> list[dict[str, object]]:
         inner = hashlib.sha256(str(task_id).encode()).digest()
         return int.from_bytes(hashlib.sha256(inner).digest()[:8], "big") % 10_000
 
-    baseline = _ns(plain, ids, repeat)
+    baseline = per_call_ns(plain, ids, repeat)
     rows: list[dict[str, object]] = [
         {"what": "plain double_sha256 (baseline)", "ns": baseline, "ratio": 1.0}
     ]
     for name in sorted(HASH_FUNCTIONS):
-        public = _ns(lambda t, n=name: token_for(t, 10_000, n), ids, repeat)  # type: ignore[misc]
-        flat = _ns(token_function(10_000, name), ids, repeat)
+        public = per_call_ns(lambda t, n=name: token_for(t, 10_000, n), ids, repeat)  # type: ignore[misc]
+        flat = per_call_ns(token_function(10_000, name), ids, repeat)
         rows.append({"what": f"token_for(..., {name!r})", "ns": public, "ratio": public / baseline})
         rows.append({"what": f"token_function({name!r})", "ns": flat, "ratio": flat / baseline})
     return rows

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import time
 from collections.abc import Callable, Sequence
 
+from benchmarks._common import spread, timed
 from jobsync.core.planner import Plan, plan
 
 DEAD = [f"gone-{i}" for i in range(5)]
@@ -67,34 +67,23 @@ SCENARIOS: list[tuple[str, Callable[[], Callable[[], Plan]], float]] = [
 ]
 
 
-def _time(call: Callable[[], Plan], runs: int) -> tuple[list[float], list[float]]:
-    # Wall-clock times, and this process's CPU times: on a shared machine the
-    # second shows what the planner costs when it is not descheduled.
-    call()  # warm the pattern cache and the allocator
-    wall, cpu = [], []
-    for _ in range(runs):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        call()
-        cpu.append((time.process_time() - start_cpu) * 1000.0)
-        wall.append((time.perf_counter() - start) * 1000.0)
-    return wall, cpu
-
-
 def run(quick: bool = False) -> list[dict[str, object]]:
     """Time every scenario; one row per scenario (times in milliseconds)."""
     rows: list[dict[str, object]] = []
     for name, build, target in SCENARIOS:
-        call = build()
-        result = call()
-        times, cpu = _time(call, 3 if quick else 11)
-        median = statistics.median(times)
+        # Wall-clock times, and this process's CPU times: on a shared machine the
+        # second shows what the planner costs when it is not descheduled.  The
+        # untimed first call warms the pattern cache and the allocator.
+        timing = timed(build(), 3 if quick else 11, warmup=True)
+        result = timing.result
+        median, low, high = spread(timing.wall_ms)
         rows.append(
             {
                 "scenario": name,
                 "median_ms": median,
-                "min_ms": min(times),
-                "max_ms": max(times),
-                "cpu_median_ms": statistics.median(cpu),
+                "min_ms": low,
+                "max_ms": high,
+                "cpu_median_ms": statistics.median(timing.cpu_ms),
                 "target_ms": target,
                 "ok": median <= target,
                 "moved": result.moved,

@@ -31,19 +31,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import signal
-import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import owned_pg_server, repo_on_path, spread, write_json
 
-from tests.integration.harness import Cluster, Proc, Timing, wait_for
+repo_on_path()
+from tests.integration.harness import Cluster, Proc, Timing, wait_for  # noqa: E402
 
 TIMINGS = {
     "fast": Timing(heartbeat=0.5, timeout=2.0, margin=0.5, drain_timeout=2.0),
@@ -58,9 +56,7 @@ def _postgres(dsn: str | None) -> Iterator[str]:
     if dsn:
         yield dsn
         return
-    from tests.support.pg import OwnedPgServer
-
-    with OwnedPgServer(settings={"track_commit_timestamp": "on", "max_connections": "200"}) as s:
+    with owned_pg_server({"track_commit_timestamp": "on", "max_connections": "200"}) as s:
         yield s.dsn
 
 
@@ -140,6 +136,7 @@ def run(
                 rounds = [_one_round(backend, url, timing, workers) for _ in range(repeat)]
                 for event in ("join", "leave", "crash", "crash-leader"):
                     values = [r[event] for r in rounds]
+                    median, _, high = spread(values)
                     bound = (
                         timing.crash_bound if event.startswith("crash") else timing.GRACEFUL_BOUND
                     )
@@ -148,8 +145,8 @@ def run(
                             "backend": backend,
                             "timing": name,
                             "event": event,
-                            "median_s": round(statistics.median(values), 3),
-                            "max_s": round(max(values), 3),
+                            "median_s": round(median, 3),
+                            "max_s": round(high, 3),
                             "bound_s": bound,
                             "runs": len(values),
                         }
@@ -177,8 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     rows = run(backends, timings, args.workers, args.repeat, args.dsn)
     print(f"({time.monotonic() - started:.0f} s)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2))
+    write_json(args.json, rows)
     return 0
 
 

@@ -44,26 +44,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
-import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from benchmarks.plan_commit import DEFAULT_DSN, postgres_problem
+from benchmarks._common import (
+    DEFAULT_DSN,
+    LOCAL_COUNTERS,
+    default_dsn,
+    postgres_problem,
+    scratch_store,
+    write_json,
+)
 from jobsync import CoordinationConfig, Job
 from jobsync.backends.base import Backend
-from jobsync.backends.sqlite import SQLiteBackend
 
 Row = dict[str, Any]
 DEFAULT = CoordinationConfig()
 DEFAULT_INTERVAL = DEFAULT.heartbeat_interval_sec
 PER_MINUTE = 60.0 / DEFAULT_INTERVAL
 """Heartbeat intervals in a minute at the default timings (12)."""
-NOT_ON_THE_WIRE = ("round_trips", "wait_for_change", "now", "connects")
+NOT_ON_THE_WIRE = (*LOCAL_COUNTERS, "connects")
 """Counters that are not requests of their own (PostgreSQL: LISTEN costs none; ``now``
 is local on SQLite; connections are counted apart)."""
 STAY = 6
@@ -323,52 +325,6 @@ def measure(
     return rows
 
 
-# -- backends -------------------------------------------------------------------------------
-@contextlib.contextmanager
-def postgres_opener(dsn: str) -> Iterator[tuple[Callable[[str], Backend], str, str]]:
-    """(opener, the DSN used, its database).  A scratch database of its own, so that its
-    ``xact_commit`` counts our workers only (the server may be shared), dropped
-    afterwards; where the role may not create databases, a scratch schema in the
-    DSN's database instead (its count then includes everyone else's)."""
-    import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import make_conninfo
-
-    from benchmarks.plan_commit import _drop_schema
-    from jobsync.backends.postgres import PostgresBackend
-
-    name = f"jobsync_load_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        try:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            created = True
-        except psycopg.errors.InsufficientPrivilege:
-            created = False
-        row = admin.execute("SELECT current_database()").fetchone()
-        assert row is not None
-        current = str(row[0])
-    if created:
-        target = make_conninfo(dsn, dbname=name)
-        try:
-            yield (lambda node: PostgresBackend(target, client=node)), target, name
-        finally:
-            with psycopg.connect(dsn, autocommit=True) as admin:
-                drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                admin.execute(drop.format(sql.Identifier(name)))
-        return
-    try:
-        yield (lambda node: PostgresBackend(dsn, client=node, schema=name)), dsn, current
-    finally:
-        _drop_schema(dsn, name)
-
-
-@contextlib.contextmanager
-def sqlite_opener() -> Iterator[Callable[[str], Backend]]:
-    with tempfile.TemporaryDirectory(prefix="jobsync-load-") as tmp:
-        path = os.path.join(tmp, "load.db")
-        yield lambda name: SQLiteBackend(path, client=name)
-
-
 def run(
     dsn: str = DEFAULT_DSN,
     quick: bool = False,
@@ -385,38 +341,34 @@ def run(
     baseline = baseline_window if baseline_window is not None else min(window, 10.0)
     rows: list[Row] = []
     for backend in backends:
-        if backend == "postgres":
-            problem = postgres_problem(dsn)
-            if problem is not None:
-                rows.append({"backend": backend, "skipped": problem})
-                continue
-            with postgres_opener(dsn) as (opener, _target, database):
-                xact = Xact(dsn, database)
-                try:
-                    rows += measure(
-                        backend,
-                        opener,
-                        scale=scale,
-                        window=window,
-                        total_tokens=total_tokens,
-                        xact=xact,
-                        churn=churn,
-                        baseline_window=baseline,
-                    )
-                finally:
-                    xact.close()
-        elif backend == "sqlite":
-            with sqlite_opener() as opener:
-                rows += measure(
-                    backend,
-                    opener,
-                    scale=scale,
-                    window=window,
-                    total_tokens=total_tokens,
-                    churn=churn,
-                )
-        else:
+        if backend not in ("postgres", "sqlite"):
             raise ValueError(f"unknown backend {backend!r}")
+        problem = postgres_problem(dsn) if backend == "postgres" else None
+        if problem is not None:
+            rows.append({"backend": backend, "skipped": problem})
+            continue
+        # PostgreSQL: a scratch database of its own, so that its ``xact_commit`` counts
+        # our workers only (the server may be shared); a scratch schema where the role
+        # may not create databases (its count then includes everyone else's).
+        with (
+            scratch_store(backend, dsn, database=True, prefix="jobsync_load") as store,
+            contextlib.ExitStack() as stack,
+        ):
+            xact = None
+            if backend == "postgres":
+                assert store.database is not None
+                xact = Xact(dsn, store.database)
+                stack.callback(xact.close)
+            rows += measure(
+                backend,
+                store.open,
+                scale=scale,
+                window=window,
+                total_tokens=total_tokens,
+                xact=xact,
+                churn=churn,
+                baseline_window=baseline,
+            )
     return rows
 
 
@@ -474,7 +426,7 @@ def table(rows: Sequence[Row], scale: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--dsn", default=os.environ.get("JOBSYNC_TEST_DSN", DEFAULT_DSN))
+    parser.add_argument("--dsn", default=default_dsn())
     parser.add_argument("--quick", action="store_true", help="10 s windows instead of 30 s")
     parser.add_argument("--backends", default="postgres,sqlite")
     parser.add_argument("--scale", type=float, default=10.0, help="timing compression")
@@ -484,9 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [b.strip() for b in args.backends.split(",") if b.strip()]
     rows = run(args.dsn, args.quick, backends=names, scale=args.scale, window=args.window)
     print(table(rows, args.scale))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
+    write_json(args.json, rows)
     return 0
 
 

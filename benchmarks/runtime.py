@@ -18,19 +18,14 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
-import json
-import os
 import subprocess
 import sys
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
 
-from benchmarks.core_hash import _ns  # one timing loop for every benchmark
+from benchmarks._common import per_call_ns, requests, scratch_store, write_json
 from jobsync import CoordinationConfig, Job, Task
-from jobsync.backends.memory import MemoryStore
-from jobsync.backends.sqlite import SQLiteBackend
 from jobsync.core.lifecycle import NodeState
 from jobsync.sim import VirtualCluster
 
@@ -45,17 +40,19 @@ def hot_path(quick: bool) -> list[Row]:
         digest = hashlib.sha256(hashlib.sha256(str(task_id).encode()).digest()).digest()
         return int.from_bytes(digest[:8], "big") % 10_000
 
-    baseline = _ns(legacy, ids, repeat)
+    baseline = per_call_ns(legacy, ids, repeat)
     rows: list[Row] = [{"bench": "hash", "what": "double_sha256 (plain)", "ns_per_call": baseline}]
     for name in ("xxh3", "md5", "sha256", "double_sha256"):
         cfg = CoordinationConfig(hash_function=name, total_tokens=10_000)
-        store = MemoryStore()
-        with Job(
-            "solo", "bench", store.connect("solo"), coordination_config=cfg, handle_sigterm=False
-        ) as job:
+        with (
+            scratch_store("memory") as store,
+            Job(
+                "solo", "bench", store.open("solo"), coordination_config=cfg, handle_sigterm=False
+            ) as job,
+        ):
             tasks = [Task(i) for i in ids]
-            ns_raw = _ns(job.can_claim_task, ids, repeat)
-            ns_task = _ns(job.can_claim_task, tasks, repeat)  # type: ignore[arg-type]
+            ns_raw = per_call_ns(job.can_claim_task, ids, repeat)
+            ns_task = per_call_ns(job.can_claim_task, tasks, repeat)  # type: ignore[arg-type]
         rows.append(
             {
                 "bench": "can_claim_task",
@@ -104,10 +101,9 @@ def memory(quick: bool) -> list[Row]:
             heartbeat_timeout_sec=2.0,
             settle_window_sec=0.2,
         )
-        with tempfile.TemporaryDirectory() as tmp:
-            db = os.path.join(tmp, "m.db")
+        with scratch_store("sqlite") as db:
             leader = subprocess.Popen(
-                [sys.executable, "-c", LEADER_SCRIPT, db, str(total)],
+                [sys.executable, "-c", LEADER_SCRIPT, db.location, str(total)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -118,7 +114,7 @@ def memory(quick: bool) -> list[Row]:
             follower = Job(
                 "follower",
                 "m",
-                SQLiteBackend(db, client="follower"),
+                db.open("follower"),
                 coordination_config=cfg,
                 handle_sigterm=False,
             )
@@ -142,14 +138,14 @@ def memory(quick: bool) -> list[Row]:
             leader.stdin.close()
             leader.wait(30)
         # The leader's peak: one full plan of every token onto two nodes, in this process.
-        store = MemoryStore()
-        tracemalloc.start()
-        with (
-            Job("a", "p", store.connect("a"), coordination_config=cfg, handle_sigterm=False),
-            Job("b", "p", store.connect("b"), coordination_config=cfg, handle_sigterm=False),
-        ):
-            _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        with scratch_store("memory") as store:
+            tracemalloc.start()
+            with (
+                Job("a", "p", store.open("a"), coordination_config=cfg, handle_sigterm=False),
+                Job("b", "p", store.open("b"), coordination_config=cfg, handle_sigterm=False),
+            ):
+                _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
         rows.append(
             {
                 "bench": "memory",
@@ -160,11 +156,6 @@ def memory(quick: bool) -> list[Row]:
     return rows
 
 
-def _requests(stats: dict[str, int]) -> int:
-    """Requests sent to the database: every verb but the local wait (LISTEN costs none)."""
-    return sum(v for k, v in stats.items() if k not in ("round_trips", "wait_for_change", "now"))
-
-
 def round_trips() -> list[Row]:
     cfg = CoordinationConfig()  # defaults: heartbeat every 5 s
     c = VirtualCluster(cfg, seed=1)
@@ -172,11 +163,11 @@ def round_trips() -> list[Row]:
         c.add(name)
     c.run_until(c.ready, 60)
     c.run_for(60)
-    before = {k: _requests(dict(s.handle.statistics())) for k, s in c.nodes.items()}
+    before = {k: requests(s.handle.statistics()) for k, s in c.nodes.items()}
     c.run_for(600)
     rows: list[Row] = []
     for key, sim in c.nodes.items():
-        per_min = (_requests(dict(sim.handle.statistics())) - before[key]) / 10
+        per_min = (requests(sim.handle.statistics()) - before[key]) / 10
         role = "leader" if sim.node.is_leader else "follower"
         rows.append({"bench": "round_trips", "what": f"steady {role} {key}", "per_minute": per_min})
     return rows
@@ -227,9 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             if k not in ("bench", "what")
         )
         print(f"{row['bench']:<15} {row['what']:<38} {detail}")
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
+    write_json(args.json, rows)
     return 0
 
 

@@ -53,10 +53,10 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping
 from typing import IO, Any
 
+from benchmarks._common import owned_pg_server, requests, write_json
 from jobsync import CoordinationConfig
 from jobsync.sim import VirtualCluster
 
@@ -64,7 +64,6 @@ Row = dict[str, Any]
 TOKENS = 10_000
 TIMINGS = {"default": (5.0, 15.0), "fast": (0.5, 2.0)}
 """Heartbeat interval and timeout, seconds."""
-LOCAL_REQUESTS = ("round_trips", "wait_for_change", "now")
 SAMPLE_EVERY = 1.0
 """Seconds between two ``pg_stat_activity`` samples."""
 
@@ -274,17 +273,6 @@ class Observer:
 
 
 # -- processes ----------------------------------------------------------------------------
-@contextlib.contextmanager
-def _server(max_connections: int) -> Iterator[Any]:
-    root = str(Path(__file__).resolve().parents[1])
-    if root not in sys.path:  # tests/ is not installed: found from the checkout
-        sys.path.insert(0, root)
-    from tests.support.pg import OwnedPgServer
-
-    with OwnedPgServer(settings={"max_connections": str(max_connections)}) as server:
-        yield server
-
-
 def _stop(procs: Iterable[subprocess.Popen[str]], monitor: Monitor) -> None:
     """SIGKILL every worker (the server is thrown away), reap it, close its pipes."""
     procs = list(procs)
@@ -320,7 +308,7 @@ def run_processes(
     heartbeat, timeout = TIMINGS[timing]
     max_connections = workers + 10
     patience = 120.0 + 2.0 * workers + 4 * timeout
-    with _server(max_connections) as server:
+    with owned_pg_server({"max_connections": str(max_connections)}) as server:
         url = f"postgresql://postgres@127.0.0.1:{server.port}/postgres"
         observer = Observer(server.dsn)
         monitor = Monitor()
@@ -425,12 +413,7 @@ def _sim_balanced(c: VirtualCluster, names: list[str], total: int) -> bool:
 
 
 def _requests(c: VirtualCluster) -> int:
-    return sum(
-        v
-        for sim in c.nodes.values()
-        for k, v in sim.handle.statistics().items()
-        if k not in LOCAL_REQUESTS
-    )
+    return sum(requests(sim.handle.statistics()) for sim in c.nodes.values())
 
 
 def run_sim(nodes: int = 1_000, tokens: int = TOKENS, seed: int = 1, steady: float = 60.0) -> Row:
@@ -570,9 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_sim:
         out["sim"] = run_sim(nodes)
         print(sim_table(out["sim"]))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=2)
+    write_json(args.json, out)
     return 0
 
 
