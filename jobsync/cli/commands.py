@@ -27,6 +27,7 @@ from jobsync.cli.report import (
     token_rows,
     which_report,
 )
+from jobsync.core import rules
 from jobsync.core.errors import ConflictError, InvalidArgument
 from jobsync.core.hashing import canonical, token_function
 from jobsync.core.locks import conflicting_keys, resolve_locks
@@ -118,7 +119,7 @@ def sites(args: argparse.Namespace, backend: Backend, url: str) -> int:
         rows.append(
             {
                 "site": name,
-                "live_nodes": sum(n.is_live(now) for n in nodes),
+                "live_nodes": sum(rules.is_live(n, now) for n in nodes),
                 "total_tokens": info.total_tokens if info else None,
                 "hash_function": info.hash_function if info else None,
             }

@@ -2,9 +2,9 @@
 
 Pure functions of backend values (a ``ClusterView``, history records): no
 I/O here, so every number ``status`` prints is reproducible from what was
-read.  The judgements are the library's own: a node is live by
-``NodeRecord.is_live`` on the backend's clock, the leader is the oldest live
-node, a pin is decided by ``resolve_locks`` (earliest lock on a token wins)
+read.  The judgements are the library's own (``jobsync.core.rules``): a
+node is live by ``rules.is_live`` on the backend's clock, the leader is
+``rules.oldest_live``, a pin is decided by ``resolve_locks`` (earliest lock on a token wins)
 and satisfied when one of its patterns, in order, matches a live node that
 is not leaving (the nodes the leader plans over).
 """
@@ -23,6 +23,7 @@ from jobsync.backends.base import (
     LockRecord,
     NodeRecord,
 )
+from jobsync.core import rules
 from jobsync.core.hashing import canonical, token_function
 from jobsync.core.locks import resolve_locks
 from jobsync.core.patterns import match_pattern
@@ -32,21 +33,22 @@ Json = dict[str, object]
 
 def node_state(node: NodeRecord, now: float) -> str:
     """live, leaving, evicted (not live, lease still running) or dead."""
-    if node.is_live(now):
+    kind, _ = rules.holding(node, node.incarnation, now)
+    if kind is rules.Hold.LIVE:
         return "leaving" if node.state == NODE_LEAVING else "live"
-    if node.state == NODE_EVICTED and node.lease_expires > now:
+    if kind is rules.Hold.WAITING and node.state == NODE_EVICTED:
         return "evicted"
     return "dead"
 
 
 def leader_of(nodes: Iterable[NodeRecord], now: float) -> NodeRecord | None:
-    live = [n for n in nodes if n.is_live(now)]
-    return min(live, key=lambda n: (n.registered_at, n.name)) if live else None
+    return rules.oldest_live(nodes, now)
 
 
 def eligible_names(view: ClusterView) -> list[str]:
     """The nodes a plan gives tokens to: live and not leaving."""
-    return sorted(n.name for n in view.nodes if n.is_live(view.now) and n.state == NODE_ACTIVE)
+    now = view.now
+    return sorted(n.name for n in view.nodes if rules.is_live(n, now) and n.state == NODE_ACTIVE)
 
 
 def node_rows(view: ClusterView) -> list[Json]:
