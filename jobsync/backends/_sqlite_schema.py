@@ -16,7 +16,7 @@ write lock on open).
 
 Times are REAL seconds on the host's clock; claim dates are ISO ``YYYY-MM-DD``
 text; pattern and node lists are JSON arrays.  ``sync_node`` and
-``sync_token`` carry the monitoring names of DESIGN.md section 7 (``name,
+``sync_token`` carry the monitoring names of docs/PROTOCOL.md section 6 (``name,
 created_on, last_heartbeat``; ``token_id, node``).  ``sync_site.signal``
 counts every change-counter bump and plan-basis update: the one value
 ``wait_for_change`` polls.  ``sync_site.epoch_floor`` is the epoch new token

@@ -8,7 +8,7 @@ clock (PostgreSQL's server clock, the SQLite host's clock, the memory store's
 injected clock); worker clocks never decide anything.
 
 The contract is written once, here; implementations do not repeat it
-(STYLE.md habit 5).  Shared rules of every verb:
+(docs/ARCHITECTURE.md, "Backends").  Shared rules of every verb:
 
 - Atomic: a verb either takes full effect or none (one transaction).
 - Errors: driver errors never escape.  A lost or busy connection raises

@@ -731,7 +731,7 @@ class SQLiteBackend:
 
 # -- judgements and row arithmetic (pure) ----------------------------------------
 def _translate(exc: sqlite3.Error, busy_timeout: float, *, callers: bool = False) -> JobSyncError:
-    """A driver error as a JobSyncError (STYLE.md habit 10); raise it ``from`` exc.
+    """A driver error as a JobSyncError (see jobsync/core/errors.py); raise it ``from`` exc.
 
     ``callers``: the statement ran on the caller's connection, in its transaction.
     """

@@ -2,7 +2,7 @@
 
 No I/O, no clock, no threads, no logging, no randomness: everything it needs
 comes in as arguments and frozen values come out, so another scheduler can
-embed it (DESIGN.md section 3).
+embed it (docs/ARCHITECTURE.md, "Layers").
 """
 
 from jobsync.core.errors import JobSyncError

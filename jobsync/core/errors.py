@@ -23,7 +23,7 @@ Every error the library raises on purpose is a ``JobSyncError``::
     +-- NotLeader                              a leader-only verb from a non-leader
 
 Driver errors never escape a backend: they are raised as one of these,
-``from`` the original (STYLE.md habit 10).  This module is re-exported as
+``from`` the original (errors are translated at the boundary).  This module is re-exported as
 ``jobsync.errors``.
 """
 

@@ -1,6 +1,6 @@
 """Locks -> pins: which ordered pattern list decides each token.
 
-Law (DESIGN.md section 5, "Locks"): a lock pins the whole token its task
+Law (docs/PROTOCOL.md section 2, "Node patterns"): a lock pins the whole token its task
 hashes to.  When locks with *different* pattern lists map to one token, the
 earliest ``(created_at, task_key)`` decides and the others are reported as
 conflicts; identical lists on one token are no conflict.  Expired locks

@@ -1,7 +1,7 @@
 # Law: `level_moves` returns the fewest moves that bring one dec-min level
 # into its box (every node of the level holds lo..hi tokens, hi - lo <= 1),
 # keeping pins: a token only ever lands on a node of its class.  Which nodes
-# end at hi is NOT fixed in advance; the flow picks them (FIELD_NOTES 3.2).
+# end at hi is NOT fixed in advance; the flow picks them (docs/PROTOCOL.md section 3).
 #
 # Why: tokens of one class on one node are interchangeable, so a plan is
 # fully described by how many tokens of each class each node releases and

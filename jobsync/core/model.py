@@ -30,7 +30,7 @@ NODE_STATES = (NODE_ACTIVE, NODE_LEAVING, NODE_DEAD, NODE_EVICTED)
 
 
 class HeartbeatOutcome(enum.Enum):
-    """What a heartbeat found (DESIGN.md section 5, "Incarnations and leases")."""
+    """What a heartbeat found (docs/PROTOCOL.md section 4, "Incarnations and leases")."""
 
     RENEWED = "renewed"
     """This incarnation's lease was unexpired and is now renewed."""

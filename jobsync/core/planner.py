@@ -1,4 +1,4 @@
-# Law (DESIGN.md section 4): the plan's load vector is the lexicographically
+# Law (docs/PROTOCOL.md section 3): the plan's load vector is the lexicographically
 # most balanced one the pins allow (floor/ceil of T/N without pins); among all
 # such plans it makes the fewest moves; pins are always honoured and a token
 # whose patterns match no live node is left unowned and reported; the same
@@ -19,7 +19,7 @@
 #   every eligible node of the level for free, and the box [beta-1, beta]
 #   becomes mandatory edges (cost -BIG, BIG > T) plus one optional unit.
 #   The flow is free to choose WHICH nodes take the +1 slots, so no per-node
-#   target is fixed before moves are minimised (FIELD_NOTES 3.2 pitfall).
+#   target is fixed before moves are minimised (the pitfall docs/PROTOCOL.md section 3 warns of).
 #
 # Deterministic choice of tokens: nodes are indexed in name order, classes in
 # order of their eligibility bitmask.  A node giving up k tokens of a class
@@ -123,7 +123,7 @@ def plan(
 def lower_bound_moves(
     total_tokens: int, owners: Mapping[int, str] | Sequence[str | None], nodes: Iterable[str]
 ) -> int:
-    """Fewest moves any balanced unpinned plan can make (FIELD_NOTES 3.1).
+    """Fewest moves any balanced unpinned plan can make (the closed form of docs/PROTOCOL.md section 3).
 
     ``orphans + sum(max(0, held - target))`` with the ``T mod N`` "+1" slots
     on the nodes holding the most.  With no live node nothing can move: 0.

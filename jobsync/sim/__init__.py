@@ -3,7 +3,7 @@
 """Deterministic simulation of a jobsync cluster (virtual time, seeded faults).
 
 Run the real ``Node`` of many workers in one process under a virtual clock,
-inject faults from one seed, and check the invariants of DESIGN.md section 6
+inject faults from one seed, and check the invariants of docs/PROTOCOL.md section 7
 after every event::
 
     from jobsync.sim import make_spec, run_scenario

@@ -9,7 +9,7 @@
 # (a scripted workload step or fault).
 # The store's clock is ``true + db_offset``; each node reads its own local
 # clock (offset, rate, forward jumps for suspends), which is how the clock
-# assumptions of DESIGN.md section 5 are exercised.  A plan commit may be
+# assumptions of docs/PROTOCOL.md section 5 are exercised.  A plan commit may be
 # *stalled*: the committing node's tick is suspended inside its commit while
 # every other event runs, which is how "a leader paused between its read and
 # its commit" is modelled without threads.

@@ -1,4 +1,4 @@
-# Law: a violation names the invariant it breaks (the numbering of issue 6 and
+# Law: a violation names the invariant it breaks (the numbering of docs/PROTOCOL.md section 7 and
 # of jobsync.sim.invariants), the virtual instant and the nodes involved, so a
 # report can say which guarantee failed without parsing the message.
 """The simulator's one error: an invariant failed."""

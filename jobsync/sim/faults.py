@@ -4,7 +4,7 @@
 # faults ("faults stop").  After heal, fault actions still in the queue do
 # nothing, and restarts still pending happen at once, so what follows is a
 # cluster with no faults at all.  Clock faults stay within the assumptions of
-# DESIGN.md section 5: local clocks drift by at most ``DRIFT_SHARE`` of the
+# docs/PROTOCOL.md section 5: local clocks drift by at most ``DRIFT_SHARE`` of the
 # margin over a timeout and only jump forward; the database clock's offset
 # stays within +-``DB_SHARE`` of the margin, so no step exceeds it.
 """The catalogue of workloads and faults a scenario draws from."""

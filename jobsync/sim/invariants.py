@@ -1,4 +1,4 @@
-# Law: every invariant of issue 6 is checked where it can first break, at a
+# Law: every invariant of docs/PROTOCOL.md section 7 is checked where it can first break, at a
 # cost proportional to what changed, and the first breach raises
 # InvariantViolation naming it.
 #

@@ -3,7 +3,7 @@
 #
 # - ``VirtualClock`` is the one true time of a run.  The store reads
 #   ``true + db_offset``: a database clock that the scenario may step (within the
-#   safety margin, DESIGN.md section 5 "Clocks"), never a second time line.
+#   safety margin, docs/PROTOCOL.md section 4 "Clocks"), never a second time line.
 # - ``SimBackend`` is a MemoryBackend handle with two additions, both outside
 #   the verb's transaction: a releaser that never acknowledges (its
 #   ``ack_releases`` raises BackendUnavailable while blocked, as a connection
