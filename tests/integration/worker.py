@@ -525,7 +525,8 @@ class Worker:
     def hold(self, job: Job, task: Task) -> None:
         """With ``holder``: when the harness asks (``Cluster.hold_transaction``), keep the
         transaction that just completed ``task`` open for ``hold_s`` seconds (its claim
-        row stays locked), sampling all along; with ``release_inside``, first call
+        row stays locked), sampling all along; with ``pin_to``, first pin the task's
+        token to that worker and wait until it left this one; with ``release_inside``, call
         ``job.release(task)`` without a connection and log how it ended and how long
         it took (``hold_release``; never logged if it hangs)."""
         log = self.log
@@ -535,6 +536,18 @@ class Worker:
         began, seconds = log.now(), log.hold_s
         token = job.task_to_token(task.id)
         log.emit("hold_begin", t=began, info={"task": task.id, "token": token, "seconds": seconds})
+        pin_to = self.cfg.get("pin_to")
+        if pin_to:
+            # Pin the held task's token to another worker: the leader moves it there, and
+            # that worker, seeing the task pending (our insert is not committed), tries
+            # to claim it while our transaction keeps its claim row locked.
+            job.register_lock(task.id, pin_to, "held transaction")
+            moved = time.monotonic() + 5
+            while token in job.my_tokens and time.monotonic() < moved:
+                self.sample()
+                time.sleep(self.idle_sample)
+            self.sample()
+            log.emit("hold_moved", info={"token": token, "moved": token not in job.my_tokens})
         if self.cfg.get("release_inside"):
             t0 = time.monotonic()
             info: dict[str, Any]
@@ -655,11 +668,11 @@ class Worker:
                         self.idle(0.02)
                 self.log.emit("leaving", info={"reason": self.stop_reason, **self.counts})
         except NodeNameConflict as exc:
-            self.log.emit("exit", info={"code": 3, "error": str(exc), **self.counts})
+            self.log.emit("exit", info={**self.counts, "code": 3, "error": str(exc)})
             self.log.flush(3)
             return 3
         except BaseException as exc:
-            self.log.emit("exit", info={"code": 2, "error": repr(exc), **self.counts})
+            self.log.emit("exit", info={**self.counts, "code": 2, "error": repr(exc)})
             self.log.flush(3)
             raise
         self.log.emit("exit", info={"code": 0, **self.counts})

@@ -1,0 +1,336 @@
+"""Adversarial real-process faults: the defects a hostile review found, proved fixed.
+
+Same harness as ``test_faults.py`` (real worker processes, a PostgreSQL cluster
+the test owns, ``History`` as the checker); each test is built so that it fails
+if its defect comes back (see "Teeth" below).
+
+1. A duplicate name that gives up.  Worker ``x`` is cut off from the database
+   (black hole) while inside its local lease; a second process named ``x``
+   registers (taking the row over, fenced until the old lease ends), then gives
+   up (``wait_on_enter`` runs out, or SIGINT) and deregisters.  The old
+   incarnation's tokens must stay out of everyone's reach until its lease is
+   over: never two claimers.
+2. A user transaction held open.  The leader completes a task in its own
+   transaction, calls ``job.release(task)`` (no connection) inside it, and keeps
+   it open for 10 s while a follower is SIGKILLed and a new worker joins: every
+   heartbeat keeps flowing, the crash heals and the join completes within the
+   usual bounds, and the release returns or raises ``LockTimeout`` in about the
+   lock timeout (never hangs).
+3. SIGTERM when the drain cannot finish: during a black hole of the worker's
+   traffic, and after its node was superseded.  The process ends within
+   ``drain_timeout_sec`` + 2 s; its tokens move by the lease rules.
+
+Timings as in ``test_faults.py`` (heartbeat 0.5 s, timeout 2 s, margin 0.5 s),
+except where a test says why.  Every test prints one ``ADVERSARIAL {...}`` line
+of measured numbers (``pytest -rP``) before asserting on them.
+
+Teeth (by hand; see the harness docstring): with
+``JOBSYNC_IT_LIBRARY=<a checkout from before the fixes>``, or
+``JOBSYNC_IT_DEFENCES_OFF=sigterm_deadline`` for test 3, these tests fail, on
+the defect.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.pg import OwnedPgServer
+
+from .harness import FAST, TOLERANCE, Cluster, History, Proc, Timing, cluster, wait_for
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+TOKENS = 64
+CRASH = FAST.crash_bound + TOLERANCE  # 3 s + 1 s
+GRACEFUL = FAST.GRACEFUL_BOUND + TOLERANCE  # 1 s + 1 s
+SAMPLE_SLACK = 0.05
+"""Seconds between a lease's end and the worker's sample that noticed it, at most."""
+
+
+def report(name: str, **numbers: Any) -> None:
+    print(f"ADVERSARIAL {json.dumps({'scenario': name, **numbers}, default=str)}", flush=True)
+
+
+def start(c: Cluster, names: list[str], **kwargs: Any) -> list[Proc]:
+    procs = [c.spawn(name, **kwargs) for name in names]
+    c.wait_ready(procs)
+    return procs
+
+
+def incarnation(c: Cluster, proc: Proc) -> int:
+    """The incarnation ``proc`` last reported (its ``status`` log)."""
+    for entry in reversed(c.logged(proc, "status")):
+        inc = (entry["info"] or {}).get("incarnation")
+        if inc is not None:
+            return int(inc)
+    raise AssertionError(f"{proc.name} logged no incarnation")
+
+
+def exit_info(c: Cluster, proc: Proc) -> dict[str, Any]:
+    exits = c.logged(proc, "exit")
+    return (exits[-1]["info"] or {}) if exits else {}
+
+
+def row_summary(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A node row as reported: incarnation, state, and how much of its fence is left."""
+    if row is None:
+        return None
+    fence = row["fence_until"]
+    left = None if fence is None else round(fence - row["now"], 3)
+    return {"incarnation": row["incarnation"], "state": row["state"], "fence_left_s": left}
+
+
+def check_safety(h: History) -> None:
+    assert h.duplicates == [], h.duplicates[:5]
+    overlaps = h.overlaps()
+    assert overlaps == [], overlaps[:5]
+    assert h.epoch_violations() == []
+
+
+# -- 1 ------------------------------------------------------------------------------------------
+DUP = Timing(heartbeat=0.5, timeout=4.0, margin=0.5)
+"""A 3.5 s local lease: the cut-off ``x`` still answers True well after the duplicate
+has started, registered and given up (about 1 s), so a hand-off at deregistration
+would overlap it for seconds, not by a race of milliseconds."""
+DUP_LEASE = DUP.timeout - DUP.margin
+
+
+@pytest.mark.parametrize("gives_up", ["wait_on_enter", "sigint"])
+def test_duplicate_that_gives_up_keeps_the_fence(
+    fault_server: OwnedPgServer, tmp_path: Path, gives_up: str
+) -> None:
+    """``x`` is black-holed (idle: every task done, so it only samples what it may
+    claim); a second ``x`` starts, registers, gives up and deregisters while the old
+    one is still inside its lease.  No instant with two claimers; the old x's tokens
+    move only after its lease on the database (the fence); the old x, back, stops."""
+    with cluster(workdir=tmp_path, dsn=fault_server.dsn, tasks=300, tokens=TOKENS, timing=DUP) as c:
+        proxy = c.proxy()
+        ab = start(c, ["a", "b"])
+        x = c.spawn("x", proxy=proxy, app_direct=True)
+        c.wait_ready([x])
+        c.wait_balanced([*ab, x], 10)
+        c.finish()  # every task done: the workers idle, sampling what they may claim
+        c.wait_balanced([*ab, x], 10, "after the tasks were done")
+        held = c.current_sets()[x.instance]
+        old = incarnation(c, x)
+        cut = c.now()
+        proxy.partition("blackhole")
+        c.fault("x black-holed", cut, [x])
+        # The duplicate connects directly; with a tiny wait_on_enter it gives up on
+        # its own (TimeoutError), else it waits and gets SIGINT once registered.
+        dup = c.spawn("x", wait_on_enter=0.5 if gives_up == "wait_on_enter" else 60)
+        row = wait_for(
+            lambda: (r := c.node_row("x")) is not None and r["incarnation"] != old and r,
+            10,
+            "the duplicate to register",
+            every=0.005,
+        )
+        registered = c.now()
+        if gives_up == "sigint":
+            c.signal(dup, signal.SIGINT)
+        c.wait_exits([dup], 10)
+        assert dup.exited_at is not None
+        left_row = c.node_row("x")  # after the duplicate deregistered
+        fence = row["fence_until"]
+        # a and b take x's tokens over, by the lease rules...
+        c.wait_balanced(ab, DUP.timeout + 1 + TOLERANCE + 2, "a and b to take x's tokens")
+        balanced = c.now()
+        # ... and the old x, back in touch, learns it was superseded (or comes back).
+        proxy.heal()
+        healed = c.now()
+        c.fault("x heals", healed, [x])
+        wait_for(
+            lambda: not x.alive() or c.balanced([*ab, x]),
+            15,
+            "the old x to stop or rejoin after the heal",
+        )
+        c.reap()
+        h = c.history()
+        others_start = min(
+            (r.start for r in h.runs if r.token in held and r.instance != x.instance and
+             r.start >= cut),
+            default=math.inf,
+        )  # fmt: skip
+        x_runs = [r for r in h.runs_of(x.instance) if r.start < cut]
+        x_stopped = max(r.end for r in x_runs if r.token in held)
+        old_lease_end = x_stopped  # the old x's own view, at most its lease on the database
+        overlaps = h.overlaps()
+        report(
+            f"1 duplicate gives up ({gives_up})",
+            x_tokens=len(held),
+            dup_registered_after_cut_s=round(registered - cut, 3),
+            dup_exited_after_cut_s=round(dup.exited_at - cut, 3),
+            dup_exit=(dup.popen.returncode, exit_info(c, dup).get("error")),
+            fence_after_cut_s=None if fence is None else round(fence - cut, 3),
+            row_after_deregistration=row_summary(left_row),
+            old_x_stopped_answering_after_cut_s=round(x_stopped - cut, 3),
+            others_got_x_tokens_after_cut_s=round(others_start - cut, 3),
+            others_got_them_after_fence_s=None if fence is None else round(others_start - fence, 3),
+            balanced_after_cut_s=round(balanced - cut, 3),
+            old_x_after_heal={
+                "alive": x.alive(),
+                "returncode": x.popen.returncode,
+                "conflict_logged": bool(c.logged(x, "conflict")),
+                "exit": exit_info(c, x),
+            },
+            overlaps=len(overlaps),
+            overlap_s=round(max((min(p.end, q.end) - q.start for p, q in overlaps), default=0), 3),
+        )
+        # Guarantee 1 across the whole scenario: never two claimers of one token.
+        check_safety(h)
+        # The scenario happened as meant: the duplicate took the row over while the old
+        # x was inside its lease, and gave up (deregistered) before that lease ended.
+        assert fence is not None and fence > dup.exited_at, (fence, dup.exited_at)
+        assert old_lease_end > dup.exited_at
+        # The old x stopped answering on its own clock (its local lease) ...
+        assert x_stopped - cut <= DUP_LEASE + SAMPLE_SLACK
+        # ... and nobody else could claim its tokens until its lease on the database
+        # was over (the fence): the deregistration handed nothing on early.
+        assert others_start >= fence - 0.005, (others_start, fence)
+        assert others_start >= x_stopped
+        # The heal of x's tokens still follows the crash bound from the cut.
+        assert others_start - cut <= DUP.crash_bound + TOLERANCE
+        # The old x, back in touch, never claims again under its old incarnation.
+        late = [r for r in h.runs_of(x.instance) if r.start >= cut]
+        assert all(r.start >= healed for r in late), late[:3]
+
+
+# -- 2 ------------------------------------------------------------------------------------------
+HOLD = 10.0
+"""Seconds the leader's user transaction stays open, holding a completed claim row."""
+LOCK_TIMEOUT = 0.5
+"""jobsync's session lock_timeout on PostgreSQL (the default)."""
+BEAT_BOUND = FAST.heartbeat + 1.0
+"""No worker goes longer than one heartbeat interval plus a second without a heartbeat
+recorded (the normal gap is one interval; the second is a loaded CI machine's and
+a verb's wait of up to the lock timeout on the shared connection)."""
+
+
+def _logged_one(c: Cluster, proc: Proc, kind: str, timeout: float) -> dict[str, Any] | None:
+    """The first ``kind`` entry of ``proc``, waited for up to ``timeout`` (None if none)."""
+    try:
+        return wait_for(lambda: (found := c.logged(proc, kind)) and found[0], timeout, kind)
+    except AssertionError:
+        return None
+
+
+def test_user_transaction_held_open_with_a_release_inside(
+    fault_server: OwnedPgServer, tmp_path: Path
+) -> None:
+    """The leader ``h`` completes a task in its own transaction and keeps it open for
+    10 s.  Inside it, ``h`` pins the task's token to follower ``a`` (so ``a`` owns it
+    and tries to claim the task, whose claim row ``h``'s transaction holds locked),
+    then calls ``job.release(task)`` without a connection.  Meanwhile follower ``c``
+    is SIGKILLed and a new worker ``n`` joins.  Every heartbeat keeps flowing (``a``'s
+    too), the crash heals and the join completes within the usual bounds, the release
+    comes back in about the lock timeout, and every task is done exactly once."""
+    with cluster(
+        workdir=tmp_path, dsn=fault_server.dsn, tasks=5_000, tokens=TOKENS, work_ms=20
+    ) as c:
+        h = c.spawn("h", holder=True, release_inside=True, pin_to="a")
+        c.wait_ready([h])  # the oldest: the leader
+        followers = start(c, ["a", "b", "c"])
+        everyone = [h, *followers]
+        c.wait_balanced(everyone, 10)
+        assert c.leader() == "h"
+        beats = c.heartbeats()
+        try:
+            watched = c.now()
+            wait_for(lambda: c.done_count() > 200, 30, "tasks flowing")
+            c.hold_transaction(HOLD)
+            begin = _logged_one(c, h, "hold_begin", 5)
+            assert begin is not None, f"h never held a transaction\n{h.tail()}"
+            began = float(begin["t"])
+            moved = _logged_one(c, h, "hold_moved", 7)
+            released = _logged_one(c, h, "hold_release", 2 * LOCK_TIMEOUT + 2)
+            release = (released or {}).get("info") or {"hung": True}
+            # (ii) a crash mid-hold: the leader must reap and plan around it.
+            victim = followers[2]
+            killed = c.kill(victim)
+            c.fault("sigkill mid-hold", killed, [victim])
+            survivors = [h, *followers[:2]]
+            healed = True
+            try:
+                c.wait_balanced(survivors, CRASH + 2, "after the SIGKILL mid-hold")
+            except AssertionError:
+                healed = False
+            # (iii) a join mid-hold.
+            n = c.spawn("n")
+            joined = True
+            try:
+                c.wait_ready([n], HOLD)
+            except AssertionError:
+                joined = False
+            end = _logged_one(c, h, "hold_end", max(1.0, began + HOLD + 3 - c.now()))
+            until = c.now() if end is None else float(end["t"])
+        finally:
+            beats.stop()
+        baseline = beats.worst(watched, began, ["h", "a", "b", "c"])
+        during = beats.worst(began, until, ["h", "a", "b"])
+        n_first = min(beats.beats.get(("n", i), [math.inf])[0] for i in range(1, 50))
+        if math.isfinite(n_first):
+            during.update(beats.worst(n_first, until, ["n"]))
+        starts = c.logged(n, "start")
+        ready = c.logged(n, "ready")
+        join_s = float(ready[0]["t"]) - float(starts[0]["t"]) if ready and starts else math.inf
+        plans = c.query(
+            f"SELECT count(*) FROM {c.table('sync_rebalance')} WHERE site = %s "
+            "AND at BETWEEN to_timestamp(%s) AND to_timestamp(%s)",
+            (c.site, began, until),
+        )[0][0]
+        token = int(begin["info"]["token"])
+        a_got = [
+            r.start for r in c.history().runs_of(followers[0].instance)
+            if r.token == token and r.start >= began
+        ]  # fmt: skip
+        numbers: dict[str, Any] = {
+            "held_token_left_h": None if moved is None else moved["info"]["moved"],
+            "held_token_to_a_after_s": round(min(a_got) - began, 3) if a_got else None,
+            "release_inside": release,
+            "held_s": None if end is None else (end["info"] or {}).get("held_s"),
+            "heartbeat_worst_gap_before_s": baseline,
+            "heartbeat_worst_gap_during_hold_s": during,
+            "plans_during_hold": plans,
+            "join_start_to_ready_s": round(join_s, 3),
+            "join_spawn_to_ready_s": round(float(ready[0]["t"]) - n.started_at, 3)
+            if ready
+            else None,
+        }
+        if healed and joined and end is not None:
+            c.wait_balanced([*survivors, n], CRASH + 2, "after the hold")
+            c.finish()
+        hist = c.history()
+        heal = hist.heal(killed, excluding=[victim.instance])
+        report(
+            "2 user transaction held open",
+            **numbers,
+            heal_after_sigkill_s=round(heal, 3),
+            **hist.summary(),
+        )
+        # (iv) The release inside the transaction never hangs: it waits at most the lock
+        # timeout for the row its own transaction holds, then raises LockTimeout (or
+        # answers at once).
+        assert "hung" not in release, f"job.release hung inside the transaction\n{h.tail()}"
+        assert release["seconds"] <= LOCK_TIMEOUT + 0.5, release
+        assert release.get("raised") in (None, "LockTimeout"), release
+        # The hold really lasted (the test held what it says it held).
+        assert end is not None and float(end["info"]["held_s"]) >= HOLD - 0.05
+        # The held task's token went to a (which then tried to claim the locked task).
+        assert a_got and min(a_got) - began <= 5, "the held token never reached a"
+        # (i) Every live worker's heartbeats kept flowing, the holder's own and a's included.
+        assert max(during.values()) <= BEAT_BOUND, during
+        assert {"h", "a", "b", "n"} <= set(during)
+        # (ii) The crash healed by the lease rules: the leader reaped and planned.
+        assert healed, "the site did not heal after the SIGKILL during the hold"
+        assert heal <= CRASH, heal
+        # (iii) The new worker's entry completed within a graceful join's bound.
+        assert joined and join_s <= GRACEFUL, join_s
+        # Guarantees 1 and 3: one claimer at a time, every task done exactly once.
+        check_safety(hist)
+        assert hist.stranded == 0
