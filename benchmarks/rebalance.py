@@ -60,11 +60,12 @@ What is measured (FIELD_NOTES sections 2 and 3):
 
 - Lower bounds: unpinned ones come from FIELD_NOTES 3.1 (``orphans + sum of
   max(0, held - target)`` with the "+1" slots on the nodes holding the
-  most), computed here independently of the planner and compared with the
+  most), computed independently of the planner and compared with the
   planner's ``lower_bound`` and its ``moved``.  For pinned scenarios the
   planner's own ``lower_bound`` is used; it is cross-checked against an
-  independent min-cost flow in this file (convex balance costs first, one
-  per move second) when the cluster is small enough (``check`` column:
+  independent min-cost flow (convex balance costs first, one per move
+  second; these checks live in tests/support/planner_oracle.py, shared with
+  the planner's tests) when the cluster is small enough (``check`` column:
   ``flow``), else only against the tokens that must move (``relaxed``).
 
 - Hashing schemes do not support pins: on the pinned scenarios they are
@@ -81,7 +82,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import statistics
 import sys
@@ -89,19 +89,25 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
-from fractions import Fraction
 from functools import partial
-from heapq import heappop, heappush
 from pathlib import Path
-from typing import TypeVar
 
+from benchmarks._common import repo_on_path, timed
 from benchmarks.alternatives import Scheme, State, default_schemes, token_keys
-from jobsync.core.patterns import match_pattern
 from jobsync.core.planner import Plan, lower_bound_moves, plan
+
+repo_on_path()
+# The independent checks of the planner live with its tests (see that module's docstring).
+from tests.support.planner_oracle import (  # noqa: E402
+    balanced_lower_bound,
+    eligibility,
+    exact_pinned,
+    must_move,
+    pin_violations,
+)
 
 Owners = list[str | None]
 Locks = dict[int, tuple[str, ...]]
-T_ = TypeVar("T_")
 
 JOBSYNC = "jobsync"
 SCENARIOS = (
@@ -120,8 +126,6 @@ SCENARIOS = (
 #: Rendezvous costs T * N hash evaluations for a fresh map; above this the
 #: scheme is skipped (pure Python does about 17 million a second).
 HRW_MAX_PAIRS = 20_000_000
-#: The independent pinned cross-check solves a flow with this many nodes at most.
-FLOW_CHECK_MAX_NODES = 2_000
 
 
 # --------------------------------------------------------------------------
@@ -356,319 +360,6 @@ def build_scenarios(config: Config) -> list[Scenario]:
 
 
 # --------------------------------------------------------------------------
-# independent lower bounds and checks
-
-
-def balanced_lower_bound(total: int, owners: Sequence[str | None], nodes: Sequence[str]) -> int:
-    """FIELD_NOTES 3.1: ``orphans + sum(max(0, c_w - t_w))``, "+1" slots to the biggest."""
-    live = set(nodes)
-    count = Counter(o for o in owners if o in live)
-    orphans = total - sum(count.values())
-    q, r = divmod(total, len(nodes))
-    held = sorted((count.get(n, 0) for n in nodes), reverse=True)
-    return orphans + sum(max(0, c - (q + 1 if i < r else q)) for i, c in enumerate(held))
-
-
-def eligibility(
-    total: int, locks: Locks | None, nodes: Sequence[str]
-) -> list[frozenset[str] | None]:
-    """Eligible live nodes of every token; None: the lock matches no live node.
-
-    The first pattern of a lock that matches any live node decides
-    (DESIGN.md section 4).  Unlocked tokens may go to any live node.
-    """
-    everyone = frozenset(nodes)
-    out: list[frozenset[str] | None] = [everyone] * total
-    if not locks:
-        return out
-    by_rule: dict[tuple[str, ...], frozenset[str] | None] = {}
-    for token, rule in locks.items():
-        if rule not in by_rule:
-            decided: frozenset[str] | None = None
-            for pattern in rule:
-                hits = frozenset(n for n in nodes if match_pattern(pattern, n))
-                if hits:
-                    decided = hits
-                    break
-            by_rule[rule] = decided
-        out[token] = by_rule[rule]
-    return out
-
-
-def pin_violations(owners: Sequence[str | None], elig: Sequence[frozenset[str] | None]) -> int:
-    bad = 0
-    for owner, allowed in zip(owners, elig, strict=True):
-        if owner is None:
-            continue
-        if allowed is None or owner not in allowed:
-            bad += 1
-    return bad
-
-
-def must_move(owners: Sequence[str | None], elig: Sequence[frozenset[str] | None]) -> int:
-    """Tokens that have to move: assignable, but not on a live node that may keep them."""
-    return sum(
-        1
-        for owner, allowed in zip(owners, elig, strict=True)
-        if allowed is not None and (owner is None or owner not in allowed)
-    )
-
-
-class _MinCostFlow:
-    """Successive shortest paths (Dijkstra with potentials); costs must start >= 0."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.adj: list[list[int]] = [[] for _ in range(size)]
-        self.head: list[int] = []
-        self.cap: list[int] = []
-        self.cost: list[int] = []
-
-    def add(self, u: int, v: int, cap: int, cost: int) -> int:
-        if cost < 0:
-            raise ValueError("negative costs are not supported")
-        e = len(self.head)
-        self.head += [v, u]
-        self.cap += [cap, 0]
-        self.cost += [cost, -cost]
-        self.adj[u].append(e)
-        self.adj[v].append(e + 1)
-        return e
-
-    def flow(self, e: int) -> int:
-        return self.cap[e ^ 1]
-
-    def run(self, s: int, t: int, need: int) -> int:
-        """Push up to ``need`` units at minimum cost; return the amount pushed.
-
-        Primal-dual: Dijkstra on reduced costs finds the shortest distance to
-        ``t``; potentials move by ``min(dist, dist[t])`` (which keeps every
-        residual reduced cost >= 0); then a blocking flow over the
-        zero-reduced-cost edges pushes every shortest path of that length.
-        """
-        size = self.size
-        potential = [0] * size
-        pushed = 0
-        head, cap, cost, adj = self.head, self.cap, self.cost, self.adj
-        while pushed < need:
-            dist = self._dijkstra(s, potential)
-            reach = dist[t]
-            if reach is None:
-                break
-            for v in range(size):
-                d = dist[v]
-                potential[v] += reach if d is None or d > reach else d
-            # Levels over the admissible graph (residual, zero reduced cost).
-            level = [-1] * size
-            level[s] = 0
-            queue = [s]
-            for u in queue:
-                pu = potential[u]
-                for e in adj[u]:
-                    v = head[e]
-                    if cap[e] > 0 and level[v] < 0 and cost[e] + pu - potential[v] == 0:
-                        level[v] = level[u] + 1
-                        queue.append(v)
-            if level[t] < 0:  # cannot happen with exact potentials
-                raise AssertionError("no admissible path to the sink")
-            arc = [0] * size
-            while pushed < need:
-                got = self._augment(s, t, need - pushed, level, arc, potential)
-                if not got:
-                    break
-                pushed += got
-        return pushed
-
-    def _dijkstra(self, s: int, potential: list[int]) -> list[int | None]:
-        head, cap, cost, adj = self.head, self.cap, self.cost, self.adj
-        dist: list[int | None] = [None] * self.size
-        dist[s] = 0
-        heap: list[tuple[int, int]] = [(0, s)]
-        done = [False] * self.size
-        while heap:
-            d, u = heappop(heap)
-            if done[u]:
-                continue
-            done[u] = True
-            pu = potential[u]
-            for e in adj[u]:
-                if cap[e] > 0:
-                    v = head[e]
-                    nd = d + cost[e] + pu - potential[v]
-                    dv = dist[v]
-                    if dv is None or nd < dv:
-                        dist[v] = nd
-                        heappush(heap, (nd, v))
-        return dist
-
-    def _augment(
-        self,
-        s: int,
-        t: int,
-        limit: int,
-        level: list[int],
-        arc: list[int],
-        potential: list[int],
-    ) -> int:
-        """One augmenting path along increasing levels (Dinic with current arcs)."""
-        head, cap, cost, adj = self.head, self.cap, self.cost, self.adj
-        path: list[int] = []
-        u = s
-        while True:
-            if u == t:
-                amount = min([limit, *(cap[e] for e in path)])
-                for e in path:
-                    cap[e] -= amount
-                    cap[e ^ 1] += amount
-                return amount
-            edges = adj[u]
-            while arc[u] < len(edges):
-                e = edges[arc[u]]
-                v = head[e]
-                if (
-                    cap[e] > 0
-                    and level[v] == level[u] + 1
-                    and cost[e] + potential[u] - potential[v] == 0
-                ):
-                    break
-                arc[u] += 1
-            if arc[u] < len(edges):
-                e = edges[arc[u]]
-                path.append(e)
-                u = head[e]
-                continue
-            if u == s:
-                return 0
-            level[u] = -1  # a dead end for the rest of this phase
-            e = path.pop()
-            u = head[e ^ 1]
-            arc[u] += 1
-
-
-@dataclass(frozen=True)
-class FlowCheck:
-    moves: int
-    loads: tuple[int, ...]  # sorted, descending
-
-
-def dense_levels(
-    nodes: Sequence[str], elig: Sequence[frozenset[str] | None]
-) -> dict[str, Fraction] | None:
-    """Fractional dec-min load of every node, by peeling the densest union of node types.
-
-    Nodes with the same eligibility signature form a type; the densest set
-    of nodes (tokens confined to it per node) is always a union of types, so
-    with few types every union can be tried.  None if there are too many types.
-    """
-    classes = Counter(e for e in elig if e is not None)
-    sets = sorted(classes, key=sorted)
-    signature: dict[str, tuple[bool, ...]] = {n: tuple(n in e for e in sets) for n in nodes}
-    types = sorted(set(signature.values()))
-    if len(types) > 12:
-        return None
-    members = {ty: [n for n in nodes if signature[n] == ty] for ty in types}
-    # token groups as (count, bitmask of types they may use)
-    groups = []
-    for e, count in classes.items():
-        mask = 0
-        for i, ty in enumerate(types):
-            if members[ty][0] in e:
-                mask |= 1 << i
-        groups.append((count, mask))
-    density: dict[str, Fraction] = {}
-    left = (1 << len(types)) - 1
-    while left:
-        best: tuple[Fraction, int, int] | None = None
-        sub = left
-        while sub:
-            width = sum(len(members[types[i]]) for i in range(len(types)) if sub >> i & 1)
-            confined = sum(c for c, m in groups if m and m & ~sub == 0)
-            d = Fraction(confined, width)
-            cand = (d, width, sub)
-            if best is None or cand[:2] > best[:2]:
-                best = cand
-            sub = (sub - 1) & left
-        assert best is not None
-        d, _, chosen = best
-        for i in range(len(types)):
-            if chosen >> i & 1:
-                for name in members[types[i]]:
-                    density[name] = d
-        groups = [(c, m & ~chosen) for c, m in groups if not (m and m & ~chosen == 0)]
-        left &= ~chosen
-    return density
-
-
-def exact_pinned(
-    total: int, owners: Sequence[str | None], nodes: Sequence[str], locks: Locks | None
-) -> FlowCheck | None:
-    """Fewest moves among the lexicographically most balanced plans, by min-cost flow.
-
-    Written independently of the planner: source -> (owner, eligible set)
-    classes -> the owner (cost 0) or the set's hub (cost 1) -> eligible nodes
-    -> sink through convex unit "tranches" (the k-th token of a node costs
-    BIG * (2k - 1), BIG > T, so balance comes first and moves second).  To
-    stay small, each node's tranches only span its peeled density +- 1; the
-    units below are one edge of cost BIG each, which shifts every in-window
-    solution by the same constant.  None when the answer touches the window
-    edge (inconclusive) or the instance is too large.
-    """
-    if len(nodes) > FLOW_CHECK_MAX_NODES:
-        return None
-    elig = eligibility(total, locks, nodes)
-    density = dense_levels(nodes, elig)
-    if density is None:
-        return None
-    live = set(nodes)
-    classes: Counter[tuple[str | None, frozenset[str]]] = Counter()
-    for owner, allowed in zip(owners, elig, strict=True):
-        if allowed is None:
-            continue
-        keep = owner if owner in live and owner in allowed else None
-        classes[keep, allowed] += 1
-    hubs = sorted({e for _, e in classes}, key=sorted)
-    order = sorted(nodes)
-    index = {n: 2 + i for i, n in enumerate(order)}
-    hub_index = {e: 2 + len(order) + i for i, e in enumerate(hubs)}
-    class_keys = sorted(classes, key=lambda k: (k[0] or "", sorted(k[1])))
-    first_class = 2 + len(order) + len(hubs)
-    g = _MinCostFlow(first_class + len(class_keys))
-    big = total + 1
-    to_hub: list[int] = []
-    for j, (keep, allowed) in enumerate(class_keys):
-        v = first_class + j
-        g.add(0, v, classes[keep, allowed], 0)
-        if keep is not None:
-            g.add(v, index[keep], classes[keep, allowed], 0)
-        to_hub.append(g.add(v, hub_index[allowed], classes[keep, allowed], 1))
-    for e in hubs:
-        for n in sorted(e):
-            g.add(hub_index[e], index[n], total, 0)
-    windows: dict[str, tuple[int, int]] = {}
-    sink_edges: dict[str, list[int]] = {}
-    for n in order:
-        d = density[n]
-        lo = max(0, math.floor(d) - 1)
-        hi = math.ceil(d) + 1
-        windows[n] = (lo, hi)
-        edges = []
-        if lo:
-            edges.append(g.add(index[n], 1, lo, big))
-        for k in range(lo + 1, hi + 1):
-            edges.append(g.add(index[n], 1, 1, big * (2 * k - 1)))
-        sink_edges[n] = edges
-    need = sum(classes.values())
-    if g.run(0, 1, need) != need:
-        return None
-    loads = {n: sum(g.flow(e) for e in sink_edges[n]) for n in order}
-    for n, (lo, hi) in windows.items():
-        if (lo > 0 and loads[n] <= lo) or loads[n] >= hi:
-            return None
-    moves = sum(g.flow(e) for e in to_hub)
-    return FlowCheck(moves, tuple(sorted(loads.values(), reverse=True)))
-
-
-# --------------------------------------------------------------------------
 # rows and timing
 
 
@@ -696,23 +387,6 @@ class Row:
     unowned: int
     check: str = ""
     note: str = ""
-
-
-def timed(
-    fn: Callable[[], T_], runs: int, budget_s: float, min_runs: int
-) -> tuple[T_, list[float]]:
-    """Run ``fn`` ``min_runs`` times, then more while under ``budget_s``, up to ``runs``."""
-    times: list[float] = []
-    result: T_
-    spent = 0.0
-    while True:
-        start = time.perf_counter()
-        result = fn()
-        elapsed = time.perf_counter() - start
-        times.append(elapsed * 1000)
-        spent += elapsed
-        if len(times) >= runs or (len(times) >= min_runs and spent >= budget_s):
-            return result, times
 
 
 def load_stats(owners: Sequence[str | None], nodes: Sequence[str]) -> tuple[float, float, int]:
@@ -786,12 +460,8 @@ class Runner:
         traj = Trajectory([], [], [], [], [])
         for step in steps:
             owners = [None if o in step.released else o for o in current]
-            result, times = timed(
-                partial(plan, total, owners, step.nodes, sc.locks),
-                runs,
-                0.0,
-                runs,
-            )
+            measured = timed(partial(plan, total, owners, step.nodes, sc.locks), runs)
+            result, times = measured.result, measured.wall_ms
             check = self.check_plan(sc, owners, step.nodes, result)
             traj.plans.append(result)
             traj.inputs.append(owners)
@@ -862,38 +532,21 @@ class Runner:
 
     def jobsync_row(self, sc: Scenario) -> Row:
         traj = self.trajectory(sc, sc.steps, timing=True)
-        final_nodes = sc.steps[-1].nodes
-        final = traj.plans[-1].assignment
-        mx, mn, spread = load_stats(final, final_nodes)
-        moved = sum(p.moved for p in traj.plans)
-        lb = sum(traj.lower_bounds)
         times = [statistics.median(t) for t in traj.times] if len(sc.steps) > 1 else traj.times[0]
         forced = sum(
             must_move(o, eligibility(sc.total_tokens, sc.locks, s.nodes))
             for o, s in zip(traj.inputs, sc.steps, strict=True)
         )
         checks = set(traj.checks)
-        elig = eligibility(sc.total_tokens, sc.locks, final_nodes)
-        return Row(
-            scenario=sc.name,
-            algorithm=JOBSYNC,
-            total_tokens=sc.total_tokens,
-            nodes=len(sc.base),
-            nodes_after=len(final_nodes),
-            pinned=sc.pinned,
-            moved=moved,
-            lower_bound=lb,
-            ratio=moved / lb if lb else None,
+        return make_row(
+            sc,
+            JOBSYNC,
+            sc.steps,
+            traj.plans[-1].assignment,
+            moved=sum(p.moved for p in traj.plans),
+            lower_bound=sum(traj.lower_bounds),
             forced=forced,
-            max_over_avg=mx,
-            min_over_avg=mn,
-            max_minus_min=spread,
-            plan_ms=statistics.median(times),
-            plan_ms_min=min(times),
-            plan_ms_max=max(times),
-            runs=len(times),
-            steps=len(sc.steps),
-            pin_violations=pin_violations(final, elig) if sc.pinned else None,
+            times=times,
             unowned=len(traj.plans[-1].unowned),
             check="MISMATCH" if "MISMATCH" in checks else "/".join(sorted(checks)),
             note=sc.note,
@@ -935,9 +588,13 @@ class Runner:
         keys = self.token_keys(total)
         cfg = self.config
         if sc.from_empty:
-            state, times = timed(
-                partial(scheme.initial, keys, sc.base), cfg.alt_runs, cfg.alt_budget_s, 1
+            first = timed(
+                partial(scheme.initial, keys, sc.base),
+                cfg.alt_runs,
+                min_runs=1,
+                budget_s=cfg.alt_budget_s,
             )
+            state, times = first.result, first.wall_ms
             before: Owners = [None] * total
             moved = moved_between(before, state.owners)
             forced = total
@@ -951,52 +608,82 @@ class Runner:
             times = []
             for step in steps:
                 prev = state
-                state, t = timed(
+                update = timed(
                     partial(scheme.update, prev, step.nodes),
                     cfg.alt_runs if len(steps) == 1 else 1,
-                    cfg.alt_budget_s,
-                    1,
+                    min_runs=1,
+                    budget_s=cfg.alt_budget_s,
                 )
+                state, t = update.result, update.wall_ms
                 moved += moved_between(prev.owners, state.owners)
                 forced += forced_between(prev.owners, step.nodes)
                 per_step.append(statistics.median(t))
                 times = t
             if len(steps) > 1:
                 times = per_step
-        final_nodes = steps[-1].nodes
-        mx, mn, spread = load_stats(state.owners, final_nodes)
-        lb = sum(self.trajectory(sc, steps, timing=False).lower_bounds)
-        viol = None
-        if sc.pinned:
-            viol = pin_violations(state.owners, eligibility(total, sc.locks, final_nodes))
         note = sc.note
         if steps != sc.steps:
             which = "newest" if steps is sc.steps_end else "middle"
             note = (note + " " if note else "") + f"{which} member(s) removed"
-        return Row(
-            scenario=sc.name,
-            algorithm=scheme.name,
-            total_tokens=total,
-            nodes=len(sc.base),
-            nodes_after=len(final_nodes),
-            pinned=sc.pinned,
+        return make_row(
+            sc,
+            scheme.name,
+            steps,
+            state.owners,
             moved=moved,
-            lower_bound=lb,
-            ratio=moved / lb if lb else None,
+            lower_bound=sum(self.trajectory(sc, steps, timing=False).lower_bounds),
             forced=forced,
-            max_over_avg=mx,
-            min_over_avg=mn,
-            max_minus_min=spread,
-            plan_ms=statistics.median(times),
-            plan_ms_min=min(times),
-            plan_ms_max=max(times),
-            runs=len(times),
-            steps=len(steps),
-            pin_violations=viol,
+            times=times,
             unowned=0,
             check="naive (pins ignored)" if sc.pinned else "",
             note=note,
         )
+
+
+def make_row(
+    sc: Scenario,
+    algorithm: str,
+    steps: Sequence[Step],
+    final: Sequence[str | None],
+    *,
+    moved: int,
+    lower_bound: int,
+    forced: int,
+    times: Sequence[float],
+    unowned: int,
+    check: str,
+    note: str,
+) -> Row:
+    """One algorithm's row for ``sc``: ``final`` are the owners after the last step."""
+    final_nodes = steps[-1].nodes
+    mx, mn, spread = load_stats(final, final_nodes)
+    viol = None
+    if sc.pinned:
+        viol = pin_violations(final, eligibility(sc.total_tokens, sc.locks, final_nodes))
+    return Row(
+        scenario=sc.name,
+        algorithm=algorithm,
+        total_tokens=sc.total_tokens,
+        nodes=len(sc.base),
+        nodes_after=len(final_nodes),
+        pinned=sc.pinned,
+        moved=moved,
+        lower_bound=lower_bound,
+        ratio=moved / lower_bound if lower_bound else None,
+        forced=forced,
+        max_over_avg=mx,
+        min_over_avg=mn,
+        max_minus_min=spread,
+        plan_ms=statistics.median(times),
+        plan_ms_min=min(times),
+        plan_ms_max=max(times),
+        runs=len(times),
+        steps=len(steps),
+        pin_violations=viol,
+        unowned=unowned,
+        check=check,
+        note=note,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -1187,12 +874,8 @@ __all__ = [
     "Config",
     "Row",
     "Scenario",
-    "balanced_lower_bound",
     "build_scenarios",
     "default_config",
-    "dense_levels",
-    "eligibility",
-    "exact_pinned",
     "main",
     "quick_config",
     "run",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
 from collections import Counter
@@ -26,6 +25,7 @@ from benchmarks.alternatives import (
     token_key,
     token_keys,
 )
+from tests.support.planner_oracle import balanced_lower_bound, brute_force, exact_pinned
 
 KEYS = token_keys(2_000, b"test")
 NODES = [f"node-{i:03d}" for i in range(20)]
@@ -166,28 +166,11 @@ def test_plot_without_matplotlib_is_a_clear_error(
 def test_balanced_lower_bound_matches_the_field_notes() -> None:
     nodes = [f"n{i}" for i in range(100)]
     owners: list[str | None] = [nodes[t % 100] for t in range(10_000)]
-    assert rebalance.balanced_lower_bound(10_000, owners, [*nodes, "new"]) == 99
-    assert rebalance.balanced_lower_bound(10_000, owners, nodes[1:]) == 100
+    assert balanced_lower_bound(10_000, owners, [*nodes, "new"]) == 99
+    assert balanced_lower_bound(10_000, owners, nodes[1:]) == 100
     # Unbalanced start: the "+1" slots go to the nodes holding the most.
     owners2: list[str | None] = ["a"] * 6 + ["b"] * 3 + [None]
-    assert rebalance.balanced_lower_bound(10, owners2, ["a", "b", "c"]) == 1 + 2
-
-
-def _brute_force(
-    total: int, owners: list[str | None], nodes: list[str], locks: rebalance.Locks
-) -> tuple[int, tuple[int, ...]]:
-    """Fewest moves among the lexicographically most balanced pin-respecting plans."""
-    elig = rebalance.eligibility(total, locks, nodes)
-    choices = [sorted(e) if e is not None else [None] for e in elig]
-    best: tuple[tuple[int, ...], int] | None = None
-    for plan in itertools.product(*choices):
-        count = Counter(p for p in plan if p is not None)
-        shape = tuple(sorted((count.get(n, 0) for n in nodes), reverse=True))
-        moves = sum(1 for o, p in zip(owners, plan, strict=True) if p is not None and o != p)
-        if best is None or (shape, moves) < best:
-            best = (shape, moves)
-    assert best is not None
-    return best[1], best[0]
+    assert balanced_lower_bound(10, owners2, ["a", "b", "c"]) == 1 + 2
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -199,9 +182,10 @@ def test_exact_pinned_agrees_with_brute_force(seed: int) -> None:
     owners = [rng.choice(pool) for _ in range(total)]
     rules = [("gpu-%",), ("gpu-%", "cpu-%"), ("eu-%",), ("cpu-_",), ("nomatch",)]
     locks = {t: rng.choice(rules) for t in range(total) if rng.random() < 0.6}
-    exact = rebalance.exact_pinned(total, owners, nodes, locks)
+    exact = exact_pinned(total, owners, nodes, locks)
     assert exact is not None  # None would mean the answer touched its window
-    assert (exact.moves, exact.loads) == _brute_force(total, owners, nodes, locks)
+    best = brute_force(total, owners, nodes, locks)
+    assert (exact.moves, exact.loads) == (best.moves, best.loads)
 
 
 def test_exact_pinned_agrees_with_the_planner_on_a_messy_cluster() -> None:
@@ -213,7 +197,7 @@ def test_exact_pinned_agrees_with_the_planner_on_a_messy_cluster() -> None:
     nodes += [f"cpu-{i}" for i in range(25)]
     owners = [rng.choice([*nodes, "cpu-dead", None]) for _ in range(total)]
     locks = rebalance.pinned_locks(3, total)
-    exact = rebalance.exact_pinned(total, owners, nodes, locks)
+    exact = exact_pinned(total, owners, nodes, locks)
     assert exact is not None
     result = plan(total, owners, nodes, locks)
     count = Counter(result.assignment)

@@ -1,23 +1,19 @@
 """The planner's laws (DESIGN.md section 4), each against an independent oracle.
 
-The oracle is a general min-cost flow over single tokens (networkx network
-simplex): token -> eligible node costs 1 unless the node already owns the
-token, and the k-th unit on a node costs (2k - 1) * BIG with BIG > T, so the
-optimum is BIG * sum(load^2) + moves.  Minimal sum(load^2) is dec-min on
-M-convex sets (Frank & Murota), and the tiny brute force below checks that
-equivalence against the lexicographic definition itself.
+The oracles are tests/support/planner_oracle.py's: a general min-cost flow
+over single tokens (networkx network simplex) whose optimum is
+BIG * sum(load^2) + moves, and, on tiny cases, a brute force that checks
+that equivalence against the lexicographic definition itself.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 
-import networkx as nx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -31,8 +27,8 @@ from jobsync.core.errors import (
     InvalidTokenCount,
     JobSyncError,
 )
-from jobsync.core.patterns import match_pattern
 from jobsync.core.planner import Plan, lower_bound_moves, plan
+from tests.support.planner_oracle import brute_force, eligible_nodes, flow_oracle
 
 NAMES = ["gpu-1", "gpu-2", "cpu-1", "cpu-2", "eu-1", "a_b", "a%b", "a\\b"]
 DEAD = ["old-1", "old-2"]
@@ -55,57 +51,23 @@ Owners = Sequence[str | None]
 Locks = dict[int, list[str]]
 
 
-# -- the independent oracle ------------------------------------------------------
+# -- the independent oracles (tests/support/planner_oracle.py) ------------------------
 
 
 def eligible(names: Sequence[str], patterns: Sequence[str] | None) -> list[str]:
-    if patterns is None:
-        return sorted(names)
-    for pattern in patterns:
-        hits = sorted(n for n in names if match_pattern(pattern, n))
-        if hits:
-            return hits
-    return []
+    return sorted(eligible_nodes(names, patterns) or ())
 
 
 def oracle(total: int, owners: Owners, names: Sequence[str], locks: Locks) -> tuple[list[int], int]:
     """(sorted load vector, fewest moves) of a balanced plan, by network simplex."""
-    big = total + 1
-    graph = nx.DiGraph()
-    reach = dict.fromkeys(names, 0)
-    assignable = 0
-    for t in range(total):
-        for w in eligible(names, locks.get(t)):
-            graph.add_edge(("t", t), ("n", w), capacity=1, weight=0 if owners[t] == w else 1)
-            reach[w] += 1
-        if ("t", t) in graph:
-            graph.nodes["t", t]["demand"] = -1
-            assignable += 1
-    if not assignable:
-        return [0] * len(names), 0
-    for w in names:
-        for k in range(1, reach[w] + 1):
-            graph.add_edge(("n", w), ("u", w, k), capacity=1, weight=(2 * k - 1) * big)
-            graph.add_edge(("u", w, k), "sink", capacity=1, weight=0)
-    graph.nodes["sink"]["demand"] = assignable
-    cost, flow = nx.network_simplex(graph)
-    loads = sorted(sum(flow.get(("n", w), {}).values()) for w in names)
-    return loads, cost % big
+    best = flow_oracle(total, owners, names, locks)
+    return sorted(best.loads), best.moves
 
 
 def brute(total: int, owners: Owners, names: Sequence[str], locks: Locks) -> tuple[list[int], int]:
     """Dec-min by its lexicographic definition, then fewest moves: every assignment."""
-    choices: list[list[str | None]] = [
-        [*eligible(names, locks.get(t))] or [None] for t in range(total)
-    ]
-    best: tuple[tuple[int, ...], int] | None = None
-    for pick in itertools.product(*choices):
-        shape = tuple(sorted((pick.count(w) for w in names), reverse=True))
-        moves = sum(1 for t, w in enumerate(pick) if w is not None and w != owners[t])
-        if best is None or (shape, moves) < best:
-            best = (shape, moves)
-    assert best is not None
-    return sorted(best[0]), best[1]
+    best = brute_force(total, owners, names, locks)
+    return sorted(best.loads), best.moves
 
 
 # -- strategies ------------------------------------------------------------------

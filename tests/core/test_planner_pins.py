@@ -1,7 +1,8 @@
 """Plain pinned cases of the planner: regressions and worked examples.
 
 The general laws are properties in test_planner.py (against a min-cost-flow
-oracle); these pin down behaviour a reader can check by hand.
+oracle); these pin down behaviour a reader can check by hand.  Where a case is
+too large to check by hand, tests/support/planner_oracle.py checks it.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import random
 
 from jobsync.core.patterns import match_pattern
 from jobsync.core.planner import plan
+from tests.support.planner_oracle import eligibility, exact_pinned, pin_violations
 
 GPU = ["gpu-1", "gpu-2"]
 CPU = ["cpu-1", "cpu-2"]
@@ -108,8 +110,9 @@ def test_patterns_with_escapes_select_the_right_nodes() -> None:
 
 
 def test_large_messy_pinned_start_keeps_every_promise() -> None:
-    # The benchmark's shape, smaller: no oracle at this size, but pins,
-    # optimality bookkeeping, idempotence and determinism are all checked.
+    # The benchmark's shape, smaller: pins, optimality bookkeeping,
+    # idempotence and determinism, and the optimum against the benchmark's
+    # min-cost flow (which, unlike the networkx oracle, is fast at this size).
     rng = random.Random(7)
     names = [f"gpu-{i:02d}" for i in range(12)] + [f"eu-{i:02d}" for i in range(20)]
     names += [f"node-{i}" for i in range(150)]
@@ -125,6 +128,10 @@ def test_large_messy_pinned_start_keeps_every_promise() -> None:
     assert p.unowned == {t for t, rule in locks.items() if rule == ["tpu-%"]}
     assert p.moved == p.lower_bound
     assert sum(p.loads) == 2000 - len(p.unowned)
+    assert pin_violations(p.assignment, eligibility(2000, locks, names)) == 0
+    exact = exact_pinned(2000, owners, names, locks)
+    assert exact is not None  # None would mean the check was inconclusive
+    assert (p.moved, tuple(sorted(p.loads, reverse=True))) == (exact.moves, exact.loads)
     again = plan(2000, list(p.assignment), list(reversed(names)), locks)
     assert again.moves == ()
     assert plan(2000, owners, list(reversed(names)), dict(sorted(locks.items()))) == p
