@@ -545,6 +545,8 @@ class Node:
         yet is no longer live, otherwise at most once per reconciliation interval
         (for claim rows a reap skipped while a transaction held them)."""
         dead = frozenset((n.name, n.incarnation) for n in nodes if not n.is_live(backend_now))
+        if self._next_reap == -math.inf:  # the first pass: only a death makes it reap
+            self._next_reap = now + self.config.rebalance_check_interval_sec
         if not (dead - self._reaped) and now < self._next_reap:
             return
         self.backend.reap_claims(self.site)

@@ -96,6 +96,14 @@ def make(store: MemoryStore, name: str, **kwargs: Any) -> Node:
     return Node(store.connect(name), SITE, name, CFG, rng=random.Random(7), **kwargs)
 
 
+def ghost(store: MemoryStore, clock: VirtualClock) -> None:
+    """A node that registered and died: its dead row makes the next leader reap."""
+    handle = store.connect("ghost")
+    handle.ensure_site(SITE, CFG.total_tokens, CFG.hash_function)
+    handle.register(SITE, "ghost", CFG.heartbeat_timeout_sec, process="ghost")
+    clock.t += CFG.heartbeat_timeout_sec
+
+
 # -- defect 2: errors that are not final never end a node ---------------------------------
 
 
@@ -123,7 +131,8 @@ def test_an_error_that_is_not_final_is_retried_and_the_node_carries_on(
         # the leader calls it only for a revoke past its deadline: b ignores its revokes
         store.cut_off("b")
     handle.armed[verb] = error
-    late = make(store, "c")
+    late, doomed = make(store, "c"), make(store, "d")
+    doomed.tick(clock.t)  # d registers and dies: a death for the leader to reap
     assert drive([node, late], clock, 30, lambda: verb not in handle.armed)
     assert node.state not in (NodeState.STOPPED, NodeState.SUPERSEDED) and node.error is None
     assert node.stats["retried_errors"] == (0 if isinstance(error, BackendUnavailable) else 1)
@@ -138,6 +147,7 @@ def test_without_the_defence_a_leader_error_ends_the_node() -> None:
     handle = Faulty(store.connect("a"))
     off = Defences.without("retry_leader_errors")
     node = Node(handle, SITE, "a", CFG, rng=random.Random(1), defences=off)  # type: ignore[arg-type]
+    ghost(store, clock)
     handle.armed["reap_claims"] = NotLeader("lease ended mid-pass")
     with pytest.raises(NotLeader):
         drive([node], clock, 10, lambda: node.ready)
@@ -149,6 +159,7 @@ def test_a_final_error_from_the_store_still_ends_the_node(verb: str) -> None:
     store = MemoryStore(clock)
     handle = Faulty(store.connect("a"))
     node = Node(handle, SITE, "a", CFG, rng=random.Random(1))  # type: ignore[arg-type]
+    ghost(store, clock)
     handle.armed[verb] = SchemaError("the schema is newer than this library")
     with pytest.raises(SchemaError):
         drive([node], clock, 10, lambda: node.ready)
