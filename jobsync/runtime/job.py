@@ -10,6 +10,10 @@ Guarantees users get (DESIGN.md section 6) and where they come from here:
 - Leaving the ``with`` block normally completes the open claims, then
   drains (revokes acknowledged, row deleted); leaving it by an exception
   releases them so the next owner redoes the work.
+- SIGTERM: the handler only sets flags; a watchdog thread follows
+  ``runtime/shutdown.py`` (open claims until ``drain_timeout_sec``, then
+  release and drain), and the process ends by ``drain_timeout_sec`` plus a
+  one-second grace whatever the backend does (``runtime/signals.py``).
 """
 
 from __future__ import annotations
@@ -21,87 +25,47 @@ from typing import Any, TypeAlias, TypeVar
 
 from jobsync.backends.base import Backend, ClaimRequest, LockSpec
 from jobsync.backends.url import open_backend
+from jobsync.core.defences import PRODUCTION, Defences
 from jobsync.core.errors import (
     BackendUnavailable,
     ConfigError,
     InvalidArgument,
-    InvalidLock,
-    InvalidPattern,
     JobSyncError,
+    LockTimeout,
 )
-from jobsync.core.hashing import canonical, token_function
+from jobsync.core.hashing import token_function
 from jobsync.core.lifecycle import TERMINAL, NodeState
-from jobsync.core.locks import conflicting_keys, resolve_locks
-from jobsync.core.patterns import validate_node_name, validate_pattern
+from jobsync.core.patterns import validate_node_name
 from jobsync.runtime import clock as clocks
 from jobsync.runtime.config import CoordinationConfig, Settings
 from jobsync.runtime.config import config as default_settings
 from jobsync.runtime.health import HealthServer, serve_health
 from jobsync.runtime.loop import CallbackRunner, Driver
 from jobsync.runtime.node import Node, RebalanceEvent, Signal
-from jobsync.runtime.signals import SigtermHandler
+from jobsync.runtime.signals import SigtermHandler, SigtermWatchdog
 from jobsync.runtime.snapshot import ClaimSnapshot
+from jobsync.runtime.task import (
+    Fixed,
+    Standalone,
+    Task,
+    audit_rows,
+    check_port,
+    check_seconds,
+    coordination_of,
+    lock_rows,
+    lock_spec,
+    task_key,
+)
+
+__all__ = ["UNCERTAIN_LIMIT", "Job", "LockItem", "Task"]
 
 log = logging.getLogger("jobsync.job")
 _T = TypeVar("_T")
 
 LockItem: TypeAlias = tuple[object, "str | Sequence[str]", "str | None"]
 
-
-class Task:
-    """A unit of work.  Identity is the canonical string of ``id``: Task(1) == Task('1')."""
-
-    __slots__ = ("id", "key", "name")
-
-    def __init__(self, id: object, name: str | None = None) -> None:
-        self.id = id
-        self.name = name
-        self.key = canonical(id)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Task) and other.key == self.key
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __lt__(self, other: Task) -> bool:
-        return self.key < other.key
-
-    def __repr__(self) -> str:
-        return f"Task({self.id!r})" if self.name is None else f"Task({self.id!r}, {self.name!r})"
-
-
-class _Fixed:
-    """A snapshot holder that never changes (observers, Jobs not entered yet)."""
-
-    def __init__(self, snapshot: ClaimSnapshot) -> None:
-        self.snapshot = snapshot
-
-
-class _Standalone:
-    """Coordination disabled: this process may claim everything."""
-
-    def __init__(self, total_tokens: int) -> None:
-        self.snapshot = ClaimSnapshot(
-            owned=bytearray(b"\x01" * total_tokens),
-            tokens=frozenset(range(total_tokens)),
-            epochs={},
-            lease_deadline=float("inf"),
-            incarnation=None,
-            version=1,
-        )
-
-
-def _key(task: object) -> str:
-    return task.key if type(task) is Task else canonical(task)
-
-
-def _check_seconds(name: str, value: object, allow_zero: bool) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not (value >= 0 if allow_zero else value > 0):  # type: ignore[operator]
-        kind = "non-negative" if allow_zero else "positive"
-        raise InvalidArgument(f"{name} must be a {kind} number of seconds, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+UNCERTAIN_LIMIT = 1024
+"""Transactional completions remembered before the Job asks which have committed."""
 
 
 class Job:
@@ -125,13 +89,15 @@ class Job:
         clock: clocks.Clock | None = None,
         http_port: int | None = None,
         http_host: str = "127.0.0.1",
+        _defences: Defences = PRODUCTION,
     ) -> None:
+        """``_defences`` is for jobsync's own tests of its defences; never pass it."""
         self.name = validate_node_name(node_name)
         if not isinstance(site, str) or not site:
             raise InvalidArgument(f"site must be a non-empty string, got {site!r}")
         self.site = site
-        self._wait_on_enter = _check_seconds("wait_on_enter", wait_on_enter, allow_zero=False)
-        self._wait_on_exit = _check_seconds("wait_on_exit", wait_on_exit, allow_zero=True)
+        self._wait_on_enter = check_seconds("wait_on_enter", wait_on_enter, allow_zero=False)
+        self._wait_on_exit = check_seconds("wait_on_exit", wait_on_exit, allow_zero=True)
         for label, fn in (("lock_provider", lock_provider), ("on_rebalance", on_rebalance)):
             if fn is not None and not callable(fn):
                 raise InvalidArgument(f"{label} must be callable, got {fn!r}")
@@ -148,15 +114,16 @@ class Job:
             raise ConfigError(
                 f"config must be jobsync.config, a backend URL or a Backend, got {config!r}"
             )
-        self.config = coordination_config or _coordination_of(self._source)
+        self.config = coordination_config or coordination_of(self._source)
         self.observer = bool(observer)
-        self._http = (http_host, _check_port(http_port, self.observer))
+        self._http = (http_host, check_port(http_port, self.observer))
         self.health_server: HealthServer | None = None
         self._beats = (0, -1.0)  # (heartbeats seen, local time the count last grew)
         self._lock_provider = lock_provider
         self._clear_existing_locks = bool(clear_existing_locks)
         self._on_rebalance = on_rebalance
         self._handle_sigterm = bool(handle_sigterm)
+        self._defences = _defences
         self._clock = clock or clocks.SystemClock()
         self._now = self._clock.now
         self._token = token_function(self.config.total_tokens, self.config.hash_function)
@@ -167,17 +134,19 @@ class Job:
         self._driver: Driver | None = None
         self._callbacks: CallbackRunner | None = None
         self._sigterm: SigtermHandler | None = None
-        self._holder: Any = _Fixed(ClaimSnapshot.empty(self.config.total_tokens))
+        self._watchdog: SigtermWatchdog | None = None
+        self._holder: Any = Fixed(ClaimSnapshot.empty(self.config.total_tokens))
         self._explicit_config = coordination_config is not None
         self._used = False
         self._halted = False
-        self._sigterm_at: float | None = None
         self._drain_signalled = False
         self._open: dict[str, int] = {}
         self._queued: set[str] = set()
-        # Completed inside the user's transaction: done if it committed, still our
-        # open claim if it rolled back.  Released at exit (a no-op once done).
+        # Completed (or released) inside the user's transaction: settled if it
+        # committed, still our open claim if it rolled back.  Released at exit (a
+        # no-op once settled); past UNCERTAIN_LIMIT the settled ones are forgotten.
         self._uncertain: dict[str, int] = {}
+        self._trim_at = -float("inf")
         self._collecting: list[LockSpec] | None = None
         self._standalone_claims: set[str] = set()
         self._entered = False
@@ -199,7 +168,7 @@ class Job:
             )
         self._used = True
         if not self.config.enabled:
-            self._holder = _Standalone(self.config.total_tokens)
+            self._holder = Standalone(self.config.total_tokens)
             self._date = self._date or datetime.datetime.now(datetime.timezone.utc).date()
             self._start_health()
             self._entered = True
@@ -229,7 +198,9 @@ class Job:
         )
         if self._lock_provider is not None:
             self._run_lock_provider(backend, deadline)
-        node = Node(backend, self.site, self.name, cfg, plan_timer=self._now)
+        node = Node(
+            backend, self.site, self.name, cfg, plan_timer=self._now, defences=self._defences
+        )
         self._node = node
         self._holder = node
         if self._on_rebalance is not None:
@@ -252,9 +223,7 @@ class Job:
                 f"{self._wait_on_enter:g} s: still waiting for {node.waiting_for}"
             )
         if self._handle_sigterm:
-            handler = SigtermHandler(self._on_sigterm)
-            if handler.install():
-                self._sigterm = handler
+            self._install_sigterm()
 
     def _start_health(self) -> None:
         host, port = self._http
@@ -325,13 +294,12 @@ class Job:
         bound = self.config.heartbeat_timeout_sec + self.config.ack_timeout
         return driver.wait_for(lambda: node.state in TERMINAL, bound)
 
-    def _teardown(self, deregister: bool) -> None:
-        node, driver, backend = self._node, self._driver, self._backend
-        if driver is not None:
-            driver.stop(timeout=max(1.0, self.config.heartbeat_interval_sec))
+    def _deregister(self) -> None:
+        """Delete our row ourselves (the node's thread is not running), unless the
+        node left already or a newer process owns the name."""
+        node, backend = self._node, self._backend
         if (
-            deregister
-            and node is not None
+            node is not None
             and backend is not None
             and node.registration is not None
             and node.state is not NodeState.SUPERSEDED
@@ -341,6 +309,13 @@ class Job:
                 backend.deregister(self.site, self.name, node.registration.incarnation)
             except JobSyncError as error:
                 log.warning("node %s: could not deregister: %s", self.name, error)
+
+    def _teardown(self, deregister: bool) -> None:
+        driver, backend = self._driver, self._backend
+        if driver is not None:
+            driver.stop(timeout=max(1.0, self.config.heartbeat_interval_sec))
+        if deregister:
+            self._deregister()
         if self._callbacks is not None:
             if not self._callbacks.close(self.config.callback_timeout_sec):
                 log.warning("node %s: on_rebalance still running at shutdown", self.name)
@@ -356,32 +331,71 @@ class Job:
                 handler.redeliver()
             else:
                 handler.restore()
+        if self._watchdog is not None:  # after the handler: it may no longer wake it
+            watchdog, self._watchdog = self._watchdog, None
+            watchdog.stop()
 
     # -- SIGTERM -----------------------------------------------------------------
+    def _install_sigterm(self) -> None:
+        watchdog = SigtermWatchdog(
+            self.name,
+            now=self._now,
+            drain_timeout=self.config.drain_timeout_sec,
+            open_claims=lambda: len(self._open),
+            hand_off=self._hand_off_after_sigterm,
+            node_done=self._coordination_over,
+            redeliver=self._redeliver,
+            enforce_deadline=self._defences.sigterm_deadline,
+        )
+        watchdog.start()  # before the handler, so no SIGTERM finds it missing
+        self._watchdog = watchdog
+        handler = SigtermHandler(self._on_sigterm)
+        if handler.install():
+            self._sigterm = handler
+        else:
+            self._watchdog = None
+            watchdog.stop()
+
     def _on_sigterm(self) -> None:
-        """Runs in the signal handler: flags only, no I/O."""
+        """Runs in the signal handler: flags and the watchdog's event only, no I/O."""
         self._halted = True
-        self._sigterm_at = self._now()
+        if self._watchdog is not None:
+            self._watchdog.notify(self._now())
+
+    def _hand_off_after_sigterm(self) -> None:
+        """On the watchdog's helper thread: release the open claims and drain, through
+        the coordination thread if it runs, else by deleting our row directly."""
+        driver = self._driver
+        alive = driver is not None and driver.alive
+        if alive and driver is not None and not self._drain_signalled:
+            self._drain_signalled = True
+            driver.signal(Signal.DRAIN)
+        try:
+            self._release_all()
+        except JobSyncError as error:
+            log.warning("node %s: could not release claims after SIGTERM: %s", self.name, error)
+        if not alive:
+            self._deregister()
+
+    def _coordination_over(self) -> bool:
+        """Nothing left for the node to hand off: it stopped, or its thread ended."""
+        node, driver = self._node, self._driver
+        return node is None or driver is None or node.state in TERMINAL or not driver.alive
+
+    def _redeliver(self) -> None:
+        handler = self._sigterm
+        if handler is not None:
+            handler.redeliver()
 
     def _between_ticks(self) -> None:
-        """On the coordination thread after each tick: retries and the SIGTERM drain."""
+        """On the coordination thread after each tick: retries and bookkeeping."""
         if self._node is not None and self._node.stats["heartbeats"] != self._beats[0]:
             self._beats = (self._node.stats["heartbeats"], self._now())
         if self._queued and self._node is not None and self._node.lease_valid(self._now()):
             self._flush_queued()
-        if self._sigterm_at is None or self._driver is None or self._node is None:
-            return
-        if not self._drain_signalled:
-            waited = self._now() - self._sigterm_at
-            if self._open and waited < self.config.drain_timeout_sec:
-                return
-            if self._open:
-                self._release_all()
-            self._drain_signalled = True
-            self._driver.signal(Signal.DRAIN)
-        elif self._node.state in TERMINAL and self._sigterm is not None:
-            handler, self._sigterm = self._sigterm, None
-            handler.redeliver()
+        if len(self._uncertain) > UNCERTAIN_LIMIT and self._now() >= self._trim_at:
+            self._trim_at = self._now() + self.config.rebalance_check_interval_sec
+            self._settle_uncertain(list(self._uncertain))
 
     # -- the hot path ---------------------------------------------------------
     def can_claim_task(self, task: object) -> bool:
@@ -393,7 +407,7 @@ class Job:
         ) and not self._halted
 
     def task_to_token(self, task_id: object) -> int:
-        return self._token(_key(task_id))
+        return self._token(task_key(task_id))
 
     # -- claims ------------------------------------------------------------------
     def add_task(self, task: object) -> bool:
@@ -414,7 +428,7 @@ class Job:
 
     def _claim(self, tasks: list[object]) -> set[object]:
         self._raise_if_stopped()
-        keys = [_key(t) for t in tasks]
+        keys = [task_key(t) for t in tasks]
         if not self.config.enabled:
             fresh = {
                 t for t, k in zip(tasks, keys, strict=True) if k not in self._standalone_claims
@@ -427,6 +441,8 @@ class Job:
         now = self._now()
         if now >= snap.lease_deadline:
             return set()
+        if any(key in self._uncertain for key in keys):
+            self._settle_uncertain([key for key in keys if key in self._uncertain])
         requests = []
         for key in dict.fromkeys(keys):
             if key in self._open or key in self._uncertain:
@@ -460,7 +476,7 @@ class Job:
         retry while the lease lasts (returns False;
         ``statistics()['completions_queued']``).
         """
-        key = _key(task)
+        key = task_key(task)
         if not self.config.enabled:
             return key in self._standalone_claims
         if connection is not None:
@@ -522,32 +538,79 @@ class Job:
             for key in group:
                 self._settled(key, key in done)
 
-    def release(self, task: object) -> bool:
-        """Give a claimed task back (it failed); another worker may claim it."""
-        key = _key(task)
+    def release(self, task: object, connection: object | None = None) -> bool:
+        """Give a claimed task back (it failed); another worker may claim it.
+
+        With ``connection`` (as for ``complete``: your own connection, inside your
+        open transaction) the release commits or rolls back with your
+        transaction; use it for a task you completed with ``connection=`` in that
+        same transaction, whose claim row your transaction holds locked.  If your
+        transaction rolls back, the claim stays yours and is released when the Job
+        exits.  Without ``connection``, a claim row that another transaction
+        keeps locked (usually your own open one) is waited on only for the
+        backend's lock timeout: then ``LockTimeout`` is raised, naming the task.
+        """
+        key = task_key(task)
         incarnation = self._open.get(key, self._uncertain.get(key))
         backend = self._backend
         if incarnation is None or backend is None:
             return False
-        released = backend.release(self.site, self.date, incarnation, [key])
+        try:
+            released = backend.release(self.site, self.date, incarnation, [key], connection)
+        except LockTimeout as error:
+            if connection is not None:
+                raise
+            raise LockTimeout(
+                f"release of task {key!r}: its claim row stayed locked by an open "
+                "transaction past the lock timeout; if your own transaction completed "
+                "or holds it, pass connection= to release it inside that transaction"
+            ) from error
         self._open.pop(key, None)
-        self._uncertain.pop(key, None)
         self._queued.discard(key)
+        if connection is None:
+            self._uncertain.pop(key, None)
+        else:  # settled when your transaction ends: released at exit if it rolled back
+            self._uncertain[key] = incarnation
         self.counters["releases"] += len(released)
         return key in released
 
     def _release_all(self) -> None:
+        """Release every open claim (exit by an exception, SIGTERM's drain deadline).
+        May run on another thread than the user's: works on a copy."""
         backend = self._backend
         if backend is None:
             return
         by_inc: dict[int, list[str]] = {}
-        for key, incarnation in self._open.items():
+        for key, incarnation in dict(self._open).items():
             by_inc.setdefault(incarnation, []).append(key)
         for incarnation, keys in by_inc.items():
             backend.release(self.site, self.date, incarnation, keys)
-        self.counters["releases"] += len(self._open)
-        self._open.clear()
-        self._queued.clear()
+            for key in keys:
+                self._open.pop(key, None)
+                self._queued.discard(key)
+            self.counters["releases"] += len(keys)
+
+    def _settle_uncertain(self, keys: list[str]) -> None:
+        """Forget those of ``keys`` whose user transaction has committed: they are no
+        longer open claims of ours (done or released).  Reads committed state only;
+        on a transient error they stay uncertain, which is safe."""
+        backend = self._backend
+        if backend is None:
+            return
+        by_inc: dict[int, list[str]] = {}
+        for key in keys:
+            incarnation = self._uncertain.get(key)
+            if incarnation is not None:
+                by_inc.setdefault(incarnation, []).append(key)
+        for incarnation, group in by_inc.items():
+            try:
+                still = backend.open_claims(self.site, self.date, incarnation, group)
+            except JobSyncError as error:
+                log.warning("node %s: could not read open claims (%s)", self.name, error)
+                return
+            for key in group:
+                if key not in still:
+                    self._uncertain.pop(key, None)
 
     def _release_uncertain(self) -> None:
         """Release claims completed inside user transactions: a no-op for those that
@@ -588,24 +651,12 @@ class Job:
     def get_audit(self) -> list[dict[str, object]]:
         """This site's claims and completions for the Job's date."""
         backend = self._require_backend()
-        return [
-            {
-                "task_id": r.task_key,
-                "date": r.date,
-                "node": r.node,
-                "token_id": r.token,
-                "epoch": r.epoch,
-                "status": r.status,
-                "claimed_at": r.claimed_at,
-                "completed_at": r.completed_at,
-            }
-            for r in backend.read_audit(self.site, self.date)
-        ]
+        return audit_rows(backend.read_audit(self.site, self.date))
 
     # -- locks -------------------------------------------------------------------
     def register_task_locks_bulk(self, items: Iterable[LockItem]) -> int:
         """Pin tasks' tokens to nodes matching patterns: ``[(task_id, patterns, reason), ...]``."""
-        specs = [self._lock_spec(item) for item in items]
+        specs = [lock_spec(item, self._token) for item in items]
         return self._write_locks(specs)
 
     def register_lock(
@@ -617,33 +668,9 @@ class Job:
     ) -> int:
         """Pin one task's token; ``expires_in_days`` on the backend's clock."""
         if expires_in_days is not None:
-            _check_seconds("expires_in_days", expires_in_days, allow_zero=False)
-        spec = self._lock_spec((task_id, patterns, reason), expires_in_days)
+            check_seconds("expires_in_days", expires_in_days, allow_zero=False)
+        spec = lock_spec((task_id, patterns, reason), self._token, expires_in_days)
         return self._write_locks([spec])
-
-    def _lock_spec(self, item: object, expires_in_days: float | None = None) -> LockSpec:
-        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-            raise InvalidLock(f"a lock is (task_id, pattern_or_patterns, reason), got {item!r}")
-        task_id, patterns, reason = (*item, None) if len(item) == 2 else item
-        listed = [patterns] if isinstance(patterns, str) else patterns
-        if not isinstance(listed, (list, tuple)):
-            raise InvalidPattern(
-                f"lock on {task_id!r}: patterns must be a string or a list of strings, "
-                f"got {patterns!r}"
-            )
-        if not listed:
-            raise InvalidLock(f"lock on {task_id!r} needs one or more patterns, got {patterns!r}")
-        checked = tuple(validate_pattern(p) for p in listed)
-        if reason is not None and not isinstance(reason, str):
-            raise InvalidLock(f"lock reason must be a string or None, got {reason!r}")
-        key = _key(task_id)
-        return LockSpec(
-            task_key=key,
-            token=self._token(key),
-            patterns=checked,
-            reason=reason,
-            expires_in=None if expires_in_days is None else expires_in_days * 86_400.0,
-        )
 
     def _write_locks(self, specs: list[LockSpec]) -> int:
         if self._collecting is not None:
@@ -668,7 +695,7 @@ class Job:
         try:
             returned = self._lock_provider(self)
             if returned is not None:
-                self._collecting.extend(self._lock_spec(item) for item in returned)
+                self._collecting.extend(lock_spec(item, self._token) for item in returned)
             specs, self._collecting = self._collecting, None
         finally:
             self._collecting = None
@@ -680,22 +707,7 @@ class Job:
     def list_locks(self) -> list[dict[str, object]]:
         """Every unexpired lock of the site, with the lock that decides its token on conflict."""
         backend = self._require_backend()
-        records = backend.list_locks(self.site)
-        losers = conflicting_keys(resolve_locks(records))
-        return [
-            {
-                "task_id": r.task_key,
-                "token_id": r.token,
-                "node_pattern": r.patterns[0],
-                "node_patterns": list(r.patterns),
-                "reason": r.reason,
-                "created_by": r.created_by,
-                "created_at": r.created_at,
-                "expires_at": r.expires_at,
-                "conflict_with": losers.get(r.task_key),
-            }
-            for r in records
-        ]
+        return lock_rows(backend.list_locks(self.site))
 
     def clear_locks_by_creator(self, creator: str) -> int:
         validate_node_name(creator)
@@ -798,19 +810,3 @@ class Job:
     def _dispatch(self, events: list[RebalanceEvent]) -> None:
         if self._callbacks is not None:
             self._callbacks.submit(events)
-
-
-def _check_port(port: object, observer: bool) -> int | None:
-    if port is None:
-        return None
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise InvalidArgument(f"http_port must be a TCP port (0 picks a free one), got {port!r}")
-    if observer:
-        raise InvalidArgument("http_port needs a worker: an observer has no health to report")
-    return port
-
-
-def _coordination_of(source: object) -> CoordinationConfig:
-    if isinstance(source, Settings):
-        return source.coordination
-    return default_settings.coordination
