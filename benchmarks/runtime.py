@@ -52,7 +52,7 @@ def hot_path(quick: bool) -> list[Row]:
         ):
             tasks = [Task(i) for i in ids]
             ns_raw = per_call_ns(job.can_claim_task, ids, repeat)
-            ns_task = per_call_ns(job.can_claim_task, tasks, repeat)  # type: ignore[arg-type]
+            ns_task = per_call_ns(job.can_claim_task, tasks, repeat)
         rows.append(
             {
                 "bench": "can_claim_task",

@@ -51,6 +51,11 @@ def test_plan_commit_every_backend_side_by_side(pg_dsn: str) -> None:
     _check_plan_rows(rows, plan_commit.BACKENDS)
     # PostgreSQL commits in one transaction: BEGIN, the statements, COMMIT.
     assert all(r["round_trips"] >= 3 for r in rows if r["backend"] == "postgres")  # type: ignore[operator]
+    # ...and is judged against its target, in the rows and in the table.
+    pg_rows = [r for r in rows if r["backend"] == "postgres"]
+    assert all(r["target_ms"] == plan_commit.TARGET_MS for r in pg_rows)
+    assert all(r["within_target"] == (r["median_ms"] <= r["target_ms"]) for r in pg_rows)  # type: ignore[operator]
+    assert "postgres target" in plan_commit.table(rows)
 
 
 # -- load -------------------------------------------------------------------------------

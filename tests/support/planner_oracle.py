@@ -114,7 +114,7 @@ def balanced_lower_bound(total: int, owners: Owners, nodes: Sequence[str]) -> in
 def brute_force(total: int, owners: Owners, nodes: Sequence[str], locks: Locks) -> FlowCheck:
     """Dec-min by its lexicographic definition, then fewest moves: every assignment."""
     elig = eligibility(total, locks, nodes)
-    choices: list[list[str | None]] = [sorted(e) if e else [None] for e in elig]
+    choices: list[Sequence[str | None]] = [sorted(e) if e else [None] for e in elig]
     best: tuple[tuple[int, ...], int] | None = None
     for pick in itertools.product(*choices):
         count = Counter(p for p in pick if p is not None)
