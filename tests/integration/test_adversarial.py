@@ -32,6 +32,7 @@ the defect.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -334,3 +335,111 @@ def test_user_transaction_held_open_with_a_release_inside(
         # Guarantees 1 and 3: one claimer at a time, every task done exactly once.
         check_safety(hist)
         assert hist.stranded == 0
+
+
+# -- 3 ------------------------------------------------------------------------------------------
+DRAIN = Timing(drain_timeout=3.0)
+TERM_BOUND = DRAIN.drain_timeout + 2.0
+"""A SIGTERMed process ends within drain_timeout + 2 s whatever the database does
+(the watchdog's grace is 1 s; the other second is a loaded CI machine's)."""
+
+
+def _exit_within(c: Cluster, proc: Proc, timeout: float) -> float | None:
+    """When ``proc`` ended by itself (database clock), or None if not within ``timeout``."""
+    with contextlib.suppress(AssertionError):
+        c.wait_exits([proc], timeout)
+    return proc.exited_at
+
+
+def test_sigterm_during_a_black_hole_ends_the_process(
+    fault_server: OwnedPgServer, tmp_path: Path
+) -> None:
+    """Every byte of worker ``w`` (jobsync's connection and its own) is black-holed, then
+    it gets SIGTERM: it cannot drain, and must end anyway within the bound; its tokens
+    move by the lease rules; never two claimers; every task done once."""
+    with cluster(
+        workdir=tmp_path, dsn=fault_server.dsn, tasks=5_000, tokens=TOKENS, timing=DRAIN,
+        work_ms=10,
+    ) as c:  # fmt: skip
+        proxy = c.proxy()
+        others = start(c, ["a", "b"])
+        w = c.spawn("w", proxy=proxy)
+        c.wait_ready([w])
+        c.wait_balanced([*others, w], 10)
+        wait_for(lambda: c.done_count() > 200, 30, "tasks flowing")
+        cut = c.now()
+        proxy.partition("blackhole")
+        c.fault("w black-holed", cut, [w])
+        # SIGTERM once w is surely stuck on the black hole (its next statement), well
+        # inside its lease: the drain cannot reach the database.
+        wait_for(lambda: c.now() >= cut + FAST.heartbeat, 2, "a heartbeat interval")
+        term = c.signal(w, signal.SIGTERM)
+        c.fault("sigterm during the black hole", term, [w])
+        ended = _exit_within(c, w, TERM_BOUND + 5)
+        c.wait_balanced(others, CRASH + 2, "a and b to take w's tokens")
+        proxy.heal()  # lets the server see w's connections end (its open transaction)
+        assert c.tasks - c.done_count() > 0, "the tasks must still be flowing"
+        if ended is not None:
+            c.finish()
+        h = c.history()
+        heal = h.heal(cut, excluding=[w.instance])
+        w_stopped = max((r.end for r in h.runs_of(w.instance)), default=cut)
+        report(
+            "3a sigterm during a black hole",
+            exit_after_sigterm_s=None if ended is None else round(ended - term, 3),
+            returncode=w.popen.returncode,
+            w_stopped_answering_after_sigterm_s=round(w_stopped - term, 3),
+            heal_after_cut_s=round(heal, 3),
+            healed_before_exit_s=None if ended is None else round(ended - (cut + heal), 3),
+            exit_logged=exit_info(c, w),
+            **h.summary(),
+        )
+        assert ended is not None, f"w still running {TERM_BOUND + 5:g} s after SIGTERM\n{w.tail()}"
+        assert ended - term <= TERM_BOUND
+        assert w.popen.returncode == -signal.SIGTERM  # SIGTERM's own action ended it
+        # SIGTERM stops claiming at once.
+        assert w_stopped <= term + SAMPLE_SLACK
+        # Its tokens moved by the lease rules: within the crash bound of the cut.
+        assert heal <= CRASH
+        check_safety(h)
+        assert h.stranded == 0
+
+
+def test_sigterm_after_the_node_was_superseded_ends_the_process(
+    fault_server: OwnedPgServer, tmp_path: Path
+) -> None:
+    """``x``'s name is taken over by a second process; ``x`` learns it was superseded but
+    its loop never looks (``ignore_conflict``: a while-True loop that catches and goes
+    on), so it keeps running with no coordination left; SIGTERM must still end it."""
+    with cluster(
+        workdir=tmp_path, dsn=fault_server.dsn, tasks=300, tokens=TOKENS, timing=DRAIN
+    ) as c:
+        procs = [*start(c, ["a"]), *start(c, ["x"], ignore_conflict=True)]
+        x = procs[1]
+        c.wait_balanced(procs, 10)
+        c.finish()
+        second = c.spawn("x")
+        taken = second.started_at
+        c.fault("same name", taken, [x])
+        conflict = _logged_one(c, x, "conflict", CRASH + 2)
+        assert conflict is not None, f"x never learnt it was superseded\n{x.tail()}"
+        c.wait_ready([second])
+        c.sync([x])  # x is still running, sampling, after the conflict
+        assert x.alive()
+        term = c.signal(x, signal.SIGTERM)
+        c.fault("sigterm after supersession", term, [x])
+        ended = _exit_within(c, x, TERM_BOUND + 5)
+        c.wait_balanced([procs[0], second], CRASH, "after the takeover")
+        h = c.history()
+        report(
+            "3b sigterm after supersession",
+            conflict_after_takeover_s=round(float(conflict["t"]) - taken, 3),
+            exit_after_sigterm_s=None if ended is None else round(ended - term, 3),
+            returncode=x.popen.returncode,
+            exit_logged=exit_info(c, x),
+            overlaps=len(h.overlaps()),
+        )
+        assert ended is not None, f"x still running {TERM_BOUND + 5:g} s after SIGTERM\n{x.tail()}"
+        assert ended - term <= TERM_BOUND
+        assert x.popen.returncode == -signal.SIGTERM
+        check_safety(h)
