@@ -76,6 +76,7 @@ class Timing:
     margin: float = 0.5
     drain_timeout: float = 2.0
     settle: float | None = None  # default: one heartbeat interval
+    reconcile: float | None = None  # rebalance_check_interval_sec; default: the library's
 
     @property
     def crash_bound(self) -> float:
@@ -96,6 +97,7 @@ class Timing:
             "margin": self.margin,
             "drain_timeout": self.drain_timeout,
             "settle": self.settle,
+            "reconcile": self.reconcile,
         }
 
 

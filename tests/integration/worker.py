@@ -596,6 +596,11 @@ class Worker:
             safety_margin_sec=timing["margin"],
             drain_timeout_sec=timing["drain_timeout"],
             **({"settle_window_sec": timing["settle"]} if timing.get("settle") else {}),
+            **(
+                {"rebalance_check_interval_sec": timing["reconcile"]}
+                if timing.get("reconcile")
+                else {}
+            ),
         )
         off = list(cfg.get("defences_off", ()))
         if cfg.get("unsafe_no_self_fencing"):
@@ -693,9 +698,15 @@ class Worker:
             unsettled.pop(0)
 
     def on_final_sigterm(self, signum: int, frame: object) -> None:
-        """Ours, installed before the Job's: it runs after the drain (or before enter)."""
+        """Ours, installed before the Job's: it runs after the drain (or before enter).
+        With ``final_delay_s``, the program's own shutdown takes that long first (the
+        process, and any transaction it holds open, lives on after the Job is done)."""
         if self.job is not None:
             self.sample()
+        delay = float(self.cfg.get("final_delay_s", 0))
+        if delay:
+            self.log.emit("final_delay", info={"seconds": delay})
+            time.sleep(delay)
         self.log.emit("exit", info={"code": -signal.SIGTERM, **self.counts})
         self.log.flush(3)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
