@@ -40,6 +40,11 @@ imported from there; e.g. ``git archive <commit> jobsync | tar -x -C DIR``), and
 ``JOBSYNC_IT_DEFENCES_OFF=name,...`` turns those ``jobsync.core.defences``
 defences off in every worker.  A test that passes against the library must
 then fail on the defect it exists for.
+
+Limit: the workers log to the database under test.  A worker that ends while
+the server is down loses its last entries (its final flush waits 3 s, then gives
+up), so its runs look open until its exit: do not end workers during a server
+outage in a test that checks overlaps (black-hole them with a proxy instead).
 """
 
 from __future__ import annotations

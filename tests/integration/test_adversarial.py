@@ -19,15 +19,32 @@ if its defect comes back (see "Teeth" below).
 3. SIGTERM when the drain cannot finish: during a black hole of the worker's
    traffic, and after its node was superseded.  The process ends within
    ``drain_timeout_sec`` + 2 s; its tokens move by the lease rules.
+4. SIGTERM inside a held user transaction: the claim row that the worker's
+   deregistration and the leader's reap of its death skipped (locked) must be
+   reaped once the transaction is gone, on a site where nothing else changes
+   (found here: the leader reaped only inside a plan, so such a claim stayed
+   until the next membership change).
 
 Timings as in ``test_faults.py`` (heartbeat 0.5 s, timeout 2 s, margin 0.5 s),
 except where a test says why.  Every test prints one ``ADVERSARIAL {...}`` line
 of measured numbers (``pytest -rP``) before asserting on them.
 
-Teeth (by hand; see the harness docstring): with
-``JOBSYNC_IT_LIBRARY=<a checkout from before the fixes>``, or
-``JOBSYNC_IT_DEFENCES_OFF=sigterm_deadline`` for test 3, these tests fail, on
-the defect.
+Teeth (by hand; see the harness docstring).  Against the library from before the
+fixes (``git archive e3a5f86 jobsync | tar -x -C DIR``, ``JOBSYNC_IT_LIBRARY=DIR``):
+
+- 1 fails on overlaps: the duplicate's deregistration deleted the row and a/b got
+  x's tokens about 1 s after the cut, 2.5 s before the fence, while x still
+  answered True (21 tokens, 0.15 s each);
+- 2 fails: ``job.release`` inside the transaction hangs; the heartbeats of h, a
+  and b stop for 18-20 s (a's claim of the held task waits on its row lock), the
+  SIGKILL never heals and the join never completes;
+- 3a and 3b fail: the process is still running 10 s after SIGTERM;
+- 4 fails against the library of commit 6f72774 too (its leader reaps only inside
+  a plan): the dead incarnation's claim is still there 7 s after the process ended.
+
+With ``JOBSYNC_IT_DEFENCES_OFF=sigterm_deadline`` (the current library, its
+SIGTERM deadline off) 3a fails the same way; 3b still passes (a superseded node
+is done, so the watchdog ends the process without needing the deadline).
 """
 
 from __future__ import annotations
@@ -450,11 +467,6 @@ RECONCILE = Timing(drain_timeout=3.0, reconcile=2.0)
 it is reaped again at most one interval later (``Node._reap``'s promise)."""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug: Node._reap runs only inside _lead, which a quiet site never "
-    "calls, so a claim row skipped while locked is reaped only at the next plan",
-)
 def test_sigterm_inside_a_held_transaction_strands_nothing(
     fault_server: OwnedPgServer, tmp_path: Path
 ) -> None:
