@@ -24,6 +24,10 @@ How the rules of DESIGN.md section 5 land here:
   look at exactly that instant.
 - Hand-off.  Tokens with a pending release leave the snapshot *before* the
   acknowledgement is sent.  The leader's writes come from ``leader.decide``.
+- Reaping.  The leader releases the claims of ended incarnations when it
+  reads that one it has not reaped yet is no longer live (dead, or gone:
+  deregistered), and once more a reconciliation interval later for claim
+  rows a user's open transaction kept locked; a quiet site reaps nothing.
 - Drain.  ``DRAIN`` marks the row leaving; the node stops claiming at once,
   acknowledges its revokes as they come, and deregisters once it holds
   nothing.
@@ -178,8 +182,9 @@ class Node:
         self._live: frozenset[str] = frozenset()
         self._known: int | None = None  # the latest incarnation register answered
         self._registering = False  # a registration failed transiently: retry it as one
+        self._members: frozenset[tuple[str, int]] = frozenset()  # live at the last read
         self._reaped: frozenset[tuple[str, int]] = frozenset()
-        self._next_reap = -math.inf
+        self._reap_again_at = NEVER
 
     # -- public view ------------------------------------------------------
     @property
@@ -471,6 +476,8 @@ class Node:
             self.backend.deregister(self.site, self.name, inc)
             self.is_leader = False
             self.state = transition(self.state, NodeEvent.DRAINED)
+            return
+        self._reap(now, nodes, backend_now)
 
     def _acknowledge(self, pending: frozenset[int], epochs: dict[int, int]) -> None:
         assert self.registration is not None
@@ -515,7 +522,6 @@ class Node:
         self._leader_check_at = (
             NEVER if decision.next_check is None else decision.next_check - self._offset
         )
-        self._reap(now, view.nodes, view.now)
         if decision.commit is None:
             return
         commit = decision.commit
@@ -541,18 +547,31 @@ class Node:
         self._dirty = True
 
     def _reap(self, now: float, nodes: tuple[NodeRecord, ...], backend_now: float) -> None:
-        """Release dead incarnations' claims: at once when an incarnation not reaped
-        yet is no longer live, otherwise at most once per reconciliation interval
-        (for claim rows a reap skipped while a transaction held them)."""
+        """Leader only: release the claims of incarnations that ended.
+
+        Reaps at once when an incarnation it has not reaped yet has a row that is
+        no longer live, and once more a reconciliation interval after any
+        incarnation ended (a dead row, or a row live at the previous read and now
+        gone: it deregistered, releasing what it could), for claim rows that a
+        transaction held locked at the time (they are skipped, not waited on).
+        Nothing else: a quiet site reaps nothing."""
+        live = frozenset((n.name, n.incarnation) for n in nodes if n.is_live(backend_now))
         dead = frozenset((n.name, n.incarnation) for n in nodes if not n.is_live(backend_now))
-        if self._next_reap == -math.inf:  # the first pass: only a death makes it reap
-            self._next_reap = now + self.config.rebalance_check_interval_sec
-        if not (dead - self._reaped) and now < self._next_reap:
+        died = dead - self._reaped
+        left = self._members - live - dead
+        self._members = live
+        if not self.is_leader:
             return
-        self.backend.reap_claims(self.site)
+        if died or left:
+            later = now + self.config.rebalance_check_interval_sec
+            self._reap_again_at = min(self._reap_again_at, later)
+        if not died and now < self._reap_again_at:
+            return
+        self.backend.reap_claims(self.site)  # raising, it is retried: the deaths stay new
         self.stats["reaps"] += 1
-        self._reaped = dead  # rows deleted since drop out: the set stays small
-        self._next_reap = now + self.config.rebalance_check_interval_sec
+        self._reaped = dead  # deleted rows drop out: the set stays small
+        if not died:
+            self._reap_again_at = NEVER
 
     def _report(self, decision: leadership.Decision) -> None:
         """Warn, once per change, about tokens left unowned and conflicting locks."""

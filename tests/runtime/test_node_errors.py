@@ -4,6 +4,7 @@ directly; the Driver's own pacing is tested with real time and a tick count)."""
 
 from __future__ import annotations
 
+import datetime
 import math
 import random
 import threading
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from jobsync.backends.base import LockSpec
+from jobsync.backends.base import ClaimRequest, LockSpec
 from jobsync.backends.memory import MemoryBackend, MemoryStore
 from jobsync.core.defences import Defences
 from jobsync.core.errors import (
@@ -29,7 +30,7 @@ from jobsync.core.lifecycle import NodeState
 from jobsync.runtime.clock import SystemClock
 from jobsync.runtime.config import CoordinationConfig
 from jobsync.runtime.loop import Driver
-from jobsync.runtime.node import Node
+from jobsync.runtime.node import Node, Signal
 
 CFG = CoordinationConfig(total_tokens=60, heartbeat_interval_sec=1.0, heartbeat_timeout_sec=3.5)
 SITE = "site"
@@ -273,6 +274,49 @@ def test_the_leader_reaps_when_a_node_dies_not_on_every_pass() -> None:
     assert reaped()["reap_claims"] == reaps + 1 == a.stats["reaps"]
     drive([a], clock, CFG.rebalance_check_interval_sec + 1)
     assert reaped()["reap_claims"] <= reaps + 2  # at most once more per reconciliation interval
+
+
+def test_a_claim_skipped_while_locked_is_reaped_once_more_on_a_quiet_site() -> None:
+    clock = VirtualClock()
+    store = MemoryStore(clock)
+    a, b = make(store, "a"), make(store, "b")
+    assert drive([a, b], clock, 10, lambda: a.ready and b.ready)
+    drive([a, b], clock, 2 * CFG.rebalance_check_interval_sec)
+    assert a.stats["reaps"] == 0  # nobody died: a quiet site reaps nothing
+    token = min(b.snapshot.tokens)
+    day = datetime.date(2024, 1, 1)
+    request = ClaimRequest(task_key="t", token=token, epoch=b.snapshot.epochs[token])
+    assert b.backend.claim(SITE, day, "b", b.incarnation or 0, [request]) == {"t"}
+    tx = store.transaction("b's user")
+    assert b.backend.complete(SITE, day, b.incarnation or 0, ["t"], connection=tx) == {"t"}
+    b.tick(clock.t, [Signal.DRAIN])  # b leaves while its user's transaction holds the row
+    assert drive([a, b], clock, 5, lambda: b.state is NodeState.STOPPED)
+    assert drive([a], clock, 2, lambda: a.stats["reaps"] > 0)
+    assert a.stats["reaps"] == 1  # b's departure: the locked row was skipped
+    tx.rollback()  # b's process ends, and its transaction with it
+    probe = store.connect("probe")
+    assert [r.status for r in probe.read_audit(SITE, day)] == ["claimed"]  # stranded, for now
+    drive([a], clock, CFG.rebalance_check_interval_sec + 1)  # nothing else happens
+    assert probe.read_audit(SITE, day) == ()  # reaped the second time
+    assert a.stats["reaps"] == 2
+    drive([a], clock, 3 * CFG.rebalance_check_interval_sec)
+    assert a.stats["reaps"] == 2
+
+
+def test_a_clean_departure_is_reaped_once_a_reconciliation_interval_later() -> None:
+    clock = VirtualClock()
+    store = MemoryStore(clock)
+    nodes = a, b, c = [make(store, name) for name in "abc"]
+    assert drive(list(nodes), clock, 10, lambda: all(n.ready for n in nodes))
+    c.tick(clock.t, [Signal.DRAIN])
+    assert drive(list(nodes), clock, 5, lambda: c.state is NodeState.STOPPED)
+    drive([a, b], clock, 2)
+    assert [r.name for r in store.connect("probe").read_nodes(SITE)[1]] == ["a", "b"]
+    assert a.stats["reaps"] == 0  # its deregistration released all it could
+    drive([a, b], clock, CFG.rebalance_check_interval_sec)
+    assert a.stats["reaps"] == 1  # one look for rows a transaction kept locked
+    drive([a, b], clock, 3 * CFG.rebalance_check_interval_sec)
+    assert a.stats["reaps"] == 1
 
 
 # -- hygiene: the driver never spins while registration fails ---------------------------
