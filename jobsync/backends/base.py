@@ -32,8 +32,8 @@ The contract is written once, here; implementations do not repeat it
   state (an *evicted* incarnation is not live, but its lease still runs until
   then, because the worker may still believe it holds its tokens); or its row
   holds a newer incarnation and ``fence_until <= now``; or no row exists for
-  its name (it deregistered).  DirectAssign, finish_expired_releases and
-  reap_claims act only on expired leases.
+  its name (it deregistered).  DirectAssign and reap_claims act only on
+  expired leases.
 - Change counter: bumped, in the same transaction, by every plan commit that
   writes a token, acknowledgement, finished release, registration, leave,
   deregistration, eviction and lock change.  Heartbeats do not bump it.  Each
@@ -149,10 +149,10 @@ class AuditRecord:
 
 
 @runtime_checkable
-class Backend(Protocol):
-    """The storage verbs of jobsync.  See the module docstring for shared rules."""
+class CoordinationBackend(Protocol):
+    """The verbs the runtime calls (a worker, an observer).  See the module docstring
+    for the rules every verb shares."""
 
-    # -- sites --------------------------------------------------------------
     def ensure_site(self, site: str, total_tokens: int, hash_function: str) -> SiteInfo:
         """Create the site with its constants and ``total_tokens`` unowned token rows
         (epoch 0, or above any epoch the site ever had), or return it if it exists.
@@ -167,19 +167,6 @@ class Backend(Protocol):
         """The site's constants and counters, or None if it does not exist."""
         ...
 
-    def list_sites(self) -> tuple[str, ...]:
-        """The names of every site in the store, sorted (for operators' views)."""
-        ...
-
-    def reset_site(self, site: str, total_tokens: int, hash_function: str) -> SiteInfo:
-        """Operator command: change a site's constants and rebuild its token rows.
-
-        Refused with ConflictError while any node of the site is live.  Epochs
-        of the new rows start above every epoch the site had.
-        """
-        ...
-
-    # -- membership ---------------------------------------------------------
     def register(
         self,
         site: str,
@@ -253,7 +240,6 @@ class Backend(Protocol):
         """The backend's now and every node row of the site, oldest first."""
         ...
 
-    # -- planning -----------------------------------------------------------
     def read_cluster(self, site: str) -> ClusterView:
         """A consistent snapshot for planning: nodes, every token row, unexpired locks."""
         ...
@@ -277,7 +263,6 @@ class Backend(Protocol):
         """The tokens held by this incarnation, with epochs, pending flags and incoming count."""
         ...
 
-    # -- hand-off -----------------------------------------------------------
     def ack_releases(
         self, site: str, name: str, incarnation: int, tokens: Sequence[tuple[int, int]]
     ) -> frozenset[int]:
@@ -291,13 +276,6 @@ class Backend(Protocol):
         """
         ...
 
-    def finish_expired_releases(self, site: str) -> frozenset[int]:
-        """Any node: complete every pending release whose releaser's lease has
-        expired (statement clock), as an acknowledgement would, marking the
-        releaser dead and releasing its open claims.  Returns the tokens moved.
-        """
-        ...
-
     def evict_overdue(self, site: str, leader: str, leader_incarnation: int) -> tuple[str, ...]:
         """Leader only (else NotLeader): mark evicted every incarnation holding a
         release whose deadline has passed (deadline <= statement clock).  Its next
@@ -306,7 +284,6 @@ class Backend(Protocol):
         """
         ...
 
-    # -- claims and completion ---------------------------------------------
     def claim(
         self,
         site: str,
@@ -329,16 +306,12 @@ class Backend(Protocol):
         date: datetime.date,
         incarnation: int,
         task_keys: Sequence[str],
-        connection: object | None = None,
     ) -> frozenset[str]:
         """Mark this incarnation's open claims done; return the keys completed.
 
         Fenced by the claim itself (not the token's current epoch): a claim
-        made before a hand-off may still be completed.  With ``connection``
-        (PostgreSQL: the caller's psycopg connection, SQLite: the caller's
-        sqlite3 connection to the same file) the update runs inside the
-        caller's open transaction and commits or rolls back with it; backends
-        that cannot do so raise InvalidArgument.
+        made before a hand-off may still be completed.  To complete inside the caller's own
+        transaction, see ``TransactionalCompletion``.
         """
         ...
 
@@ -348,12 +321,10 @@ class Backend(Protocol):
         date: datetime.date,
         incarnation: int,
         task_keys: Sequence[str],
-        connection: object | None = None,
     ) -> frozenset[str]:
         """Give back this incarnation's open claims (delete them); return the keys released.
 
-        With ``connection``, inside the caller's open transaction, as ``complete``.
-        Without it, a claim row locked by an open transaction (for example the
+        A claim row locked by an open transaction (for example the
         caller's own, which completed it with ``connection=``) raises
         LockTimeout after the lock timeout.
         """
@@ -382,7 +353,6 @@ class Backend(Protocol):
         were released."""
         ...
 
-    # -- locks --------------------------------------------------------------
     def replace_locks(
         self, site: str, creator: str, locks: Sequence[LockSpec], clear_existing: bool
     ) -> int:
@@ -402,20 +372,6 @@ class Backend(Protocol):
         if any.  Returns how many were deleted."""
         ...
 
-    # -- history and maintenance -------------------------------------------
-    def read_history(self, site: str, limit: int = 50) -> tuple[HistoryRecord, ...]:
-        """The latest rebalances, newest first."""
-        ...
-
-    def prune(self, site: str, older_than: float, batch_size: int = 10_000) -> Mapping[str, int]:
-        """Delete audit rows and history older than ``older_than`` seconds (backend
-        clock), in batches; return the counts deleted per kind.  Open claims are
-        never pruned.  ``older_than`` below ``MIN_PRUNE_AGE`` (one day) is refused
-        with InvalidArgument naming the value: a completion of today's batch, once
-        pruned, would let its task be claimed again."""
-        ...
-
-    # -- reaction -----------------------------------------------------------
     def wait_for_change(self, site: str, timeout: float) -> bool:
         """Block until a change of ``site`` is signalled, or ``timeout`` seconds pass.
 
@@ -443,4 +399,72 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Release the connection; further calls raise BackendUnavailable."""
+        ...
+
+
+@runtime_checkable
+class OperatorBackend(Protocol):
+    """The verbs operators' tools call (the command line): sites, history, pruning."""
+
+    def list_sites(self) -> tuple[str, ...]:
+        """The names of every site in the store, sorted (for operators' views)."""
+        ...
+
+    def reset_site(self, site: str, total_tokens: int, hash_function: str) -> SiteInfo:
+        """Operator command: change a site's constants and rebuild its token rows.
+
+        Refused with ConflictError while any node of the site is live.  Epochs
+        of the new rows start above every epoch the site had.
+        """
+        ...
+
+    def read_history(self, site: str, limit: int = 50) -> tuple[HistoryRecord, ...]:
+        """The latest rebalances, newest first."""
+        ...
+
+    def prune(self, site: str, older_than: float, batch_size: int = 10_000) -> Mapping[str, int]:
+        """Delete audit rows and history older than ``older_than`` seconds (backend
+        clock), in batches; return the counts deleted per kind.  Open claims are
+        never pruned.  ``older_than`` below ``MIN_PRUNE_AGE`` (one day) is refused
+        with InvalidArgument naming the value: a completion of today's batch, once
+        pruned, would let its task be claimed again."""
+        ...
+
+
+@runtime_checkable
+class Backend(CoordinationBackend, OperatorBackend, Protocol):
+    """Every verb: what each shipped backend implements."""
+
+
+@runtime_checkable
+class TransactionalCompletion(Protocol):
+    """A backend that can complete or release claims inside the caller's own open
+    transaction, so that a side effect in the same database commits if and only if
+    the completion does.  ``connection`` is the caller's connection to the same
+    database (PostgreSQL: a psycopg 3 ``Connection`` inside an open transaction;
+    SQLite: a ``sqlite3.Connection`` to the same file; memory: a
+    ``MemoryTransaction``); anything else raises InvalidArgument.  The caller
+    commits or rolls back; the rows touched stay locked until then (see the
+    module docstring, "Lock waits are bounded")."""
+
+    def complete_in(
+        self,
+        connection: object,
+        site: str,
+        date: datetime.date,
+        incarnation: int,
+        task_keys: Sequence[str],
+    ) -> frozenset[str]:
+        """``complete`` inside the caller's transaction; the keys it completed there."""
+        ...
+
+    def release_in(
+        self,
+        connection: object,
+        site: str,
+        date: datetime.date,
+        incarnation: int,
+        task_keys: Sequence[str],
+    ) -> frozenset[str]:
+        """``release`` inside the caller's transaction; the keys it released there."""
         ...
