@@ -64,7 +64,7 @@ def open_backend(url: str, client: str = "") -> Backend:
         from jobsync.backends.postgres import PostgresBackend
 
         dsn, options = _split_options(url)
-        from jobsync.backends._pg_conn import LOCK_TIMEOUT_MS
+        from jobsync.backends.postgres.session import LOCK_TIMEOUT_MS
 
         ms = options.get("lock_timeout")
         return PostgresBackend(

@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from jobsync.backends import _pg_schema
+from jobsync.backends.postgres import schema as schema_module
 from jobsync.backends.base import (
     ClaimRequest,
     DirectAssign,
@@ -222,7 +222,7 @@ def _bad_plans() -> list[Any]:
 @pytest.mark.parametrize("plan", _bad_plans(), ids=lambda p: repr(p)[:60])
 def test_the_fast_plan_checks_refuse_what_the_shared_checks_refuse(plan: Any) -> None:
     from jobsync.backends import _checks
-    from jobsync.backends._pg_values import plan_shape as _plan_shape
+    from jobsync.backends.postgres.rows import plan_shape as _plan_shape
 
     with pytest.raises(InvalidArgument) as slow:
         _checks.plan_shape(plan)
@@ -232,7 +232,7 @@ def test_the_fast_plan_checks_refuse_what_the_shared_checks_refuse(plan: Any) ->
 
 
 def test_the_fast_plan_checks_defer_to_the_shared_checks_on_the_unusual() -> None:
-    from jobsync.backends._pg_values import plan_shape as _plan_shape
+    from jobsync.backends.postgres.rows import plan_shape as _plan_shape
 
     good = DirectAssign(
         token=0, expected_incarnation=None, expected_epoch=0, owner="a", incarnation=1
@@ -244,7 +244,7 @@ def test_the_fast_plan_checks_defer_to_the_shared_checks_on_the_unusual() -> Non
 
 def test_the_fast_token_checks_refuse_what_the_shared_checks_refuse() -> None:
     from jobsync.backends import _checks
-    from jobsync.backends._pg_values import plan_tokens as _plan_tokens
+    from jobsync.backends.postgres.rows import plan_tokens as _plan_tokens
 
     good = DirectAssign(
         token=0, expected_incarnation=None, expected_epoch=0, owner="a", incarnation=1
@@ -299,7 +299,7 @@ def test_a_custom_schema_and_prefix_hold_every_table(
         rows = conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", (pg_schema,)
         ).fetchall()
-    expected = sorted(f"jobs_{name}" for name in _pg_schema.TABLES)
+    expected = sorted(f"jobs_{name}" for name in schema_module.TABLES)
     assert [r[0] for r in rows] == expected
 
 
@@ -325,7 +325,7 @@ def test_the_readme_monitoring_queries_work_as_written(
 def test_a_missing_schema_without_migrate_is_a_schema_error(pg_dsn: str, pg_schema: str) -> None:
     with pytest.raises(SchemaError, match="migrate"):
         PostgresBackend(pg_dsn, schema=pg_schema, migrate=False)
-    assert migrate(pg_dsn, schema=pg_schema) == {"from": 0, "to": _pg_schema.SCHEMA_VERSION}
+    assert migrate(pg_dsn, schema=pg_schema) == {"from": 0, "to": schema_module.SCHEMA_VERSION}
     PostgresBackend(pg_dsn, schema=pg_schema, migrate=False).close()
 
 
@@ -367,7 +367,7 @@ def test_twenty_processes_migrate_an_empty_schema_at_once(pg_dsn: str, pg_schema
                 sql.Identifier(pg_schema, "sync_schema_version")
             )
         ).fetchall()
-    assert sorted(versions) == [(v,) for v in range(1, _pg_schema.SCHEMA_VERSION + 1)]
+    assert sorted(versions) == [(v,) for v in range(1, schema_module.SCHEMA_VERSION + 1)]
 
 
 # -- concurrent plans -------------------------------------------------------------------
@@ -725,7 +725,7 @@ def test_one_notification_per_plan_never_one_per_token(
     db = open_backend("a")
     db.ensure_site(SITE, 200, "xxh3")
     a = db.register(SITE, "a", 60.0)
-    channel = _pg_schema.channel_name(pg_schema, "sync_", SITE)
+    channel = schema_module.channel_name(pg_schema, "sync_", SITE)
     with psycopg.connect(pg_dsn, autocommit=True) as listener:
         listener.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         _give_all(db, "a", a.incarnation, dict.fromkeys(range(200), ("a", a.incarnation)))
@@ -913,8 +913,8 @@ def test_a_version_1_schema_is_migrated_keeping_its_rows(
     open_backend: Callable[..., PostgresBackend],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_pg_schema, "MIGRATIONS", _pg_schema.MIGRATIONS[:1])
-    monkeypatch.setattr(_pg_schema, "SCHEMA_VERSION", 1)
+    monkeypatch.setattr(schema_module, "MIGRATIONS", schema_module.MIGRATIONS[:1])
+    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", 1)
     assert migrate(pg_dsn, schema=pg_schema) == {"from": 0, "to": 1}
     monkeypatch.undo()
 
@@ -943,7 +943,7 @@ def test_a_version_1_schema_is_migrated_keeping_its_rows(
         )
     with pytest.raises(SchemaError, match="version 1"):
         PostgresBackend(pg_dsn, schema=pg_schema, migrate=False)
-    assert migrate(pg_dsn, schema=pg_schema) == {"from": 1, "to": _pg_schema.SCHEMA_VERSION}
+    assert migrate(pg_dsn, schema=pg_schema) == {"from": 1, "to": schema_module.SCHEMA_VERSION}
     db = open_backend("a", migrate=False)
     _, nodes = db.read_nodes(SITE)
     assert [(n.name, n.incarnation, n.process) for n in nodes] == [("old", 7, "")]

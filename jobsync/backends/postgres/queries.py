@@ -38,7 +38,7 @@ import re
 
 from psycopg import sql
 
-from jobsync.backends._pg_schema import Conn, identifiers
+from jobsync.backends.postgres.schema import Conn, identifiers
 
 _MACROS = {
     "EXP": "({a}.last_heartbeat + {a}.lease_timeout * interval '1 second')",

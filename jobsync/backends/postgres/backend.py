@@ -67,9 +67,10 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from jobsync.backends import _checks as checks
-from jobsync.backends import _pg_schema, _pg_sql
-from jobsync.backends import _pg_values as V
-from jobsync.backends._pg_conn import LOCK_TIMEOUT_MS, Conn, Session, conninfo
+from jobsync.backends.postgres import queries as _pg_sql
+from jobsync.backends.postgres import rows as V
+from jobsync.backends.postgres import schema as _pg_schema
+from jobsync.backends.postgres.session import LOCK_TIMEOUT_MS, Conn, Session, conninfo
 from jobsync.backends.base import (
     DEAD_NODE_RETENTION,
     NODE_ACTIVE,
