@@ -1,6 +1,6 @@
 """What the leader writes: a cluster snapshot in, a PlanCommit and a schedule out.
 
-Law (DESIGN.md section 5, "Hand-off"): a token moves *directly* only from an
+Law (docs/PROTOCOL.md section 4, the hand-off protocol): a token moves *directly* only from an
 incarnation whose lease has expired (judged here on the snapshot's clock and
 again by the backend at commit, on the statement clock); any live holder,
 draining or ineligible ones included, goes through revoke and acknowledge.
@@ -8,7 +8,9 @@ A pending release is never cleared or re-attributed here: a later plan may
 only change its destination (to the releaser itself when the plan keeps the
 token where it is).  A holder that is neither live nor expired (evicted but
 still within its lease, or an older incarnation still inside its fence) is
-left alone and the leader is told when to look again.
+left alone and the leader is told when to look again.  Who leads and what a
+holder is come from ``jobsync.core.rules`` (``oldest_live``, ``holding``), the
+same functions the backends judge by at commit.
 
 Pure apart from the planner call: no I/O, no clock.  The node decides when to
 call it and sends what it returns.
@@ -18,18 +20,11 @@ from __future__ import annotations
 
 import attrs
 
-from jobsync.backends.base import (
-    ClusterView,
-    DirectAssign,
-    HistoryEntry,
-    NodeRecord,
-    PlanCommit,
-    Revoke,
-)
+from jobsync.backends.base import ClusterView, DirectAssign, HistoryEntry, PlanCommit, Revoke
+from jobsync.core import rules
 from jobsync.core.locks import LockConflict, resolve_locks
+from jobsync.core.model import NODE_ACTIVE
 from jobsync.core.planner import Plan, plan
-
-NONE, LIVE, EXPIRED, WAITING = "none", "live", "expired", "waiting"
 
 
 @attrs.frozen(kw_only=True)
@@ -45,35 +40,6 @@ class Decision:
     conflicts: tuple[LockConflict, ...] = ()
 
 
-def oldest_live(nodes: tuple[NodeRecord, ...], now: float) -> NodeRecord | None:
-    live = [n for n in nodes if n.is_live(now)]
-    return min(live, key=lambda n: (n.registered_at, n.name)) if live else None
-
-
-class _Holders:
-    """Classifies a token row's holding incarnation as none/live/expired/waiting."""
-
-    def __init__(self, view: ClusterView) -> None:
-        self.now = view.now
-        self.rows = {n.name: n for n in view.nodes}
-
-    def classify(self, owner: str | None, incarnation: int | None) -> tuple[str, float | None]:
-        if incarnation is None or owner is None:
-            return NONE, None
-        row = self.rows.get(owner)
-        if row is None:
-            return EXPIRED, None
-        if row.incarnation == incarnation:
-            if row.is_live(self.now):
-                return LIVE, None
-            if row.lease_expires <= self.now:
-                return EXPIRED, None
-            return WAITING, row.lease_expires
-        if row.fence_until <= self.now:
-            return EXPIRED, None
-        return WAITING, row.fence_until
-
-
 def decide(
     view: ClusterView,
     name: str,
@@ -83,10 +49,10 @@ def decide(
 ) -> Decision:
     """Plan from ``view`` if (name, incarnation) is the oldest live node."""
     now = view.now
-    leader = oldest_live(view.nodes, now)
+    leader = rules.oldest_live(view.nodes, now)
     if leader is None or leader.name != name or leader.incarnation != incarnation:
         return Decision(is_leader=False)
-    eligible = [n for n in view.nodes if n.is_live(now) and n.state == "active"]
+    eligible = [n for n in view.nodes if rules.is_live(n, now) and n.state == NODE_ACTIVE]
     current = {n.name: n.incarnation for n in eligible}
     resolved = resolve_locks(view.locks, now)
     result = plan(view.site.total_tokens, view.tokens.owner, sorted(current), resolved.pins)
@@ -140,7 +106,7 @@ def _writes(
     view: ClusterView, result: Plan, current: dict[str, int]
 ) -> tuple[list[DirectAssign], list[Revoke], float | None, bool]:
     tokens = view.tokens
-    holders = _Holders(view)
+    rows = {n.name: n for n in view.nodes}
     assigns: list[DirectAssign] = []
     revokes: list[Revoke] = []
     wake: float | None = None
@@ -150,11 +116,12 @@ def _writes(
         owner, inc, epoch = tokens.owner[token], tokens.incarnation[token], tokens.epoch[token]
         deadline = tokens.pending_deadline[token]
         target = target_of[token]
-        kind, until = holders.classify(owner, inc)
-        if kind == WAITING:
+        row = rows.get(owner) if owner is not None else None
+        kind, until = rules.holding(row, inc, view.now)
+        if kind is rules.Hold.WAITING:
             wake = _earliest(wake, until)
             continue
-        if kind == LIVE:
+        if kind is rules.Hold.LIVE:
             assert inc is not None
             if deadline is not None:
                 wake = _earliest(wake, deadline)
@@ -165,7 +132,7 @@ def _writes(
                 revokes.append(_revoke(token, inc, epoch, target))
             continue
         target_inc = current.get(target) if target is not None else None
-        if kind == NONE and target is None:
+        if kind is rules.Hold.NONE and target is None:
             continue
         assigns.append(
             DirectAssign(

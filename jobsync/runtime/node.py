@@ -61,6 +61,7 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from jobsync.backends.base import Backend, Heartbeat, HeartbeatOutcome, NodeRecord, Registration
+from jobsync.core import rules
 from jobsync.core.defences import PRODUCTION, Defences
 from jobsync.core.errors import (
     BackendUnavailable,
@@ -423,12 +424,11 @@ class Node:
         survivors = [
             n
             for n in self.nodes
-            if n.state in ("active", "leaving")
-            and (n.lease_expires > instant or n.name == self.name)
+            if rules.is_live(n, instant) or (n.name == self.name and n.state in rules.RUNNING)
         ]
         if not survivors:
             return True
-        oldest = min(survivors, key=lambda n: (n.registered_at, n.name))
+        oldest = min(survivors, key=rules.seniority)
         return oldest.name == self.name and oldest.incarnation == me
 
     # -- reading what concerns us -----------------------------------------
@@ -439,16 +439,18 @@ class Node:
         self._offset = backend_now - now
         self.nodes = nodes
         previous_leader = self.is_leader
-        top = leadership.oldest_live(nodes, backend_now)
+        top = rules.oldest_live(nodes, backend_now)
         self.is_leader = top is not None and top.name == self.name and top.incarnation == inc
-        live = frozenset(n.name for n in nodes if n.is_live(backend_now))
+        live = frozenset(n.name for n in nodes if rules.is_live(n, backend_now))
         if self.is_leader and (not previous_leader or live != self._live):
             self._plan_wanted = True  # a peer died since the last read: no counter says so
         self._live = live
         owned = self.backend.read_owned(self.site, self.name, inc)
         self._dirty = False
         self._next_reconcile = now + self.config.rebalance_check_interval_sec
-        others = [n.lease_expires for n in nodes if n.is_live(backend_now) and n.name != self.name]
+        others = [
+            n.lease_expires for n in nodes if rules.is_live(n, backend_now) and n.name != self.name
+        ]
         self._schedule_peer_check(now, min(others) if others else None)
         if (owned.change_counter, owned.plan_basis) != self._seen and self.is_leader:
             self._plan_wanted = owned.plan_basis < owned.change_counter or self._plan_wanted
@@ -555,8 +557,8 @@ class Node:
         gone: it deregistered, releasing what it could), for claim rows that a
         transaction held locked at the time (they are skipped, not waited on).
         Nothing else: a quiet site reaps nothing."""
-        live = frozenset((n.name, n.incarnation) for n in nodes if n.is_live(backend_now))
-        dead = frozenset((n.name, n.incarnation) for n in nodes if not n.is_live(backend_now))
+        live = frozenset((n.name, n.incarnation) for n in nodes if rules.is_live(n, backend_now))
+        dead = frozenset((n.name, n.incarnation) for n in nodes) - live
         died = dead - self._reaped
         left = self._members - live - dead
         self._members = live

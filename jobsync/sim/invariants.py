@@ -377,18 +377,16 @@ class Checker:
         self.stats["plans_waiting"] += bool(waiting)
 
     def _waiting(self, entry: _Commit) -> set[int]:
-        """Tokens whose holder can be neither revoked nor taken from yet (leader.WAITING)."""
-        found = set()
+        """Tokens whose holder can be neither revoked nor taken from yet
+        (``rules.holding`` answers WAITING, as it does to the leader)."""
+        from jobsync.core import rules  # this checker's one use of the rules
+
         now = entry.db_now
+        found = set()
         for t, inc in enumerate(entry.incarnation):
             owner = entry.owner[t]
             row = entry.nodes.get(owner) if owner is not None else None
-            if inc is None or row is None:
-                continue
-            if row.incarnation == inc:
-                if not row.is_live(now) and row.lease_expires > now:
-                    found.add(t)
-            elif row.fence_until > now:
+            if rules.holding(row, inc, now)[0] is rules.Hold.WAITING:
                 found.add(t)
         return found
 
