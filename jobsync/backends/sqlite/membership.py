@@ -1,0 +1,142 @@
+"""Sites and membership on SQLite: ensure_site, site_info, register, heartbeat,
+mark_leaving, deregister, read_nodes.
+
+Every judgement of an incarnation is ``jobsync.core.rules``': the takeover a
+registration makes (``rules.takeover``), a heartbeat's outcome
+(``rules.heartbeat``), *live* (``rules.is_live``) and whether a leaving
+incarnation's row stays as a tombstone (``rules.leaves_tombstone``).  SQLite
+locks the whole file for a write, so ``deregister`` never skips a claim row.
+"""
+
+from __future__ import annotations
+
+from jobsync.backends import _checks as C
+from jobsync.backends.base import (
+    NODE_ACTIVE,
+    NODE_DEAD,
+    NODE_LEAVING,
+    Heartbeat,
+    HeartbeatOutcome,
+    NodeRecord,
+    Registration,
+    SiteInfo,
+)
+from jobsync.backends.sqlite import queries as Q
+from jobsync.backends.sqlite import rows as R
+from jobsync.backends.sqlite.session import _Session
+from jobsync.core import rules
+from jobsync.core.errors import ConfigMismatch
+from jobsync.core.hashing import validate_hash_function, validate_total_tokens
+
+
+class _Membership(_Session):
+    """Sites and the node rows' lifecycle."""
+
+    def ensure_site(self, site: str, total_tokens: int, hash_function: str) -> SiteInfo:
+        C.site_name(site)
+        total = validate_total_tokens(total_tokens)
+        hash_name = validate_hash_function(hash_function)
+        with self._tx("ensure_site") as conn:
+            if conn.execute(Q.SELECT_SITE, (site,)).fetchone() is None:
+                conn.execute(Q.INSERT_SITE, (site, total, hash_name, 0, self._clock()))
+                conn.execute(Q.INSERT_TOKENS, (site, total, 0))
+            found = self._site(conn, site)
+        stored_total, stored_hash = found[R.TOTAL], found[R.HASH]
+        if (stored_total, stored_hash) != (total, hash_name):
+            raise ConfigMismatch(
+                f"site {site!r} stores total_tokens={stored_total}, hash_function={stored_hash!r};"
+                f" got total_tokens={total}, hash_function={hash_name!r}"
+            )
+        return R.site_info(found)
+
+    def site_info(self, site: str) -> SiteInfo | None:
+        C.site_name(site)
+        with self._tx("site_info", write=False) as conn:
+            if conn.execute(Q.SELECT_SITE, (site,)).fetchone() is None:
+                return None
+            return R.site_info(self._site(conn, site))
+
+    def register(
+        self, site: str, name: str, lease_timeout: float, *, process: str = "",
+        known: int | None = None,
+    ) -> Registration:  # fmt: skip
+        C.site_name(site)
+        C.node_name(name)
+        lease = C.seconds("lease_timeout", lease_timeout)
+        process = C.process_id(process)
+        known = C.known_incarnation(known)
+        with self._tx("register") as conn:
+            info, now = self._site(conn, site), self._clock()
+            incarnation = info[R.INCARNATIONS] + 1
+            node = rules.takeover(
+                self._nodes(conn, site).get(name), site=site, name=name,
+                incarnation=incarnation, lease=lease, now=now, process=process, known=known,
+            )  # fmt: skip
+            fence = node.fence_until
+            row = (site, name, incarnation, now, now, lease, NODE_ACTIVE, fence, process)
+            conn.execute(Q.UPSERT_NODE, row)
+            conn.execute(Q.TAKE_INCARNATION, (site, incarnation))
+            conn.execute(Q.BUMP, (site,))
+        return Registration(
+            incarnation=incarnation, registered_at=now, change_counter=info[R.COUNTER] + 1,
+            fence_until=fence,
+        )  # fmt: skip
+
+    def heartbeat(self, site: str, name: str, incarnation: int) -> Heartbeat:
+        self._member(site, name, incarnation)
+        with self._tx("heartbeat") as conn:
+            info, now = self._site(conn, site), self._clock()
+            nodes = self._nodes(conn, site)
+            node = nodes.get(name)
+            outcome, after = rules.heartbeat(node, incarnation, now)
+            if outcome is HeartbeatOutcome.RENEWED:
+                conn.execute(Q.RENEW, (site, name, now))
+            elif after is not node:  # found expired: never renewable again
+                conn.execute(Q.MARK_DEAD, (site, name, incarnation))
+        others = [
+            n.lease_expires for n in nodes.values() if n.name != name and rules.is_live(n, now)
+        ]
+        return Heartbeat(
+            outcome=outcome, now=now, change_counter=info[R.COUNTER], plan_basis=info[R.BASIS],
+            earliest_other_expiry=min(others, default=None), live_others=len(others),
+        )  # fmt: skip
+
+    def mark_leaving(self, site: str, name: str, incarnation: int) -> bool:
+        self._member(site, name, incarnation)
+        with self._tx("mark_leaving") as conn:
+            self._site(conn, site)
+            node = self._nodes(conn, site).get(name)
+            if (
+                node is None
+                or node.incarnation != incarnation
+                or not rules.is_live(node, self._clock())
+            ):
+                return False
+            if node.state != NODE_LEAVING:
+                conn.execute(Q.SET_STATE, (site, name, NODE_LEAVING))
+                conn.execute(Q.BUMP, (site,))
+            return True
+
+    def deregister(self, site: str, name: str, incarnation: int) -> bool:
+        self._member(site, name, incarnation)
+        with self._tx("deregister") as conn:
+            self._site(conn, site)
+            now, node = self._clock(), self._nodes(conn, site).get(name)
+            if node is None or node.incarnation != incarnation:
+                return False
+            changed = conn.execute(Q.FREE_TOKENS, (site, incarnation)).rowcount
+            changed += conn.execute(Q.RELEASE_CLAIMS, (site, incarnation)).rowcount
+            # The whole file is locked: no claim is ever skipped, so only a fence keeps a row.
+            if not rules.leaves_tombstone(node, now, claims_left=False):
+                changed += conn.execute(Q.DELETE_NODE, (site, name)).rowcount
+            elif node.state != NODE_DEAD:  # a tombstone: the older incarnation stays fenced
+                changed += conn.execute(Q.BURY_NODE, (site, name, incarnation)).rowcount
+            if changed:  # a repeat on a tombstone (its reply lost) writes nothing
+                conn.execute(Q.BUMP, (site,))
+            return bool(changed)
+
+    def read_nodes(self, site: str) -> tuple[float, tuple[NodeRecord, ...]]:
+        C.site_name(site)
+        with self._tx("read_nodes", write=False) as conn:
+            self._site(conn, site)
+            return self._clock(), R.seniority(self._nodes(conn, site).values())
