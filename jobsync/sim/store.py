@@ -28,9 +28,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from jobsync.backends._memory_state import SiteState
 from jobsync.backends.base import ClusterView
-from jobsync.backends.memory import MemoryBackend, MemoryStore
+from jobsync.backends.memory import MemoryBackend, MemoryStore, SiteState
 from jobsync.core.defences import PRODUCTION, Defences
 from jobsync.core.errors import BackendUnavailable
 

@@ -6,7 +6,10 @@ is one atomic transaction judged at one statement-clock instant.  Arguments
 that need no site were checked by the caller; arguments that need the site's
 ``total_tokens`` are checked here, before anything is written.
 
-Two judgements of an incarnation, on ``now``:
+Every protocol judgement is made by ``jobsync.core.rules`` (the same rules the
+other backends' statements are checked against); this module keeps the rows
+and applies what the rules decide.  Two judgements of an incarnation, on
+``now``:
 
 - *live* (leadership, a release's destination, ``mark_leaving``): its row is
   current, active or leaving, and ``last_heartbeat + lease_timeout > now``
@@ -37,7 +40,6 @@ from typing import TypeVar
 import attrs
 
 from jobsync.backends import _checks as checks
-from jobsync.backends._memory_records import ClaimLedger, ClaimRow, LockTable
 from jobsync.backends.base import (
     NODE_ACTIVE,
     NODE_DEAD,
@@ -56,6 +58,7 @@ from jobsync.backends.base import (
     SiteInfo,
     TokenTable,
 )
+from jobsync.backends.memory.records import ClaimLedger, ClaimRow, LockTable
 from jobsync.core import rules
 from jobsync.core.defences import PRODUCTION, Defences
 from jobsync.core.errors import (

@@ -1,0 +1,80 @@
+"""``MemoryTransaction``: a user's open transaction on a ``MemoryStore``."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from jobsync.backends.memory.records import ClaimKey
+from jobsync.backends.memory.site import SiteState
+from jobsync.core.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from jobsync.backends.memory.store import MemoryStore
+
+
+class MemoryTransaction:
+    """A user's open transaction on a ``MemoryStore`` (the ``connection`` of
+    ``complete_in`` and ``release_in``).
+
+    Completions and releases staged in it lock their claim rows and take
+    effect at ``commit``; ``rollback`` drops them.  As a context manager it
+    commits on success and rolls back on an exception.
+    """
+
+    def __init__(self, store: MemoryStore, client: str) -> None:
+        self.store = store
+        self.client = client
+        self.open = True
+        self._ops: list[tuple[SiteState, str, datetime.date, int, frozenset[str]]] = []
+        self._locked: list[tuple[SiteState, ClaimKey]] = []
+
+    def __repr__(self) -> str:
+        return f"<MemoryTransaction of {self.client!r}{'' if self.open else ' ended'}>"
+
+    def stage(
+        self, state: SiteState, kind: str, day: datetime.date, inc: int, keys: Sequence[str]
+    ) -> frozenset[str]:
+        """Lock and stage ``kind`` of this incarnation's open claims among ``keys``."""
+        mine = state.claims.open_of(day, inc, keys)
+        blockers = state.claims.blockers([(day, k) for k in mine], self)
+        if blockers:
+            self.store._contend(self.client, kind, blockers)
+        for key in mine:
+            if state.claims.holder.get((day, key)) is not self:
+                state.claims.holder[day, key] = self
+                self._locked.append((state, (day, key)))
+        self._ops.append((state, kind, day, inc, mine))
+        return mine
+
+    def commit(self) -> None:
+        with self.store._lock:
+            self._end()
+            for state, kind, day, inc, keys in self._ops:
+                if kind == "complete":
+                    state.claims.complete(day, inc, keys, self.store.clock())
+                else:
+                    state.claims.release(day, inc, keys)
+            self._ops.clear()
+
+    def rollback(self) -> None:
+        with self.store._lock:
+            self._end()
+            self._ops.clear()
+
+    def _end(self) -> None:
+        if not self.open:
+            raise InvalidArgument(f"{self!r} already ended")
+        self.open = False
+        for state, key in self._locked:
+            if state.claims.holder.get(key) is self:
+                del state.claims.holder[key]
+        self._locked.clear()
+
+    def __enter__(self) -> MemoryTransaction:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if self.open:
+            self.commit() if exc_type is None else self.rollback()
