@@ -96,8 +96,8 @@ PATTERNS = (
 )
 
 
-class Script:
-    """Applies named actions to a cluster; counts what it did (the fault mix)."""
+class _Base:
+    """The script's state and the helpers every action uses."""
 
     def __init__(self, cluster: VirtualCluster, rng: random.Random, max_nodes: int) -> None:
         self.c = cluster
@@ -114,12 +114,10 @@ class Script:
         """Aim faults at the worst moments (the teeth profile)."""
         self._names = 0
         self._restarts: list[str] = []
-        cluster.commit_hooks.append(self._on_commit)
         cfg = cluster.config
         self.drift = min(0.01, DRIFT_SHARE * cfg.margin / cfg.heartbeat_timeout_sec)
         self.db_bound = DB_SHARE * cfg.margin
 
-    # -- processes ----------------------------------------------------------------
     def new_name(self) -> str:
         self._names += 1
         group = "gpu" if self.rng.random() < 0.25 else "cpu"
@@ -146,14 +144,6 @@ class Script:
             return leader
         return self.rng.choice(pool)
 
-    # -- dispatch -------------------------------------------------------------------
-    def act(self, kind: str) -> None:
-        if self.healed and kind in FAULTS:
-            return
-        action: Callable[[], bool] = getattr(self, f"_{kind}")
-        if action():
-            self.mix[kind] += 1
-
     def later(self, seconds: float, action: Callable[[], None], *, fault: bool = True) -> None:
         """Run ``action`` after ``seconds`` unless faults have stopped by then."""
 
@@ -163,22 +153,33 @@ class Script:
 
         self.c.at(self.c.now + seconds, guarded)
 
-    def heal(self) -> None:
-        self.healed = True
-        self.stalls_armed = self.targeted_armed = 0
-        self.c.heal()
-        restarts, self._restarts = self._restarts, []
-        for name in restarts:
-            self.start(name)
-        if not self.running():  # the script may have stopped or superseded every process
-            self.start(self.new_name())
+    def _span(self, low: float, high: float) -> float:
+        return self.c.config.heartbeat_timeout_sec * self.rng.uniform(low, high)
 
-    # -- workloads ------------------------------------------------------------------
+    def _end_outage(self) -> None:
+        self.c.store.restore_all()
+        self.c.log("db", "outage ends")
+
     def _join(self) -> bool:
         if len(self.running()) >= self.max_nodes:
             return False
         self.start(self.new_name())
         return True
+
+    def _restart_later(self, name: str) -> None:
+        self._restarts.append(name)
+        delay = self.rng.uniform(0.0, 1.5 * self.c.config.heartbeat_timeout_sec)
+
+        def restart() -> None:
+            if name in self._restarts:
+                self._restarts.remove(name)
+                self.start(name)
+
+        self.later(delay, restart, fault=False)
+
+
+class _Workloads(_Base):
+    """What users do: joins, leaves, deploys, scaling, pins, restarts, duplicates."""
 
     def _leave(self) -> bool:
         sim = self.pick()
@@ -271,17 +272,6 @@ class Script:
         self._restart_later(sim.name)
         return True
 
-    def _restart_later(self, name: str) -> None:
-        self._restarts.append(name)
-        delay = self.rng.uniform(0.0, 1.5 * self.c.config.heartbeat_timeout_sec)
-
-        def restart() -> None:
-            if name in self._restarts:
-                self._restarts.remove(name)
-                self.start(name)
-
-        self.later(delay, restart, fault=False)
-
     def _duplicate(self) -> bool:
         sim = self.pick(spare=0)
         if sim is None:
@@ -304,7 +294,10 @@ class Script:
         self.later(wait, lambda: self.c.give_up(duplicate.key), fault=False)
         return True
 
-    # -- faults ---------------------------------------------------------------------
+
+class _Faults(_Base):
+    """What goes wrong, and the commit nemesis that aims it at the worst moment."""
+
     def _lost_reply(self) -> bool:
         sim = self.pick(spare=0, leader_bias=0.3)
         if sim is None:
@@ -354,9 +347,6 @@ class Script:
         self.c.sigterm(sim.key)
         return True
 
-    def _span(self, low: float, high: float) -> float:
-        return self.c.config.heartbeat_timeout_sec * self.rng.uniform(low, high)
-
     def _crash(self) -> bool:
         sim = self.pick(leader_bias=0.3)
         if sim is None:
@@ -397,10 +387,6 @@ class Script:
         self.c.log("db", "outage")
         self.later(self._span(0.1, 2.5), self._end_outage)
         return True
-
-    def _end_outage(self) -> None:
-        self.c.store.restore_all()
-        self.c.log("db", "outage ends")
 
     def _lose(self) -> bool:
         targets = self.running() if self.rng.random() < 0.3 else [self.pick(spare=0)]
@@ -473,7 +459,6 @@ class Script:
         sim.consumer = self.rng.choice(CONSUMERS)
         return True
 
-    # -- the commit nemesis -------------------------------------------------------------
     def _on_commit(self, client: str, commit: PlanCommit) -> None:
         """Stall a plan between its read and its commit; the targeted kind also ends the
         partition or pause of a holder the plan takes tokens from, and steps the database
@@ -506,3 +491,28 @@ class Script:
                 ):
                     found.append(sim)
         return found
+
+
+class Script(_Workloads, _Faults):
+    """Applies named actions to a cluster; counts what it did (the fault mix)."""
+
+    def __init__(self, cluster: VirtualCluster, rng: random.Random, max_nodes: int) -> None:
+        super().__init__(cluster, rng, max_nodes)
+        cluster.commit_hooks.append(self._on_commit)
+
+    def act(self, kind: str) -> None:
+        if self.healed and kind in FAULTS:
+            return
+        action: Callable[[], bool] = getattr(self, f"_{kind}")
+        if action():
+            self.mix[kind] += 1
+
+    def heal(self) -> None:
+        self.healed = True
+        self.stalls_armed = self.targeted_armed = 0
+        self.c.heal()
+        restarts, self._restarts = self._restarts, []
+        for name in restarts:
+            self.start(name)
+        if not self.running():  # the script may have stopped or superseded every process
+            self.start(self.new_name())
