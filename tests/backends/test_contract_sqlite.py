@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from jobsync.backends.base import Backend, ClaimRequest, DirectAssign, LockSpec, PlanCommit
+from jobsync.backends.base import (
+    Backend,
+    ClaimRequest,
+    DirectAssign,
+    LockSpec,
+    PlanCommit,
+    TransactionalCompletion,
+)
 from jobsync.backends.sqlite import SQLiteBackend
 from jobsync.core.errors import BackendUnavailable, InvalidArgument, LockTimeout, SchemaError
 from jobsync.testing.backend_contract import BackendContract
@@ -151,6 +158,10 @@ def test_a_closed_handle_raises_backend_unavailable(db: SQLiteBackend) -> None:
     assert db.statistics()["round_trips"] >= 1
 
 
+def test_sqlite_offers_transactional_completion(db: SQLiteBackend) -> None:
+    assert isinstance(db, TransactionalCompletion)
+
+
 def test_completion_inside_the_callers_transaction_commits_with_it(
     db: SQLiteBackend, harness: SQLiteHarness
 ) -> None:
@@ -161,11 +172,11 @@ def test_completion_inside_the_callers_transaction_commits_with_it(
         mine.execute("CREATE TABLE effects (task TEXT)")
         mine.commit()
         mine.execute("INSERT INTO effects VALUES ('t1')")
-        assert db.complete(SITE, DAY, incarnation, ["t1"], connection=mine) == {"t1"}
+        assert db.complete_in(mine, SITE, DAY, incarnation, ["t1"]) == {"t1"}
         mine.rollback()  # the side effect and the completion go together
         assert [r.status for r in db.read_audit(SITE, DAY)] == ["claimed"]
         mine.execute("INSERT INTO effects VALUES ('t1')")
-        assert db.complete(SITE, DAY, incarnation, ["t1"], connection=mine) == {"t1"}
+        assert db.complete_in(mine, SITE, DAY, incarnation, ["t1"]) == {"t1"}
         assert [r.status for r in db.read_audit(SITE, DAY)] == ["claimed"]  # not yet committed
         mine.commit()
         assert [r.status for r in db.read_audit(SITE, DAY)] == ["done"]
@@ -178,11 +189,11 @@ def test_completion_refuses_other_connections(db: SQLiteBackend, tmp_path: Path)
     incarnation = _own_everything(db)
     _claim(db, incarnation, "t1")
     with pytest.raises(InvalidArgument, match=r"sqlite3\.Connection"):
-        db.complete(SITE, DAY, incarnation, ["t1"], connection=object())
+        db.complete_in(object(), SITE, DAY, incarnation, ["t1"])
     elsewhere = sqlite3.connect(tmp_path / "other.db")
     try:
         with pytest.raises(InvalidArgument, match=r"other\.db"):
-            db.complete(SITE, DAY, incarnation, ["t1"], connection=elsewhere)
+            db.complete_in(elsewhere, SITE, DAY, incarnation, ["t1"])
     finally:
         elsewhere.close()
     assert [r.status for r in db.read_audit(SITE, DAY)] == ["claimed"]
@@ -196,9 +207,9 @@ def test_completion_needs_the_callers_transaction_open_in_autocommit_mode(
     mine = sqlite3.connect(harness.path, isolation_level=None)
     try:
         with pytest.raises(InvalidArgument, match="autocommit"):
-            db.complete(SITE, DAY, incarnation, ["t1"], connection=mine)
+            db.complete_in(mine, SITE, DAY, incarnation, ["t1"])
         mine.execute("BEGIN IMMEDIATE")
-        assert db.complete(SITE, DAY, incarnation, ["t1"], connection=mine) == {"t1"}
+        assert db.complete_in(mine, SITE, DAY, incarnation, ["t1"]) == {"t1"}
         mine.execute("ROLLBACK")
         assert [r.status for r in db.read_audit(SITE, DAY)] == ["claimed"]
     finally:
@@ -289,9 +300,10 @@ def test_one_handle_serves_two_threads_at_once(db: SQLiteBackend) -> None:
 def test_completion_in_the_callers_transaction_never_waits_on_the_coordination_thread(
     db: SQLiteBackend, harness: SQLiteHarness
 ) -> None:
-    # Regression: complete(connection=...) took the handle's lock while the caller held
-    # SQLite's write lock, and a heartbeat holding the handle's lock waited for the write
-    # lock: both stalled for the whole busy timeout, and so did every other worker.
+    # Regression: a completion in the caller's transaction took the handle's lock while
+    # the caller held SQLite's write lock, and a heartbeat holding the handle's lock waited
+    # for the write lock: both stalled for the whole busy timeout, and so did every other
+    # worker.
     incarnation = _own_everything(db)
     assert _claim(db, incarnation, "t1") == {"t1"}
     mine = sqlite3.connect(harness.path, isolation_level=None)
@@ -304,7 +316,7 @@ def test_completion_in_the_callers_transaction_never_waits_on_the_coordination_t
         heartbeat.start()
         heartbeat.join(0.2)  # the heartbeat is now waiting for the write lock
         started = time.monotonic()
-        assert db.complete(SITE, DAY, incarnation, ["t1"], connection=mine) == {"t1"}
+        assert db.complete_in(mine, SITE, DAY, incarnation, ["t1"]) == {"t1"}
         mine.execute("COMMIT")
         heartbeat.join()
         assert time.monotonic() - started < 2.0  # busy_timeout is 5 s

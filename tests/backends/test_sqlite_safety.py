@@ -359,15 +359,15 @@ def test_release_inside_the_callers_transaction_commits_or_rolls_back_with_it(
         mine.execute("CREATE TABLE effects (task TEXT)")
         mine.commit()
         mine.execute("INSERT INTO effects VALUES ('undo t1')")
-        assert db.release(SITE, DAY, incarnation, ["t1"], connection=mine) == {"t1"}
+        assert db.release_in(mine, SITE, DAY, incarnation, ["t1"]) == {"t1"}
         assert statuses(db) == {"t1": "claimed"}  # not committed yet
         mine.rollback()
         assert statuses(db) == {"t1": "claimed"}
         mine.execute("INSERT INTO effects VALUES ('undo t1')")
-        assert db.release(SITE, DAY, incarnation, ["t1"], connection=mine) == {"t1"}
+        assert db.release_in(mine, SITE, DAY, incarnation, ["t1"]) == {"t1"}
         mine.commit()
         assert statuses(db) == {}
-        assert db.release(SITE, DAY, incarnation, ["t1"], connection=mine) == frozenset()
+        assert db.release_in(mine, SITE, DAY, incarnation, ["t1"]) == frozenset()
         mine.commit()
     finally:
         mine.close()
@@ -383,11 +383,11 @@ def test_release_refuses_connections_it_cannot_join(
     bare = sqlite3.connect(path, isolation_level=None)
     try:
         with pytest.raises(InvalidArgument, match=r"sqlite3\.Connection"):
-            db.release(SITE, DAY, incarnation, ["t1"], connection=object())
+            db.release_in(object(), SITE, DAY, incarnation, ["t1"])
         with pytest.raises(InvalidArgument, match=r"other\.db"):
-            db.release(SITE, DAY, incarnation, ["t1"], connection=elsewhere)
+            db.release_in(elsewhere, SITE, DAY, incarnation, ["t1"])
         with pytest.raises(InvalidArgument, match="autocommit"):
-            db.release(SITE, DAY, incarnation, ["t1"], connection=bare)
+            db.release_in(bare, SITE, DAY, incarnation, ["t1"])
     finally:
         elsewhere.close()
         bare.close()
@@ -411,7 +411,7 @@ def test_release_in_the_callers_transaction_never_waits_on_the_coordination_thre
         heartbeat.start()
         heartbeat.join(0.2)  # now waiting for the write lock, holding the handle
         started = time.monotonic()
-        assert db.release(SITE, DAY, incarnation, ["t1"], connection=mine) == {"t1"}
+        assert db.release_in(mine, SITE, DAY, incarnation, ["t1"]) == {"t1"}
         mine.execute("COMMIT")
         heartbeat.join()
         assert time.monotonic() - started < 2.0  # busy_timeout is 5 s
@@ -430,7 +430,7 @@ def held(db: SQLiteBackend, path: Path) -> Iterator[tuple[int, sqlite3.Connectio
     assert claim(db, incarnation, "t1", "t2") == {"t1", "t2"}
     mine = sqlite3.connect(path, isolation_level=None)
     mine.execute("BEGIN IMMEDIATE")
-    assert db.complete(SITE, DAY, incarnation, ["t1"], connection=mine) == {"t1"}
+    assert db.complete_in(mine, SITE, DAY, incarnation, ["t1"]) == {"t1"}
     yield incarnation, mine
     if mine.in_transaction:
         mine.execute("ROLLBACK")
@@ -575,7 +575,7 @@ def test_a_deferred_callers_transaction_meets_a_held_write_lock_at_once(
         theirs.execute("BEGIN")  # deferred: a reader until it writes
         started = time.monotonic()
         with pytest.raises(LockTimeout, match="BEGIN IMMEDIATE") as caught:
-            getattr(impatient, verb)(SITE, DAY, incarnation, ["t2"], connection=theirs)
+            getattr(impatient, f"{verb}_in")(theirs, SITE, DAY, incarnation, ["t2"])
         assert time.monotonic() - started < BUSY
         assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
         theirs.rollback()
@@ -602,12 +602,12 @@ def test_a_legacy_connection_beginning_with_our_update_waits_at_most_the_busy_ti
         assert not theirs.in_transaction
         started = time.monotonic()
         with pytest.raises(LockTimeout):
-            getattr(impatient, verb)(SITE, DAY, incarnation, ["t2"], connection=theirs)
+            getattr(impatient, f"{verb}_in")(theirs, SITE, DAY, incarnation, ["t2"])
         assert BUSY * 0.8 <= time.monotonic() - started < BUSY + SLACK
         assert theirs.execute("PRAGMA busy_timeout").fetchone() == (10_000,)
         mine.execute("COMMIT")
         # The lock is free: the same call now runs in (and begins) their transaction.
-        assert getattr(impatient, verb)(SITE, DAY, incarnation, ["t2"], connection=theirs) == {"t2"}
+        assert getattr(impatient, f"{verb}_in")(theirs, SITE, DAY, incarnation, ["t2"]) == {"t2"}
         assert theirs.in_transaction
         theirs.rollback()
     finally:

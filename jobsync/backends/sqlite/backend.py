@@ -6,7 +6,8 @@ driver errors; its docstring says how every call's lock waits are bounded):
 
 - ``membership``: sites and the node rows' lifecycle;
 - ``planning``: the leader's reads and plans, acknowledgements, evictions;
-- ``claims``: claims and completions, also in the caller's own transaction;
+- ``claims``: claims and completions, also in the caller's own transaction
+  (base.py's ``TransactionalCompletion``);
 - ``operations``: operators' verbs, locks, history, pruning, change waits.
 
 Schema and migrations live in ``schema``, SQL text in ``queries``, row
@@ -17,9 +18,9 @@ destinations, ``mark_leaving``) and *lease expired* (``rules.lease_expired``:
 DirectAssign, ``finish_expired_releases``, ``reap_claims``).  An evicted
 incarnation is not live but holds its lease until it runs out.
 
-A user's write transaction held open (``complete`` or ``release`` with
-``connection=``) cannot hang a worker, but it does stall every writer of the
-file while it lasts, and must be short.
+A user's write transaction held open (``complete_in`` or ``release_in``)
+cannot hang a worker, but it does stall every writer of the file while it
+lasts, and must be short.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Claims on SQLite: claim, complete, release (also inside the caller's own
-transaction), open_claims, read_audit, reap_claims.
+"""Claims on SQLite: claim, complete, release, complete_in and release_in (the
+same inside the caller's own transaction: base.TransactionalCompletion),
+open_claims, read_audit, reap_claims.
 
 SQLite cannot skip a locked claim row as PostgreSQL does: its lock is the
 whole file, so while a user's write transaction holding a completion is open
@@ -56,23 +57,43 @@ class _Claims(_Session):
         return frozenset(claimed)
 
     def complete(
-        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str],
-        connection: object | None = None,
-    ) -> frozenset[str]:  # fmt: skip
-        C.site_name(site)
-        day = C.claim_date(date).isoformat()
-        C.incarnation(incarnation)
-        keys = list(dict.fromkeys(C.task_keys(task_keys)))
-        if connection is not None:
-            now = self._clock()
-            return self._in_callers_tx(
-                connection, "complete", site,
-                lambda c: _each(c, Q.COMPLETE, keys, lambda k: (site, day, k, incarnation, now)),
-            )  # fmt: skip
+        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
+    ) -> frozenset[str]:
+        day, keys = _settle_args(site, date, incarnation, task_keys)
         with self._tx("complete") as conn:
             self._site(conn, site)
             now = self._clock()
             return _each(conn, Q.COMPLETE, keys, lambda k: (site, day, k, incarnation, now))
+
+    def release(
+        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
+    ) -> frozenset[str]:
+        day, keys = _settle_args(site, date, incarnation, task_keys)
+        with self._tx("release") as conn:
+            self._site(conn, site)
+            return _each(conn, Q.RELEASE, keys, lambda k: (site, day, k, incarnation))
+
+    # -- in the caller's transaction (base.TransactionalCompletion) -------------
+    def complete_in(
+        self, connection: object, site: str, date: datetime.date, incarnation: int,
+        task_keys: Sequence[str],
+    ) -> frozenset[str]:  # fmt: skip
+        day, keys = _settle_args(site, date, incarnation, task_keys)
+        now = self._clock()
+        return self._in_callers_tx(
+            connection, "complete", site,
+            lambda c: _each(c, Q.COMPLETE, keys, lambda k: (site, day, k, incarnation, now)),
+        )  # fmt: skip
+
+    def release_in(
+        self, connection: object, site: str, date: datetime.date, incarnation: int,
+        task_keys: Sequence[str],
+    ) -> frozenset[str]:  # fmt: skip
+        day, keys = _settle_args(site, date, incarnation, task_keys)
+        return self._in_callers_tx(
+            connection, "release", site,
+            lambda c: _each(c, Q.RELEASE, keys, lambda k: (site, day, k, incarnation)),
+        )  # fmt: skip
 
     def _in_callers_tx(
         self, conn: object, verb: str, site: str,
@@ -128,24 +149,6 @@ class _Claims(_Session):
         except sqlite3.Error as exc:
             raise translate(exc, self._busy, callers=True) from exc
 
-    def release(
-        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str],
-        connection: object | None = None,
-    ) -> frozenset[str]:  # fmt: skip
-        C.site_name(site)
-        day = C.claim_date(date).isoformat()
-        C.incarnation(incarnation)
-        keys = list(dict.fromkeys(C.task_keys(task_keys)))
-
-        def work(conn: sqlite3.Connection) -> frozenset[str]:
-            return _each(conn, Q.RELEASE, keys, lambda k: (site, day, k, incarnation))
-
-        if connection is not None:
-            return self._in_callers_tx(connection, "release", site, work)
-        with self._tx("release") as conn:
-            self._site(conn, site)
-            return work(conn)
-
     def open_claims(
         self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
     ) -> frozenset[str]:
@@ -188,6 +191,16 @@ class _Claims(_Session):
                 ]
                 conn.executemany(Q.PURGE_NODE, purge)  # no bump: a dead row counts for no plan
             return released
+
+
+def _settle_args(
+    site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
+) -> tuple[str, list[str]]:
+    """A completion's or release's arguments checked: the ISO day and the distinct keys."""
+    C.site_name(site)
+    day = C.claim_date(date).isoformat()
+    C.incarnation(incarnation)
+    return day, list(dict.fromkeys(C.task_keys(task_keys)))
 
 
 def _each(
