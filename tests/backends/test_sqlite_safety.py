@@ -445,7 +445,6 @@ WRITES: dict[str, Callable[[SQLiteBackend, int], object]] = {
     "register": lambda db, inc: db.register(SITE, "b", 60.0, process="pb"),
     "deregister": lambda db, inc: db.deregister(SITE, "a", inc),
     "reap_claims": lambda db, inc: db.reap_claims(SITE),
-    "finish_expired_releases": lambda db, inc: db.finish_expired_releases(SITE),
     "mark_leaving": lambda db, inc: db.mark_leaving(SITE, "a", inc),
     "prune": lambda db, inc: db.prune(SITE, MIN_PRUNE_AGE),
 }

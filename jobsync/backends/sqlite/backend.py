@@ -15,8 +15,8 @@ conversions and token-row arithmetic in ``rows``.  Every protocol judgement
 is ``jobsync.core.rules``': two judgements of an incarnation, as base.py
 defines them, are *live* (``rules.is_live``: leadership, release
 destinations, ``mark_leaving``) and *lease expired* (``rules.lease_expired``:
-DirectAssign, ``finish_expired_releases``, ``reap_claims``).  An evicted
-incarnation is not live but holds its lease until it runs out.
+DirectAssign, ``reap_claims``).  An evicted incarnation is not live but holds
+its lease until it runs out.
 
 A user's write transaction held open (``complete_in`` or ``release_in``)
 cannot hang a worker, but it does stall every writer of the file while it

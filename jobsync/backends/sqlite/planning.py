@@ -1,11 +1,11 @@
 """Planning and hand-off on SQLite: read_cluster, commit_plan, read_owned,
-ack_releases, finish_expired_releases, evict_overdue.
+ack_releases, evict_overdue.
 
 A plan is judged by ``rules.plan_misfit`` against the rows it writes, read
 under the write lock (so nothing changes between the check and the commit);
 ``rows.plan_rows`` then says what changes.  Leadership is
-``rules.oldest_live``; a finished release goes where ``rules.destination``
-says (``rows.handoff``); DirectAssign and finished releases act only on
+``rules.oldest_live``; an acknowledged release goes where
+``rules.destination`` says (``rows.handoff``); DirectAssign acts only on
 leases ``rules.lease_expired`` judges over.
 """
 
@@ -118,19 +118,6 @@ class _Planning(_Session):
             if done:
                 conn.execute(Q.BUMP, (site,))
         return frozenset(done)
-
-    def finish_expired_releases(self, site: str) -> frozenset[int]:
-        C.site_name(site)
-        with self._tx("finish_expired_releases") as conn:
-            self._site(conn, site)
-            now, nodes = self._clock(), self._nodes(conn, site)
-            rows = conn.execute(Q.SELECT_PENDING, (site,)).fetchall()
-            expired = [r for r in rows if rules.lease_expired(nodes.get(r[R.OWNER]), r[R.INC], now)]
-            self._bury(conn, site, {(r[R.OWNER], r[R.INC]) for r in expired})
-            conn.executemany(Q.UPDATE_TOKEN, [R.handoff(site, r, nodes, now) for r in expired])
-            if expired:
-                conn.execute(Q.BUMP, (site,))
-        return frozenset(row[R.ID] for row in expired)
 
     def evict_overdue(self, site: str, leader: str, leader_incarnation: int) -> tuple[str, ...]:
         self._member(site, leader, leader_incarnation)

@@ -69,9 +69,6 @@ SELECT_SOME_TOKENS = (
     f"SELECT {TOKEN_COLUMNS} FROM sync_token WHERE site = ?"
     " AND token_id IN (SELECT value FROM json_each(?))"
 )
-SELECT_PENDING = (
-    f"SELECT {TOKEN_COLUMNS} FROM sync_token WHERE site = ? AND pending_deadline IS NOT NULL"
-)
 SELECT_OWNED = (
     "SELECT token_id, epoch, pending_deadline FROM sync_token"
     " WHERE site = ?1 AND incarnation = ?3 AND node = ?2 ORDER BY token_id"
