@@ -28,7 +28,6 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
-from jobsync.backends.postgres import schema as schema_module
 from jobsync.backends.base import (
     ClaimRequest,
     DirectAssign,
@@ -37,6 +36,7 @@ from jobsync.backends.base import (
     Revoke,
 )
 from jobsync.backends.postgres import PostgresBackend, migrate
+from jobsync.backends.postgres import schema as schema_module
 from jobsync.core import match_pattern
 from jobsync.core.errors import (
     BackendUnavailable,
@@ -455,27 +455,7 @@ def test_a_heartbeat_racing_the_reap_of_its_own_incarnation_never_both_succeed(
         time.sleep(lease + 0.01)  # the previous round's x, if it renewed, has expired
         name = f"x{round_}"
         x = admin.register(SITE, name, lease)
-        via_release = round_ % 2 == 1
         _give_all(admin, "leader", leader.incarnation, {0: (name, x.incarnation)})
-        if via_release:  # x holds a pending release of token 0 (to nobody)
-            view = admin.read_cluster(SITE)
-            revoke = Revoke(
-                token=0,
-                expected_incarnation=x.incarnation,
-                expected_epoch=view.tokens.epoch[0],
-                destination=None,
-            )
-            admin.commit_plan(
-                SITE,
-                _plan(
-                    "leader",
-                    leader.incarnation,
-                    view.site.generation,
-                    view.site.change_counter,
-                    revokes=(revoke,),
-                    ack_timeout=600.0,
-                ),
-            )
         view = admin.read_cluster(SITE)
         # most rounds hit the expiry within a few ms (real races); some land
         # wider, so that both outcomes occur even on a loaded machine
@@ -484,7 +464,7 @@ def test_a_heartbeat_racing_the_reap_of_its_own_incarnation_never_both_succeed(
         while time.time() < target - 0.002:
             time.sleep(0.0005)
         renewed, reaped = _heartbeat_against_reap(
-            beater, reaper, name, x.incarnation, leader.incarnation, view, via_release
+            beater, reaper, name, x.incarnation, leader.incarnation, view
         )
         assert not isinstance(renewed, Exception), renewed
         assert not isinstance(reaped, Exception), reaped
@@ -508,7 +488,6 @@ def _heartbeat_against_reap(
     incarnation: int,
     leader_incarnation: int,
     view: Any,
-    via_release: bool,
 ) -> list[Any]:
     """Release a heartbeat of ``name`` and a reap of its token 0 (to nobody) together."""
 
@@ -517,8 +496,6 @@ def _heartbeat_against_reap(
         return outcome is HeartbeatOutcome.RENEWED
 
     def reap() -> bool:
-        if via_release:
-            return reaper.finish_expired_releases(SITE) == {0}
         assign = DirectAssign(
             token=0,
             expected_incarnation=incarnation,
@@ -649,18 +626,18 @@ def test_completion_on_the_users_connection_commits_and_rolls_back_with_it(
         mine.execute(sql.SQL("CREATE TABLE {} (task text)").format(effects))
         mine.commit()
         mine.execute(sql.SQL("INSERT INTO {} VALUES ('t1')").format(effects))
-        assert db.complete(SITE, DAY, a.incarnation, ["t1"], connection=mine) == {"t1"}
+        assert db.complete_in(mine, SITE, DAY, a.incarnation, ["t1"]) == {"t1"}
         assert [r.status for r in db.read_audit(SITE, DAY)] == ["claimed"]  # not yet committed
         mine.rollback()
         assert [r.status for r in db.read_audit(SITE, DAY)] == ["claimed"]
         mine.execute(sql.SQL("INSERT INTO {} VALUES ('t1')").format(effects))
-        assert db.complete(SITE, DAY, a.incarnation, ["t1"], connection=mine) == {"t1"}
+        assert db.complete_in(mine, SITE, DAY, a.incarnation, ["t1"]) == {"t1"}
         mine.commit()
         assert [r.status for r in db.read_audit(SITE, DAY)] == ["done"]
         rows = mine.execute(sql.SQL("SELECT task FROM {}").format(effects)).fetchall()
         assert rows == [("t1",)]
         # a second completion finds nothing open: exactly once
-        assert db.complete(SITE, DAY, a.incarnation, ["t1"], connection=mine) == frozenset()
+        assert db.complete_in(mine, SITE, DAY, a.incarnation, ["t1"]) == frozenset()
         mine.commit()
 
 
@@ -674,7 +651,7 @@ def test_completion_refuses_other_connection_types(
     try:
         for other in (object(), lite, "dbname=postgres"):
             with pytest.raises(InvalidArgument, match="psycopg"):
-                db.complete(SITE, DAY, a.incarnation, ["t1"], connection=other)
+                db.complete_in(other, SITE, DAY, a.incarnation, ["t1"])
     finally:
         lite.close()
 

@@ -3,7 +3,7 @@ verb keeps a lock on another node's row beyond one statement.
 
 base.py, "Lock waits are bounded".  The usual holder of a lock jobsync must
 not wait on is a user's transaction that completed a task with
-``complete(connection=...)`` and is still open (perhaps paused).  Handles whose
+``complete_in(connection, ...)`` and is still open (perhaps paused).  Handles whose
 promptness is measured get a long lock timeout (``PATIENT``), so that a wait
 would show as a slow answer or a LockTimeout rather than pass unnoticed.
 """
@@ -140,7 +140,7 @@ def held(open_backend: Callable[..., PostgresBackend], pg_dsn: str) -> Iterator[
     user.execute("SET idle_in_transaction_session_timeout = '20s'")
     user.commit()
     try:
-        assert db.complete(SITE, DAY, a.incarnation, ["k1"], connection=user) == {"k1"}
+        assert db.complete_in(user, SITE, DAY, a.incarnation, ["k1"]) == {"k1"}
         yield Held(db=db, leader=leader, a=a, user=user)
     finally:
         user.rollback()
@@ -205,7 +205,7 @@ def test_release_without_a_connection_raises_lock_timeout_and_writes_nothing(
 
 def test_release_on_the_users_connection_runs_in_its_transaction(held: Held) -> None:
     db, inc = held.db, held.a.incarnation
-    assert db.release(SITE, DAY, inc, ["k2"], connection=held.user) == {"k2"}
+    assert db.release_in(held.user, SITE, DAY, inc, ["k2"]) == {"k2"}
     # Not committed yet: the committed state still has both, read without waiting.
     seen, took = _timed(held.open_claims)
     assert seen == {"k1", "k2"} and took < PROMPT
@@ -214,7 +214,7 @@ def test_release_on_the_users_connection_runs_in_its_transaction(held: Held) -> 
     assert {r.task_key: r.status for r in db.read_audit(SITE, DAY)} == {"k1": "done"}
     # and it rolls back with the caller's transaction
     assert _claim(db, "a", held.a, {"k3": 2}) == {"k3"}
-    assert db.release(SITE, DAY, inc, ["k3"], connection=held.user) == {"k3"}
+    assert db.release_in(held.user, SITE, DAY, inc, ["k3"]) == {"k3"}
     held.user.rollback()
     assert held.open_claims() == {"k3"}
 
@@ -224,9 +224,9 @@ def test_release_refuses_a_connection_that_would_commit_on_its_own(held: Held, p
         psycopg.connect(pg_dsn, autocommit=True) as auto,
         pytest.raises(InvalidArgument, match="release"),
     ):
-        held.db.release(SITE, DAY, held.a.incarnation, ["k2"], connection=auto)
+        held.db.release_in(auto, SITE, DAY, held.a.incarnation, ["k2"])
     with pytest.raises(InvalidArgument, match="psycopg"):
-        held.db.release(SITE, DAY, held.a.incarnation, ["k2"], connection=object())
+        held.db.release_in(object(), SITE, DAY, held.a.incarnation, ["k2"])
     assert held.open_claims() == {"k1", "k2"}
 
 
@@ -376,9 +376,11 @@ def test_a_plan_holds_no_lock_on_a_node_row_across_its_statements(
     assert nodes.db.open_claims(SITE, DAY, nodes.x.incarnation, ["kx"]) == frozenset()
 
 
-def test_finishing_expired_releases_holds_no_lock_on_a_node_row_across_its_statements(
+def test_a_plan_taking_an_expired_releasers_token_holds_no_lock_on_a_node_row(
     nodes: Nodes, open_backend: Callable[..., PostgresBackend], pg_dsn: str, pg_schema: str
 ) -> None:
+    """The leader's DirectAssign of a token whose releaser's lease ran out, while a
+    live worker with a pending release of its own keeps beating."""
     db = nodes.db
     view = db.read_cluster(SITE)
     revokes = tuple(
@@ -391,12 +393,21 @@ def test_finishing_expired_releases_holds_no_lock_on_a_node_row_across_its_state
         for t, inc in ((0, nodes.x.incarnation), (2, nodes.y.incarnation))
     )
     db.commit_plan(SITE, _plan(nodes.leader, view, revokes=revokes, ack_timeout=600.0))
-    finisher, beater = open_backend("finisher"), open_backend("beater")
-    with _held_open_before_commit(finisher, lambda: finisher.finish_expired_releases(SITE)) as run:
+    view = db.read_cluster(SITE)
+    assign = DirectAssign(
+        token=0,
+        expected_incarnation=nodes.x.incarnation,
+        expected_epoch=view.tokens.epoch[0],
+        owner="leader",
+        incarnation=nodes.leader.incarnation,
+    )
+    plan = _plan(nodes.leader, view, assigns=(assign,))
+    committer, beater = open_backend("committer"), open_backend("beater")
+    with _held_open_before_commit(committer, lambda: committer.commit_plan(SITE, plan)) as run:
         assert run["paused"], run
         assert _locked_node_rows(pg_dsn, pg_schema) == set()
         _beats_promptly(beater, ("y", nodes.y))  # y has a pending release too: still live
-    assert run.get("value") == {0}, run
+    assert run.get("value") == view.site.generation + 1, run
     table = db.read_cluster(SITE).tokens
     assert (table.owner[0], table.is_pending(2)) == ("leader", True)
 
@@ -563,6 +574,6 @@ def test_a_bad_lock_timeout_argument_is_refused_before_connecting(value: Any) ->
 
 def test_the_users_connection_keeps_its_own_lock_timeout(held: Held) -> None:
     before = _lock_timeout_of(held.user)
-    assert held.db.complete(SITE, DAY, held.a.incarnation, ["k2"], connection=held.user)
-    assert held.db.release(SITE, DAY, held.a.incarnation, ["k2"], connection=held.user) == set()
+    assert held.db.complete_in(held.user, SITE, DAY, held.a.incarnation, ["k2"])
+    assert held.db.release_in(held.user, SITE, DAY, held.a.incarnation, ["k2"]) == set()
     assert _lock_timeout_of(held.user) == before

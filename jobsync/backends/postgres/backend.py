@@ -27,15 +27,14 @@ release, open_claims, reap_claims) run in autocommit: one round trip each.
 Lock waits.  The session's ``lock_timeout`` (500 ms unless configured) bounds
 every wait on a row lock; SQLSTATE 55P03 becomes ``LockTimeout``, and the
 verb's transaction, if any, rolls back.  A user's connection passed to
-``complete``/``release`` is the user's: its settings are left alone.
+``complete_in``/``release_in`` is the user's: its settings are left alone.
 
 The heartbeat-versus-reap race.  A reap (a DirectAssign away from an expired
-incarnation, finish_expired_releases, or reap_claims) must never act on a
-lease that a heartbeat of that incarnation renews, and must never hold a lock
-on another node's row beyond one statement (a leader paused inside a plan
-would stall that node's heartbeats).  So judging a lease expired and marking
-its row dead is one autocommit statement (``MARK_EXPIRED_HOLDERS`` before a
-plan's transaction, ``MARK_EXPIRED_RELEASERS`` before finish_expired_releases',
+incarnation, or reap_claims) must never act on a lease that a heartbeat of
+that incarnation renews, and must never hold a lock on another node's row
+beyond one statement (a leader paused inside a plan would stall that node's
+heartbeats).  So judging a lease expired and marking its row dead is one
+autocommit statement (``MARK_EXPIRED_HOLDERS`` before a plan's transaction,
 the ``killed`` step of ``REAP``): an UPDATE of the holder's node row whose
 WHERE clause holds the expiry.  A heartbeat is an UPDATE of that same row:
 
@@ -67,10 +66,6 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from jobsync.backends import _checks as checks
-from jobsync.backends.postgres import queries as _pg_sql
-from jobsync.backends.postgres import rows as V
-from jobsync.backends.postgres import schema as _pg_schema
-from jobsync.backends.postgres.session import LOCK_TIMEOUT_MS, Conn, Session, conninfo
 from jobsync.backends.base import (
     DEAD_NODE_RETENTION,
     NODE_ACTIVE,
@@ -92,6 +87,10 @@ from jobsync.backends.base import (
     Revoke,
     SiteInfo,
 )
+from jobsync.backends.postgres import queries as _pg_sql
+from jobsync.backends.postgres import rows as V
+from jobsync.backends.postgres import schema as _pg_schema
+from jobsync.backends.postgres.session import LOCK_TIMEOUT_MS, Conn, Session, conninfo
 from jobsync.core.errors import (
     BackendError,
     BackendUnavailable,
@@ -141,8 +140,8 @@ def _translate(exc: psycopg.Error, verb: str | None = None) -> JobSyncError:
     if isinstance(exc, pg_errors.LockNotAvailable):  # 55P03, before its OperationalError base
         return LockTimeout(
             f"{verb or 'a jobsync statement'}: a row it needs is locked by another transaction "
-            "(perhaps the caller's own, opened for complete(connection=...) or "
-            f"release(connection=...)) past the lock timeout; nothing was written: {exc}"
+            "(perhaps the caller's own, opened for complete_in(connection, ...) or "
+            f"release_in(connection, ...)) past the lock timeout; nothing was written: {exc}"
         )
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
         return BackendUnavailable(f"PostgreSQL unavailable: {exc}")
@@ -658,24 +657,6 @@ class PostgresBackend:
 
         return self._call("ack_releases", site, body)
 
-    def finish_expired_releases(self, site: str) -> frozenset[int]:
-        site = checks.site_name(site)
-
-        def body(s: Session, q: Queries) -> frozenset[int]:
-            # Its own statement first (see the module docstring).
-            s.execute(q["MARK_EXPIRED_RELEASERS"], {"site": site})
-            with s.transaction():
-                self._lock_site(s, q, site)
-                row = s.execute(q["FINISH_EXPIRED"], {"site": site}).fetchone()
-                assert row is not None
-                moved, gone = frozenset(row[0] or ()), sorted(row[1] or ())
-                if moved:
-                    s.execute(q["BURY"], {"site": site, "incs": gone})
-                    self._bump(s, q, site, "release")
-            return moved
-
-        return self._call("finish_expired_releases", site, body)
-
     def evict_overdue(self, site: str, leader: str, leader_incarnation: int) -> tuple[str, ...]:
         site, leader, inc = self._member(site, leader, leader_incarnation)
 
@@ -728,23 +709,36 @@ class PostgresBackend:
         return self._call("claim", site, body)
 
     def complete(
-        self,
-        site: str,
-        date: datetime.date,
-        incarnation: int,
-        task_keys: Sequence[str],
-        connection: object | None = None,
+        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
     ) -> frozenset[str]:
-        site, day = checks.site_name(site), checks.claim_date(date)
-        inc, keys = checks.incarnation(incarnation), list(checks.task_keys(task_keys))
-        params = {"site": site, "date": day, "inc": inc, "keys": keys}
-        if connection is not None:
-            return self._run_on(connection, "complete", "COMPLETE", site, params)
+        site, params = _claim_keys(site, date, incarnation, task_keys)
 
         def body(s: Session, q: Queries) -> frozenset[str]:
             return self._keys(site, s.execute(q["COMPLETE"], params, prepare=True).fetchone())
 
         return self._call("complete", site, body)
+
+    def complete_in(
+        self,
+        connection: object,
+        site: str,
+        date: datetime.date,
+        incarnation: int,
+        task_keys: Sequence[str],
+    ) -> frozenset[str]:
+        site, params = _claim_keys(site, date, incarnation, task_keys)
+        return self._run_on(connection, "complete_in", "COMPLETE", site, params)
+
+    def release_in(
+        self,
+        connection: object,
+        site: str,
+        date: datetime.date,
+        incarnation: int,
+        task_keys: Sequence[str],
+    ) -> frozenset[str]:
+        site, params = _claim_keys(site, date, incarnation, task_keys)
+        return self._run_on(connection, "release_in", "RELEASE", site, params)
 
     def _run_on(
         self, conn: object, verb: str, query: str, site: str, params: dict[str, Any]
@@ -788,18 +782,9 @@ class PostgresBackend:
         return frozenset(row[1])
 
     def release(
-        self,
-        site: str,
-        date: datetime.date,
-        incarnation: int,
-        task_keys: Sequence[str],
-        connection: object | None = None,
+        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
     ) -> frozenset[str]:
-        site, day = checks.site_name(site), checks.claim_date(date)
-        inc, keys = checks.incarnation(incarnation), list(checks.task_keys(task_keys))
-        params = {"site": site, "date": day, "inc": inc, "keys": keys}
-        if connection is not None:
-            return self._run_on(connection, "release", "RELEASE", site, params)
+        site, params = _claim_keys(site, date, incarnation, task_keys)
 
         # A claim row locked by an open transaction makes this wait, at most
         # the lock timeout, then raise LockTimeout.
@@ -811,9 +796,7 @@ class PostgresBackend:
     def open_claims(
         self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
     ) -> frozenset[str]:
-        site, day = checks.site_name(site), checks.claim_date(date)
-        inc, keys = checks.incarnation(incarnation), list(checks.task_keys(task_keys))
-        params = {"site": site, "date": day, "inc": inc, "keys": keys}
+        site, params = _claim_keys(site, date, incarnation, task_keys)
 
         def body(s: Session, q: Queries) -> frozenset[str]:
             return self._keys(site, s.execute(q["OPEN_CLAIMS"], params).fetchone())
@@ -1019,3 +1002,12 @@ def _counter(query: str, params: dict[str, Any]) -> Callable[[Session, Queries],
         return int(row[0])
 
     return body
+
+
+def _claim_keys(
+    site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
+) -> tuple[str, dict[str, Any]]:
+    """The checked site, and the parameters of a statement on an incarnation's claims."""
+    site, day = checks.site_name(site), checks.claim_date(date)
+    inc, keys = checks.incarnation(incarnation), list(checks.task_keys(task_keys))
+    return site, {"site": site, "date": day, "inc": inc, "keys": keys}

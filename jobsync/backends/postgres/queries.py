@@ -1,8 +1,11 @@
-"""The SQL of the PostgreSQL backend, one template per statement.
+"""The SQL of the PostgreSQL backend: the statements that embody the protocol's
+rules, and the macros and rendering every statement shares.
 
 Templates name tables as ``{node}``, ``{token}``, ... (quoted, schema-qualified
 ``psycopg.sql.Identifier`` values filled in by ``render``) and take every value
-as a bound parameter (``%(name)s``).  Four macros keep the judgements in one
+as a bound parameter (``%(name)s``).  ``render`` renders this module's
+statements and those of ``plain_queries`` (sites, locks, history, pruning and
+plain reads, which embody no rule).  Four macros keep the judgements in one
 place:
 
 - ``@EXP:n@``   the lease end of node row ``n``: ``last_heartbeat + lease_timeout``;
@@ -13,14 +16,36 @@ place:
   state but ``dead``, or its row holds a newer incarnation whose
   ``fence_until`` is after the statement clock.  Its negation is base.py's
   *expired* for every incarnation whose expired lease was first marked dead
-  (``MARK_EXPIRED_*``, ``REAP``; see postgres.py on the heartbeat race);
+  (``MARK_EXPIRED_HOLDERS``, ``REAP``; see backend.py on the heartbeat race);
 - ``@EPOCH:x@`` a timestamptz as float seconds since the Unix epoch.
+
+Rules.  Each judgement below is the SQL form of one function of
+``jobsync.core.rules`` (``tests/backends/test_rule_agreement.py`` feeds the
+same rows to both and demands the same answer):
+
+- ``@LIVE``: ``rules.is_live``;
+- ``LEADER``: ``rules.oldest_live`` (registration time, then name in the "C"
+  collation: code point order, as ``rules.seniority`` compares names);
+- ``UPSERT_NODE`` (registration): ``rules.takeover`` (its fence, and its
+  refusal of an older process);
+- ``HEARTBEAT``: ``rules.heartbeat``;
+- the expiry judgement, ``MARK_EXPIRED_HOLDERS`` (and REAP's ``killed``)
+  then ``@KEPT`` (``HELD_HOLDERS``, REAP's ``gone``): ``rules.lease_expired``,
+  the EXPIRED class of ``rules.holding``;
+- the plan's checks, ``commit_plan`` in ``planning.py`` with ``LEADER``,
+  ``HELD_HOLDERS`` and the row conditions of ``ASSIGN``, ``ASSIGN_FEW`` and
+  ``REVOKE``: ``rules.plan_misfit``;
+- ``_HAND_OVER`` (in ``ACK``), a release's destination: ``rules.destination``;
+- ``EVICT``: ``rules.overdue``;
+- REAP's ``purged``: ``rules.purgeable`` (and, beyond it, no open claim names
+  the row);
+- DEREGISTER's ``keep`` (the tombstone): ``rules.leaves_tombstone``.
 
 Lock order.  Every transaction that writes token rows or the site's counters
 first locks the site row (``FOR UPDATE``), then its own node row if any, then
 token rows, then audit rows.  So token rows cannot change under a transaction
 that holds the site row.  Other nodes' rows (the rows their heartbeats
-update) are locked only by single autocommit statements (``MARK_EXPIRED_*``,
+update) are locked only by single autocommit statements (``MARK_EXPIRED_HOLDERS``,
 ``REAP``) or by the last statement of a transaction (``EVICT``), always in name
 order (``ORDER BY name ... FOR UPDATE``), never across statements.  A
 heartbeat locks only its own node row; a claim takes ``FOR SHARE`` locks on
@@ -38,6 +63,7 @@ import re
 
 from psycopg import sql
 
+from jobsync.backends.postgres import plain_queries
 from jobsync.backends.postgres.schema import Conn, identifiers
 
 _MACROS = {
@@ -61,20 +87,7 @@ def _expand(template: str) -> str:
     return _MACRO.sub(lambda m: _MACROS[m.group(1)].replace("{a}", m.group(2)), template)
 
 
-# -- sites --------------------------------------------------------------------
-
-LIST_SITES = """SELECT site FROM {site} ORDER BY site"""
-
-SITE_INFO = """SELECT site, total_tokens, hash_function, generation, change_counter, plan_basis,
-    @EPOCH:created_at@ FROM {site} WHERE site = %(site)s"""
-
-ENSURE_SITE = """WITH ins AS (
-    INSERT INTO {site} (site, total_tokens, hash_function) VALUES (%(site)s, %(total)s, %(hash)s)
-    ON CONFLICT (site) DO NOTHING RETURNING site, epoch_floor),
-tok AS (
-    INSERT INTO {token} (site, token_id, epoch)
-    SELECT ins.site, g, ins.epoch_floor FROM ins, generate_series(0, %(total)s - 1) AS g)
-SELECT count(*) FROM ins"""
+# -- the site row: every writer's first lock ------------------------------------
 
 LOCK_SITE = """SELECT total_tokens, generation, change_counter, plan_basis
     FROM {site} WHERE site = %(site)s FOR UPDATE"""
@@ -85,31 +98,6 @@ BUMP = """WITH s AS (
 SELECT s.change_counter, pg_notify(%(channel)s, %(payload)s) FROM s"""
 
 NOTIFY = "SELECT pg_notify(%(channel)s, %(payload)s)"
-
-BUSY_NODES = """SELECT n.name FROM {node} n WHERE n.site = %(site)s
-    AND (n.fence_until > clock_timestamp() OR @EXP:n@ > clock_timestamp())"""
-
-RESET_FLOOR = """SELECT coalesce(max(epoch), 0) + 1 FROM {token} WHERE site = %(site)s"""
-
-RESET_DELETE_TOKENS = """DELETE FROM {token} WHERE site = %(site)s"""
-
-RESET_TOKENS = """WITH ins AS (
-    INSERT INTO {token} (site, token_id, epoch)
-    SELECT %(site)s, g, %(floor)s FROM generate_series(0, %(total)s - 1) AS g)
-UPDATE {site} s SET total_tokens = %(total)s, hash_function = %(hash)s,
-    generation = s.generation + 1, change_counter = s.change_counter + 1,
-    epoch_floor = greatest(s.epoch_floor, %(floor)s)
-WHERE s.site = %(site)s
-RETURNING s.site, s.total_tokens, s.hash_function, s.generation, s.change_counter,
-    s.plan_basis, @EPOCH:s.created_at@"""
-
-RESET_CLAIMS = """DELETE FROM {audit} WHERE site = %(site)s AND status = 'claimed'"""
-
-LOCK_KEYS = """SELECT task_key FROM {lock} WHERE site = %(site)s"""
-
-RETOKEN_LOCKS = """UPDATE {lock} l SET token_id = u.token_id
-    FROM unnest(%(keys)s::text[], %(tokens)s::int[]) AS u(task_key, token_id)
-    WHERE l.site = %(site)s AND l.task_key = u.task_key"""
 
 # -- membership ---------------------------------------------------------------
 
@@ -234,12 +222,6 @@ SELECT (SELECT count(*) FROM r),
     (SELECT count(*) FROM d) + (SELECT count(*) FROM k) + (SELECT count(*) FROM t)
         + (SELECT count(*) FROM a)"""
 
-READ_NODES = """SELECT @EPOCH:clock_timestamp()@, s.site IS NOT NULL, n.name, n.incarnation,
-    @EPOCH:n.created_on@, @EPOCH:n.last_heartbeat@, n.lease_timeout, n.state,
-    coalesce(@EPOCH:n.fence_until@, 0), n.process
-FROM (SELECT 1) AS one LEFT JOIN {site} s ON s.site = %(site)s
-LEFT JOIN {node} n ON n.site = s.site"""
-
 # -- planning -----------------------------------------------------------------
 
 READ_CLUSTER = """WITH t AS MATERIALIZED (SELECT clock_timestamp() AS ts),
@@ -262,24 +244,21 @@ FROM t CROSS JOIN {site} s CROSS JOIN tk WHERE s.site = %(site)s"""
 LEADER = """SELECT n.name, n.incarnation FROM {node} n WHERE n.site = %(site)s AND @LIVE:n@
     ORDER BY n.created_on, n.name COLLATE "C" LIMIT 1"""
 
-# Judging a lease expired and marking it dead, in one autocommit statement
-# (see postgres.py on the heartbeat race): the candidates' rows are locked in
-# name order, and the UPDATE re-evaluates its WHERE on the latest row version
-# after waiting for an in-flight heartbeat (EvalPlanQual, clock_timestamp()
-# evaluated again), so a heartbeat that renewed in time wins.  A lease that
-# ran out is never renewed afterwards, so a row marked dead stays rightly
-# dead.  ``@WHICH@`` picks the candidate rows ``c``.
-_MARK_DEAD = """WITH l AS (
+# The expected incarnations of a plan's DirectAssigns, before its transaction:
+# judging a lease expired and marking it dead, in one autocommit statement (see
+# backend.py on the heartbeat race).  The candidates' rows are locked in name
+# order, and the UPDATE re-evaluates its WHERE on the latest row version after
+# waiting for an in-flight heartbeat (EvalPlanQual, clock_timestamp() evaluated
+# again), so a heartbeat that renewed in time wins.  A lease that ran out is
+# never renewed afterwards, so a row marked dead stays rightly dead.
+MARK_EXPIRED_HOLDERS = """WITH l AS (
     SELECT c.name, c.incarnation FROM {node} c
     WHERE c.site = %(site)s AND c.state <> 'dead' AND @EXP:c@ <= clock_timestamp()
-      AND @WHICH@
+      AND c.incarnation = ANY(%(incs)s::int8[])
     ORDER BY c.name COLLATE "C" FOR UPDATE OF c)
 UPDATE {node} n SET state = 'dead' FROM l
 WHERE n.site = %(site)s AND n.name = l.name AND n.incarnation = l.incarnation
   AND n.state <> 'dead' AND @EXP:n@ <= clock_timestamp()"""
-
-# The expected incarnations of a plan's DirectAssigns, before its transaction.
-MARK_EXPIRED_HOLDERS = _MARK_DEAD.replace("@WHICH@", "c.incarnation = ANY(%(incs)s::int8[])")
 
 # The (name, incarnation) holding each sample token (one token per expected
 # incarnation: token rows cannot change while the site row is locked, so one
@@ -325,7 +304,7 @@ WHERE t.site = %(site)s AND t.token_id = a.token_id
   AND t.incarnation IS NOT DISTINCT FROM nullif(a.exp_inc, -1) AND t.epoch = a.exp_epoch"""
 
 # The open claims of incarnations whose leases are over (they are dead already:
-# MARK_EXPIRED_* ran first, and the plan found them not KEPT).
+# MARK_EXPIRED_HOLDERS ran first, and the plan found them not KEPT).
 BURY = """DELETE FROM {audit} WHERE ctid = ANY(ARRAY(
     SELECT ctid FROM {audit} WHERE site = %(site)s AND incarnation = ANY(%(incs)s::int8[])
       AND status = 'claimed'
@@ -365,22 +344,6 @@ RAISE_BASIS = """WITH s AS (
     RETURNING generation)
 SELECT s.generation, pg_notify(%(channel)s, %(payload)s) FROM s"""
 
-# One pass over the site's token rows (there is deliberately no index on the
-# owner columns: it would make every plan's updates non-HOT).
-READ_OWNED = """SELECT @EPOCH:clock_timestamp()@, s.change_counter, s.plan_basis,
-    m.tokens, m.epochs, m.pending, m.incoming
-FROM {site} s
-CROSS JOIN LATERAL (
-    SELECT array_agg(t.token_id ORDER BY t.token_id) FILTER (WHERE mine) AS tokens,
-        array_agg(t.epoch ORDER BY t.token_id) FILTER (WHERE mine) AS epochs,
-        array_agg(t.token_id) FILTER (WHERE mine AND t.pending_deadline IS NOT NULL) AS pending,
-        count(*) FILTER (WHERE (t.pending_deadline IS NOT NULL AND t.pending_to = %(name)s)
-            OR (t.node = %(name)s AND t.incarnation <> %(inc)s)) AS incoming
-    FROM {token} t
-    CROSS JOIN LATERAL (SELECT t.node = %(name)s AND t.incarnation = %(inc)s AS mine) AS x
-    WHERE t.site = s.site) AS m
-WHERE s.site = %(site)s"""
-
 # -- hand-off -----------------------------------------------------------------
 
 # A finished release passes the token to its destination's live incarnation,
@@ -399,32 +362,6 @@ FROM unnest(%(tokens)s::int[], %(epochs)s::int8[]) AS r(token_id, epoch)
 WHERE t.site = %(site)s AND t.token_id = r.token_id AND t.epoch = r.epoch
   AND t.node = %(name)s AND t.incarnation = %(inc)s AND t.pending_deadline IS NOT NULL
 RETURNING t.token_id"""
-)
-
-# Every releaser with a pending release, before finish_expired_releases' transaction.
-MARK_EXPIRED_RELEASERS = _MARK_DEAD.replace(
-    "@WHICH@",
-    """(c.name, c.incarnation) IN (SELECT t.node, t.incarnation FROM {token} t
-        WHERE t.site = %(site)s AND t.pending_deadline IS NOT NULL)""",
-)
-
-FINISH_EXPIRED = (
-    """WITH live AS (SELECT n.name, n.incarnation FROM {node} n
-    WHERE n.site = %(site)s AND @LIVE:n@),
-gone AS (
-    SELECT h.node, h.incarnation FROM (
-        SELECT DISTINCT t.node, t.incarnation FROM {token} t
-        WHERE t.site = %(site)s AND t.pending_deadline IS NOT NULL
-          AND t.incarnation IS NOT NULL) AS h
-    WHERE NOT @KEPT:h@),
-moved AS (
-    UPDATE {token} t SET """
-    + _HAND_OVER
-    + """
-    FROM gone g WHERE t.site = %(site)s AND t.pending_deadline IS NOT NULL
-      AND t.node = g.node AND t.incarnation = g.incarnation
-    RETURNING t.token_id)
-SELECT array(SELECT token_id FROM moved), array(SELECT incarnation FROM gone)"""
 )
 
 # The eviction and its counter bump in one statement, the last before COMMIT:
@@ -503,19 +440,8 @@ u AS (
     RETURNING task_key)
 SELECT (SELECT count(*) FROM s), array(SELECT task_key FROM u)"""
 
-# A plain read of committed state: never waits on a lock.
-OPEN_CLAIMS = """SELECT (SELECT count(*) FROM {site} WHERE site = %(site)s),
-    array(SELECT task_key FROM {audit} WHERE site = %(site)s AND date = %(date)s
-      AND task_key = ANY(%(keys)s::text[]) AND incarnation = %(inc)s AND status = 'claimed')"""
-
-READ_AUDIT = """SELECT s.site, a.task_key, a.date, a.node, a.incarnation, a.token_id, a.epoch,
-    a.status, @EPOCH:a.claimed_at@, @EPOCH:a.completed_at@
-FROM {site} s LEFT JOIN {audit} a ON a.site = s.site AND a.date = %(date)s
-    AND (%(name)s::text IS NULL OR a.node = %(name)s)
-WHERE s.site = %(site)s"""
-
 # One autocommit statement, without the site lock.  ``killed``: claimers whose
-# lease ran out are marked dead as in _MARK_DEAD (each node row is locked for
+# lease ran out are marked dead as in MARK_EXPIRED_HOLDERS (each node row is locked for
 # this statement only).  The sub-statements of one CTE share one snapshot, in
 # which ``killed``'s own writes are invisible: ``gone`` takes the ones it just
 # killed from its RETURNING, and judges the others with KEPT (a row that is
@@ -560,71 +486,17 @@ purged AS (
     RETURNING 1)
 SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM d), (SELECT count(*) FROM purged)"""
 
-# -- locks --------------------------------------------------------------------
 
-PURGE_LOCKS = """DELETE FROM {lock} WHERE site = %(site)s AND expires_at IS NOT NULL
-    AND expires_at <= clock_timestamp()"""
+def _statements(namespace: dict[str, object]) -> dict[str, str]:
+    return {
+        name: value
+        for name, value in namespace.items()
+        if name.isupper() and not name.startswith("_") and isinstance(value, str)
+    }
 
-CLEAR_CREATOR_LOCKS = """DELETE FROM {lock} WHERE site = %(site)s
-    AND (%(creator)s::text IS NULL OR created_by = %(creator)s)
-    AND task_key <> ALL(%(keep)s::text[])"""
 
-# Patterns travel as one JSON array of arrays (a text[] per lock cannot be
-# unnested from a two-dimensional array); WITH ORDINALITY keeps their order.
-UPSERT_LOCKS = """INSERT INTO {lock} AS l (site, task_key, token_id, patterns, reason, created_by,
-    created_at, expires_at)
-SELECT %(site)s, r.task_key, r.token_id,
-    ARRAY(SELECT e.p FROM jsonb_array_elements_text(%(patterns)s::jsonb -> (r.ord::int - 1))
-        WITH ORDINALITY AS e(p, i) ORDER BY e.i),
-    r.reason, %(creator)s, clock_timestamp(),
-    clock_timestamp() + r.expires_in * interval '1 second'
-FROM unnest(%(keys)s::text[], %(tokens)s::int[], %(reasons)s::text[], %(expires)s::float8[])
-    WITH ORDINALITY AS r(task_key, token_id, reason, expires_in, ord)
-ON CONFLICT (site, task_key) DO UPDATE SET token_id = excluded.token_id,
-    patterns = excluded.patterns, reason = excluded.reason, created_by = excluded.created_by,
-    expires_at = excluded.expires_at"""
-
-LIST_LOCKS = """SELECT s.site, l.task_key, l.token_id, l.patterns, l.reason, l.created_by,
-    @EPOCH:l.created_at@, @EPOCH:l.expires_at@
-FROM {site} s LEFT JOIN {lock} l ON l.site = s.site
-    AND (l.expires_at IS NULL OR l.expires_at > clock_timestamp())
-WHERE s.site = %(site)s"""
-
-# -- history and maintenance --------------------------------------------------
-
-READ_HISTORY = """SELECT s.site, h.generation, h.leader, @EPOCH:h.at@, h.trigger, h.nodes_before,
-    h.nodes_after, h.moved, h.unowned, h.duration_ms
-FROM {site} s LEFT JOIN LATERAL (
-    SELECT * FROM {rebalance} r WHERE r.site = s.site ORDER BY r.generation DESC
-    LIMIT %(limit)s) AS h ON true
-WHERE s.site = %(site)s"""
-
-PRUNE_CUTOFF = """SELECT clock_timestamp() - %(age)s * interval '1 second'
-    FROM {site} WHERE site = %(site)s"""
-
-PRUNE_AUDIT = """WITH d AS (
-    DELETE FROM {audit} WHERE ctid = ANY(ARRAY(
-        SELECT ctid FROM {audit} WHERE site = %(site)s AND status = 'done'
-          AND completed_at < %(cutoff)s LIMIT %(batch)s))
-    RETURNING 1)
-SELECT count(*) FROM d"""
-
-PRUNE_HISTORY = """WITH d AS (
-    DELETE FROM {rebalance} WHERE ctid = ANY(ARRAY(
-        SELECT ctid FROM {rebalance} WHERE site = %(site)s AND at < %(cutoff)s
-        LIMIT %(batch)s))
-    RETURNING 1)
-SELECT count(*) FROM d"""
-
-SITE_EXISTS = "SELECT 1 FROM {site} WHERE site = %(site)s"
-
-NOW = "SELECT @EPOCH:clock_timestamp()@"
-
-QUERIES = {
-    name: value
-    for name, value in dict(globals()).items()
-    if name.isupper() and not name.startswith("_") and isinstance(value, str)
-}
+QUERIES = {**_statements(dict(globals())), **_statements(vars(plain_queries))}
+"""Every statement by name: this module's and ``plain_queries``'."""
 
 
 def render(conn: Conn, schema: str, prefix: str) -> dict[str, bytes]:

@@ -56,7 +56,7 @@ LOCK_TIMEOUT_MS = 500
 lock longer than this (base.py, "Lock waits are bounded"); the server then
 raises SQLSTATE 55P03, which the backend reports as LockTimeout.  Only
 jobsync's own connection is set; a user's connection passed to
-``complete``/``release`` keeps the user's settings."""
+``complete_in``/``release_in`` keeps the user's settings."""
 KEEPALIVES = {
     "keepalives": "1",
     "keepalives_idle": "10",
