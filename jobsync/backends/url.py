@@ -1,8 +1,13 @@
 """Open a backend from a URL: ``memory://NAME``, ``sqlite:///PATH``, ``postgresql://...``.
 
+The one parser of backend URLs: workers (``open_backend``) and the command
+line (``jobsync.cli.connect``) both take a URL apart with ``parse_url`` and
+open it with ``open_parsed``, so one URL means one thing everywhere.
+
 Nothing falls back to another backend on its own: an unknown scheme is an
-error naming the URL.  Implementations are imported only when opened, so
-``psycopg`` is loaded only for PostgreSQL URLs.
+error naming the URL (with any password in it replaced by ``***``: see
+``redact``).  Implementations are imported only when opened, so ``psycopg``
+is loaded only for PostgreSQL URLs.
 
 - ``memory://NAME`` shares one in-process store per NAME (``memory://`` is
   the store named ``default``).
@@ -17,14 +22,105 @@ error naming the URL.  Implementations are imported only when opened, so
 
 from __future__ import annotations
 
+import re
 import threading
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import attrs
 
 from jobsync.backends.base import Backend
 from jobsync.core.errors import InvalidArgument
 
 _stores: dict[str, object] = {}
 _stores_lock = threading.Lock()
+_OPTIONS = ("jobsync_schema", "jobsync_prefix", "jobsync_lock_timeout")
+
+
+@attrs.frozen(kw_only=True)
+class BackendURL:
+    """A backend URL taken apart by ``parse_url``; only its scheme's fields are set."""
+
+    scheme: str
+    """``memory``, ``sqlite`` or ``postgresql`` (a ``postgres://`` URL included)."""
+    store: str = ""
+    """memory: the store's name."""
+    path: str = ""
+    """sqlite: the database file, as written in the URL."""
+    dsn: str = ""
+    """postgresql: what psycopg connects to (the URL without jobsync's options)."""
+    schema: str = "public"
+    prefix: str = "sync_"
+    lock_timeout: float | None = None
+    """postgresql: seconds (``jobsync_lock_timeout``); None for the backend's default."""
+
+
+def parse_url(url: object, *, term: str = "backend URL") -> BackendURL:
+    """Take a backend URL apart, or raise InvalidArgument naming it (redacted).
+
+    ``term`` is what the caller's users call the URL in error messages (the
+    command line's ``--dsn`` says "DSN").
+    """
+    if not isinstance(url, str) or "://" not in url:
+        raise InvalidArgument(
+            f"a {term} must look like memory://NAME, sqlite:///path/to/file.db or "
+            f"postgresql://user@host/db, got {redact(repr(url))}"
+        )
+    scheme, rest = url.split("://", 1)
+    scheme = scheme.lower()
+    if scheme == "memory":
+        return BackendURL(scheme="memory", store=rest or "default")
+    if scheme == "sqlite":
+        path = url[len("sqlite:///") :] if url.lower().startswith("sqlite:///") else ""
+        if not path:
+            raise InvalidArgument(
+                f"a SQLite {term} needs a path (sqlite:///path/to/file.db), got {redact(repr(url))}"
+            )
+        return BackendURL(scheme="sqlite", path=path)
+    if scheme in ("postgresql", "postgres"):
+        dsn, options = _split_options(url)
+        ms = options.get("lock_timeout")
+        return BackendURL(
+            scheme="postgresql",
+            dsn=dsn,
+            schema=options.get("schema", "public"),
+            prefix=options.get("prefix", "sync_"),
+            lock_timeout=None if ms is None else _milliseconds("jobsync_lock_timeout", ms),
+        )
+    raise InvalidArgument(f"unknown {term} scheme {scheme!r} in {redact(repr(url))}")
+
+
+def open_backend(url: str, client: str = "") -> Backend:
+    """Open the backend a URL names, as one client (``client`` is the node name)."""
+    return open_parsed(parse_url(url), client)
+
+
+def open_parsed(target: BackendURL, client: str = "", *, migrate: bool = True) -> Backend:
+    """Open a parsed URL as one client.  ``migrate=False``: a PostgreSQL handle does
+    not create or upgrade its schema (SQLite always prepares its file on open)."""
+    if target.scheme == "memory":
+        from jobsync.backends.memory import MemoryStore
+
+        store = memory_store(target.store)
+        assert isinstance(store, MemoryStore)
+        return store.connect(client or "client")
+    if target.scheme == "sqlite":
+        from jobsync.backends.sqlite import SQLiteBackend
+
+        return SQLiteBackend(target.path, client=client)
+    from jobsync.backends.postgres import PostgresBackend
+
+    extra: dict[str, Any] = {}
+    if target.lock_timeout is not None:
+        extra["lock_timeout"] = target.lock_timeout
+    return PostgresBackend(
+        target.dsn,
+        client=client,
+        schema=target.schema,
+        prefix=target.prefix,
+        migrate=migrate,
+        **extra,
+    )
 
 
 def memory_store(name: str = "default") -> object:
@@ -38,54 +134,20 @@ def memory_store(name: str = "default") -> object:
         return store
 
 
-def open_backend(url: str, client: str = "") -> Backend:
-    """Open the backend a URL names, as one client (``client`` is the node name)."""
-    if not isinstance(url, str) or "://" not in url:
-        raise InvalidArgument(
-            f"backend URL must look like memory://, sqlite:///path or postgresql://..., got {url!r}"
-        )
-    scheme = url.split("://", 1)[0].lower()
-    if scheme == "memory":
-        from jobsync.backends.memory import MemoryStore
-
-        store = memory_store(url.split("://", 1)[1] or "default")
-        assert isinstance(store, MemoryStore)
-        return store.connect(client or "client")
-    if scheme == "sqlite":
-        from jobsync.backends.sqlite import SQLiteBackend
-
-        path = url[len("sqlite:///") :] if url.lower().startswith("sqlite:///") else ""
-        if not path:
-            raise InvalidArgument(
-                f"SQLite URL needs a path (sqlite:///path/to/file.db), got {url!r}"
-            )
-        return SQLiteBackend(path, client=client)
-    if scheme in ("postgresql", "postgres"):
-        from jobsync.backends.postgres import PostgresBackend
-
-        dsn, options = _split_options(url)
-        from jobsync.backends.postgres.session import LOCK_TIMEOUT_MS
-
-        ms = options.get("lock_timeout")
-        return PostgresBackend(
-            dsn,
-            client=client,
-            schema=options.get("schema", "public"),
-            prefix=options.get("prefix", "sync_"),
-            lock_timeout=(
-                LOCK_TIMEOUT_MS / 1000 if ms is None else _milliseconds("jobsync_lock_timeout", ms)
-            ),
-        )
-    raise InvalidArgument(f"unknown backend URL scheme {scheme!r} in {url!r}")
+def redact(text: object) -> str:
+    """``text`` with any password in it (URL or libpq ``password=``) replaced by ``***``."""
+    out = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", str(text))
+    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", out)
 
 
 def _split_options(url: str) -> tuple[str, dict[str, str]]:
+    """A PostgreSQL URL without jobsync's query options, and those options (unprefixed)."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     options: dict[str, str] = {}
     kept: list[tuple[str, str]] = []
     for key, value in query:
-        if key in ("jobsync_schema", "jobsync_prefix", "jobsync_lock_timeout"):
+        if key in _OPTIONS:
             options[key.removeprefix("jobsync_")] = value
         else:
             kept.append((key, value))

@@ -16,8 +16,9 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from jobsync.backends.base import Backend, LockSpec, SiteInfo
+from jobsync.backends.url import redact
 from jobsync.cli import render
-from jobsync.cli.connect import open_cli_backend, redact, resolve_url, scheme_of, sqlite_path
+from jobsync.cli.connect import open_cli_backend, parse_dsn, resolve_url
 from jobsync.cli.report import (
     Json,
     history_rows,
@@ -370,19 +371,17 @@ def site_reset(args: argparse.Namespace, backend: Backend, url: str) -> int:
 
 def migrate(args: argparse.Namespace) -> int:
     url = resolve_url(args.dsn)
-    scheme = scheme_of(url)
-    if scheme in ("postgresql", "postgres"):
+    target = parse_dsn(url)
+    if target.scheme == "postgresql":
         from jobsync.backends import postgres
-        from jobsync.backends.url import _split_options
 
-        dsn, options = _split_options(url)
-        schema, prefix = options.get("schema", "public"), options.get("prefix", "sync_")
-        result = postgres.migrate(dsn, schema=schema, prefix=prefix)
+        schema, prefix = target.schema, target.prefix
+        result = postgres.migrate(target.dsn, schema=schema, prefix=prefix)
         before, after = result["from"], result["to"]
         change = f"{before} -> {after}" if before != after else f"already at {after}"
         print(f"PostgreSQL schema {schema!r}, table prefix {prefix!r}: version {change}")
         return 0
     backend = open_cli_backend(url, create=True)  # SQLite creates its schema on open
     backend.close()
-    print(f"SQLite schema ready in {sqlite_path(url)!r}")
+    print(f"SQLite schema ready in {target.path!r}")
     return 0

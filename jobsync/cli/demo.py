@@ -33,7 +33,7 @@ from pathlib import Path
 import jobsync
 from jobsync.backends.base import Backend, ClusterView
 from jobsync.backends.url import open_backend
-from jobsync.cli.connect import scheme_of, sqlite_path
+from jobsync.cli.connect import parse_dsn
 from jobsync.cli.demo_worker import RESULTS_DDL, task_ids
 from jobsync.cli.report import leader_of, node_state
 from jobsync.core.errors import InvalidArgument
@@ -98,12 +98,13 @@ def run(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _workspace(args: argparse.Namespace) -> Iterator[tuple[Path, str]]:
     if args.dsn:
-        if scheme_of(args.dsn) != "sqlite":
+        target = parse_dsn(args.dsn)
+        if target.scheme != "sqlite":
             raise InvalidArgument(
                 "the demo records its results in the SQLite file it coordinates through: "
                 "--dsn must be sqlite:///PATH"
             )
-        db = os.path.abspath(sqlite_path(args.dsn))
+        db = os.path.abspath(target.path)
         directory = Path(tempfile.mkdtemp(prefix="jobsync-demo-logs-"))
         yield directory, db
         _cleanup(directory, args.keep)

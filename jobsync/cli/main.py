@@ -13,8 +13,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from jobsync.backends.url import redact
 from jobsync.cli import commands
-from jobsync.cli.connect import one_line, redact
+from jobsync.cli.connect import one_line
 from jobsync.core.errors import JobSyncError
 from jobsync.core.hashing import HASH_FUNCTIONS
 

@@ -26,8 +26,19 @@ def one_line_error(err: str) -> str:
         ("mysql://db/x", "unknown DSN scheme 'mysql'"),
         ("memory://", "memory:// lives inside one process"),
         ("postgresql://nobody:hunter2@127.0.0.1:1/jobsync", "PostgreSQL"),
+        ("sqlite://", "a SQLite DSN needs a path"),
+        ("postgresql://nobody:hunter2@h/db?jobsync_lock_timeout=soon", "jobsync_lock_timeout"),
+        ("mysql://nobody:hunter2@db/x", "unknown DSN scheme 'mysql'"),
     ],
-    ids=["no-scheme", "unknown-scheme", "memory", "unreachable-postgres"],
+    ids=[
+        "no-scheme",
+        "unknown-scheme",
+        "memory",
+        "unreachable-postgres",
+        "sqlite-without-path",
+        "bad-url-option",
+        "unknown-scheme-with-password",
+    ],
 )
 def test_bad_dsn(capsys: pytest.CaptureFixture[str], dsn: str, expected: str) -> None:
     result = run(capsys, "status", "--site", "s", "--dsn", dsn)
