@@ -146,7 +146,7 @@ FROM f LEFT JOIN ins ON true"""
 # name's row whatever it holds, so it locks and reads the row's *latest*
 # version: a renewal only if the row holds this incarnation, active or
 # leaving, with its lease unexpired on the statement clock (re-evaluated after
-# any lock wait, see postgres.py on the reap race); the row is marked dead if
+# any lock wait, see backend.py on the reap race); the row is marked dead if
 # that lease already ran out; otherwise the row is written back unchanged.
 # Only a renewal changes anything, and it touches no indexed column (HOT).
 HEARTBEAT = """WITH t AS MATERIALIZED (SELECT clock_timestamp() AS ts),

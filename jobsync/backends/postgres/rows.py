@@ -2,7 +2,7 @@
 
 Rows come back with times as float seconds (``extract(epoch ...)``); some
 arrive through JSON, where whole numbers are ints, hence the ``float()``s.
-Plans go out as the dense or compact arrays of ``_pg_sql.ASSIGN`` /
+Plans go out as the dense or compact arrays of ``queries.ASSIGN`` /
 ``ASSIGN_FEW``, as comma-separated text: adapting a Python list of 10,000 ints
 element by element costs more than the UPDATE it feeds.
 """
@@ -172,7 +172,7 @@ def plan_tokens(commit: PlanCommit, total: int) -> None:
 
 
 def dense_assigns(site: str, assigns: Sequence[DirectAssign], total: int) -> dict[str, Any]:
-    """The ASSIGN parameters: dense arrays indexed by token (see _pg_sql.ASSIGN)."""
+    """The ASSIGN parameters: dense arrays indexed by token (see queries.ASSIGN)."""
     exp_incs, exp_epochs, owner_ix, incs = [-1] * total, [-1] * total, [0] * total, [-1] * total
     names: dict[str, int] = {}
     for a in assigns:

@@ -1,0 +1,155 @@
+"""Membership on PostgreSQL: register, heartbeat, mark_leaving, deregister, read_nodes.
+
+Each is one statement of ``queries`` (UPSERT_NODE, HEARTBEAT, DEREGISTER, ...),
+which embodies the rule of ``jobsync.core.rules`` it is named after there; a
+registration, a leave and a deregistration are short transactions that lock
+the site row first and bump the change counter; a heartbeat is one
+autocommit statement (one round trip) and bumps nothing.
+"""
+
+from __future__ import annotations
+
+from jobsync.backends import _checks as checks
+from jobsync.backends.base import (
+    NODE_ACTIVE,
+    NODE_LEAVING,
+    Heartbeat,
+    HeartbeatOutcome,
+    NodeRecord,
+    Registration,
+)
+from jobsync.backends.postgres import rows as V
+from jobsync.backends.postgres.handle import Queries, _Handle, unknown_site
+from jobsync.backends.postgres.session import Session
+from jobsync.core.errors import (
+    NodeNameConflict,
+)
+
+_RUNNING = (NODE_ACTIVE, NODE_LEAVING)
+
+
+class _Membership(_Handle):
+    """The verbs of a node's own row."""
+
+    def register(
+        self,
+        site: str,
+        name: str,
+        lease_timeout: float,
+        *,
+        process: str = "",
+        known: int | None = None,
+    ) -> Registration:
+        site, name = checks.site_name(site), checks.node_name(name)
+        lease = checks.seconds("lease_timeout", lease_timeout)
+        who, last = checks.process_id(process), checks.known_incarnation(known)
+
+        def body(s: Session, q: Queries) -> Registration:
+            # A refusal raises inside the transaction, which rolls back the
+            # incarnation counter's bump too: nothing is written.
+            with s.transaction():
+                row = s.execute(q["NEXT_INCARNATION"], {"site": site}).fetchone()
+                if row is None:
+                    raise unknown_site(site)
+                inc, counter = row
+                params = {
+                    "site": site,
+                    "name": name,
+                    "lease": lease,
+                    "inc": inc,
+                    "process": who,
+                    "known": last,
+                    "channel": self._channel(site),
+                }
+                node = s.execute(q["UPSERT_NODE"], params).fetchone()
+                assert node is not None
+                refused, held, registered_at, fence = node[:4]
+                if refused:
+                    raise NodeNameConflict(
+                        f"node name {name!r} of site {site!r} is held by incarnation {held}, "
+                        f"registered by another process after this process's incarnation "
+                        f"{last}; registration refused, nothing written"
+                    )
+            return Registration(
+                incarnation=inc,
+                registered_at=registered_at,
+                change_counter=counter,
+                fence_until=fence,
+            )
+
+        return self._call("register", site, body)
+
+    def heartbeat(self, site: str, name: str, incarnation: int) -> Heartbeat:
+        site, name, inc = self._member(site, name, incarnation)
+        params = {"site": site, "name": name, "inc": inc}
+
+        def body(s: Session, q: Queries) -> Heartbeat:
+            row = s.execute(q["HEARTBEAT"], params, prepare=True).fetchone()
+            assert row is not None
+            now, counter, basis, earliest, held, state, renewed, live_others = row
+            if counter is None:
+                raise unknown_site(site)
+            if held is not None and held > inc:
+                outcome = HeartbeatOutcome.SUPERSEDED
+            elif held == inc and state in _RUNNING and renewed:
+                outcome = HeartbeatOutcome.RENEWED
+            else:
+                outcome = HeartbeatOutcome.EXPIRED
+            return Heartbeat(
+                outcome=outcome,
+                now=now,
+                change_counter=counter,
+                plan_basis=basis,
+                # summed here, as NodeRecord.lease_expires sums it
+                earliest_other_expiry=None if earliest is None else earliest[0] + earliest[1],
+                live_others=live_others,
+            )
+
+        return self._call("heartbeat", site, body)
+
+    def mark_leaving(self, site: str, name: str, incarnation: int) -> bool:
+        site, name, inc = self._member(site, name, incarnation)
+        params = {"site": site, "name": name, "inc": inc}
+
+        def body(s: Session, q: Queries) -> bool:
+            with s.transaction():
+                self._lock_site(s, q, site)
+                row = s.execute(q["LEAVING_STATE"], params).fetchone()
+                if row is None:
+                    return False
+                if row[0] != NODE_LEAVING:
+                    s.execute(q["SET_LEAVING"], params)
+                    self._bump(s, q, site, "leave")
+            return True
+
+        return self._call("mark_leaving", site, body)
+
+    def deregister(self, site: str, name: str, incarnation: int) -> bool:
+        site, name, inc = self._member(site, name, incarnation)
+        params = {"site": site, "name": name, "inc": inc}
+
+        def body(s: Session, q: Queries) -> bool:
+            with s.transaction():
+                self._lock_site(s, q, site)
+                row = s.execute(q["DEREGISTER"], params).fetchone()
+                assert row is not None
+                held, changed = row
+                if not (held and changed):  # a repeat (its first reply lost) writes nothing
+                    return False
+                self._bump(s, q, site, "deregister")
+            return True
+
+        return self._call("deregister", site, body)
+
+    def read_nodes(self, site: str) -> tuple[float, tuple[NodeRecord, ...]]:
+        site = checks.site_name(site)
+
+        def body(s: Session, q: Queries) -> tuple[float, tuple[NodeRecord, ...]]:
+            rows = s.execute(q["READ_NODES"], {"site": site}).fetchall()
+            if not rows[0][1]:
+                raise unknown_site(site)
+            nodes = [V.node(r[2:]) for r in rows if r[2] is not None]
+            nodes.sort(key=lambda n: (n.registered_at, n.name))
+            return rows[0][0], tuple(nodes)
+
+        return self._call("read_nodes", site, body)
