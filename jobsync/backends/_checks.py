@@ -153,7 +153,28 @@ def lock_specs(locks: object, total: int) -> tuple[LockSpec, ...]:
 
 
 def plan_shape(commit: object) -> PlanCommit:
-    """Everything about a plan that does not need the site: types and names."""
+    """Everything about a plan that does not need the site: types and names.
+
+    A leader sends thousands of writes per plan, and checking each through the
+    per-field checks below costs about a third of a 10,000-token commit on
+    PostgreSQL.  So a well-formed plan is accepted in one flat loop that
+    accepts only what the per-field checks accept; anything unusual goes to
+    ``_plan_shape_thorough``, which raises the error naming the bad value (or
+    accepts, and the plan goes on).
+    """
+    if type(commit) is PlanCommit and _writes_well_formed(commit):
+        node_name(commit.leader)
+        incarnation(commit.leader_incarnation)
+        integer("expected_generation", commit.expected_generation)
+        integer("basis", commit.basis)
+        seconds("ack_timeout", commit.ack_timeout)
+        if commit.history is None or type(commit.history) is HistoryEntry:
+            return commit
+    return _plan_shape_thorough(commit)
+
+
+def _plan_shape_thorough(commit: object) -> PlanCommit:
+    """``plan_shape`` field by field: each bad value raises its own error."""
     if not isinstance(commit, PlanCommit):
         raise InvalidArgument(f"commit must be a PlanCommit, got {commit!r}")
     node_name(commit.leader)
@@ -172,8 +193,60 @@ def plan_shape(commit: object) -> PlanCommit:
     return commit
 
 
+def _writes_well_formed(commit: PlanCommit) -> bool:
+    """Every write of exactly the shape ``_plan_shape_thorough`` accepts (False: let it judge)."""
+    if type(commit.assigns) is not tuple or type(commit.revokes) is not tuple:
+        return False
+    names: set[str] = set()
+    for a in commit.assigns:
+        if type(a) is not DirectAssign or not _count(a.expected_epoch):
+            return False
+        if a.expected_incarnation is not None and not _count(a.expected_incarnation):
+            return False
+        if a.owner is None:
+            if a.incarnation is not None:
+                return False
+        elif not _count(a.incarnation) or not _name_ok(a.owner, names):
+            return False
+    for r in commit.revokes:
+        if type(r) is not Revoke or not (
+            _count(r.expected_incarnation) and _count(r.expected_epoch)
+        ):
+            return False
+        if r.destination is not None and not _name_ok(r.destination, names):
+            return False
+    return True
+
+
+def _count(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _name_ok(name: object, seen: set[str]) -> bool:
+    """``node_name``'s test (a non-empty str without NUL), each distinct name once."""
+    if name in seen:
+        return True
+    if type(name) is str and name and "\x00" not in name:
+        seen.add(name)
+        return True
+    return False
+
+
 def plan_tokens(commit: PlanCommit, total: int) -> None:
-    """Every written token in range, and none written twice by one plan."""
+    """Every written token in range, and none written twice by one plan (one flat
+    loop; on the first bad token, ``_plan_tokens_thorough`` raises naming it)."""
+    seen = bytearray(total)
+    for writes in (commit.assigns, commit.revokes):
+        for w in writes:
+            t = w.token
+            if type(t) is not int or not 0 <= t < total or seen[t]:
+                _plan_tokens_thorough(commit, total)
+                return
+            seen[t] = 1
+
+
+def _plan_tokens_thorough(commit: PlanCommit, total: int) -> None:
+    """``plan_tokens`` write by write: the first bad token raises its own error."""
     seen: set[int] = set()
     writes: tuple[DirectAssign | Revoke, ...] = (*commit.assigns, *commit.revokes)
     for write in writes:

@@ -192,7 +192,7 @@ def _ends_in_unescaped_backslash(pattern: str) -> bool:
     return False
 
 
-# -- the fast plan checks accept and refuse exactly what _checks does ---------------
+# -- the plan checks' fast path agrees with their thorough path ------------------------
 def _bad_plans() -> list[Any]:
     good = DirectAssign(
         token=0, expected_incarnation=None, expected_epoch=0, owner="a", incarnation=1
@@ -222,17 +222,16 @@ def _bad_plans() -> list[Any]:
 @pytest.mark.parametrize("plan", _bad_plans(), ids=lambda p: repr(p)[:60])
 def test_the_fast_plan_checks_refuse_what_the_shared_checks_refuse(plan: Any) -> None:
     from jobsync.backends import _checks
-    from jobsync.backends.postgres.rows import plan_shape as _plan_shape
 
     with pytest.raises(InvalidArgument) as slow:
-        _checks.plan_shape(plan)
+        _checks._plan_shape_thorough(plan)
     with pytest.raises(InvalidArgument) as fast:
-        _plan_shape(plan)
+        _checks.plan_shape(plan)
     assert type(fast.value) is type(slow.value) and str(fast.value) == str(slow.value)
 
 
 def test_the_fast_plan_checks_defer_to_the_shared_checks_on_the_unusual() -> None:
-    from jobsync.backends.postgres.rows import plan_shape as _plan_shape
+    from jobsync.backends._checks import plan_shape as _plan_shape
 
     good = DirectAssign(
         token=0, expected_incarnation=None, expected_epoch=0, owner="a", incarnation=1
@@ -244,7 +243,7 @@ def test_the_fast_plan_checks_defer_to_the_shared_checks_on_the_unusual() -> Non
 
 def test_the_fast_token_checks_refuse_what_the_shared_checks_refuse() -> None:
     from jobsync.backends import _checks
-    from jobsync.backends.postgres.rows import plan_tokens as _plan_tokens
+    from jobsync.backends._checks import plan_tokens as _plan_tokens
 
     good = DirectAssign(
         token=0, expected_incarnation=None, expected_epoch=0, owner="a", incarnation=1
@@ -258,7 +257,7 @@ def test_the_fast_token_checks_refuse_what_the_shared_checks_refuse() -> None:
         attrs.evolve(base, assigns=(good,), revokes=(revoke,)),
     ):
         with pytest.raises(InvalidArgument) as slow:
-            _checks.plan_tokens(plan, 4)
+            _checks._plan_tokens_thorough(plan, 4)
         with pytest.raises(InvalidArgument) as fast:
             _plan_tokens(plan, 4)
         assert str(fast.value) == str(slow.value)

@@ -48,7 +48,7 @@ class _Planning(_Handle):
         return self._call("read_cluster", site, body)
 
     def commit_plan(self, site: str, commit: PlanCommit) -> int:
-        site, commit = checks.site_name(site), V.plan_shape(commit)
+        site, commit = checks.site_name(site), checks.plan_shape(commit)
         holders = sorted(
             {a.expected_incarnation for a in commit.assigns if a.expected_incarnation is not None}
         )
@@ -60,7 +60,7 @@ class _Planning(_Handle):
                 s.execute(q["MARK_EXPIRED_HOLDERS"], {"site": site, "incs": holders})
             with s.transaction():
                 total, generation, counter, _ = self._lock_site(s, q, site)
-                V.plan_tokens(commit, total)
+                checks.plan_tokens(commit, total)
                 if commit.basis > counter:
                     raise InvalidArgument(
                         f"plan basis {commit.basis} is above site {site!r}'s change counter "

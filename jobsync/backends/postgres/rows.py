@@ -14,16 +14,12 @@ from array import array
 from collections.abc import Sequence
 from typing import Any
 
-from jobsync.backends import _checks as checks
 from jobsync.backends.base import (
     ClusterView,
     DirectAssign,
-    HistoryEntry,
     LockRecord,
     LockSpec,
     NodeRecord,
-    PlanCommit,
-    Revoke,
     SiteInfo,
     TokenTable,
 )
@@ -100,77 +96,7 @@ def cluster_view(row: Row) -> ClusterView:
     return ClusterView(now=now, site=info, nodes=tuple(nodes), tokens=tokens, locks=tuple(locks))
 
 
-# -- plan checks: the shared _checks, with a fast path ----------------------------
-#
-# A leader sends thousands of writes per plan; _checks validates each through
-# several calls (about 0.6 us apiece), a third of a 10,000-token commit.  The
-# fast paths below accept only what _checks accepts, in one flat loop; on
-# anything unusual they defer to _checks, which raises its own error (or
-# accepts, and the plan goes on).
-
-
-def plan_shape(commit: object) -> PlanCommit:
-    """``checks.plan_shape``, fast for well-formed plans."""
-    if type(commit) is PlanCommit and _writes_well_formed(commit):
-        checks.node_name(commit.leader)
-        checks.incarnation(commit.leader_incarnation)
-        checks.integer("expected_generation", commit.expected_generation)
-        checks.integer("basis", commit.basis)
-        checks.seconds("ack_timeout", commit.ack_timeout)
-        if commit.history is None or type(commit.history) is HistoryEntry:
-            return commit
-    return checks.plan_shape(commit)
-
-
-def _writes_well_formed(commit: PlanCommit) -> bool:
-    if type(commit.assigns) is not tuple or type(commit.revokes) is not tuple:
-        return False
-    names: set[str] = set()
-    for a in commit.assigns:
-        if type(a) is not DirectAssign or not _count(a.expected_epoch):
-            return False
-        if a.expected_incarnation is not None and not _count(a.expected_incarnation):
-            return False
-        if a.owner is None:
-            if a.incarnation is not None:
-                return False
-        elif not _count(a.incarnation) or not _name_ok(a.owner, names):
-            return False
-    for r in commit.revokes:
-        if type(r) is not Revoke or not (
-            _count(r.expected_incarnation) and _count(r.expected_epoch)
-        ):
-            return False
-        if r.destination is not None and not _name_ok(r.destination, names):
-            return False
-    return True
-
-
-def _count(value: object) -> bool:
-    return type(value) is int and value >= 0
-
-
-def _name_ok(name: object, seen: set[str]) -> bool:
-    if name in seen:
-        return True
-    if type(name) is str and name and "\x00" not in name:
-        seen.add(name)
-        return True
-    return False
-
-
-def plan_tokens(commit: PlanCommit, total: int) -> None:
-    """``checks.plan_tokens``, fast: every written token in range, none twice."""
-    seen = bytearray(total)
-    for write in (commit.assigns, commit.revokes):
-        for w in write:
-            t = w.token
-            if type(t) is not int or not 0 <= t < total or seen[t]:
-                checks.plan_tokens(commit, total)  # raises, naming the token
-                return
-            seen[t] = 1
-
-
+# -- plans to parameters ---------------------------------------------------------
 def dense_assigns(site: str, assigns: Sequence[DirectAssign], total: int) -> dict[str, Any]:
     """The ASSIGN parameters: dense arrays indexed by token (see queries.ASSIGN)."""
     exp_incs, exp_epochs, owner_ix, incs = [-1] * total, [-1] * total, [0] * total, [-1] * total
