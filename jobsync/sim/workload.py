@@ -343,7 +343,7 @@ class UserLoop:
         tx = c.begin_transaction(sim, hold)
         c.log(sim.key, f"user transaction completes {len(group)} task(s), open {hold:.3f}s")
         try:
-            done = sim.handle.complete(c.site, DATE, inc, group, connection=tx)
+            done = sim.handle.complete_in(tx, c.site, DATE, inc, group)
         except JobSyncError:
             c.end_transaction(sim, tx, commit=False)
             return

@@ -182,7 +182,7 @@ def test_completion_cannot_join_a_callers_connection(scene: Scene) -> None:
     key = scene.key_on(0)
     scene.claim(a, key)
     with pytest.raises(InvalidArgument, match="connection"):
-        scene.db.complete(scene.site, DAY, a.incarnation, [key], connection=object())
+        scene.db.complete_in(object(), scene.site, DAY, a.incarnation, [key])
     assert scene.audit() == {key: "claimed"}
 
 

@@ -29,7 +29,7 @@ from jobsync.backends.base import (
     Registration,
     SiteInfo,
 )
-from jobsync.backends.memory.records import ClaimKey
+from jobsync.backends.memory.records import ClaimKey, Settle
 from jobsync.backends.memory.site import SiteState
 from jobsync.backends.memory.transaction import MemoryTransaction
 from jobsync.core.errors import BackendUnavailable, InvalidArgument
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 _LOCAL_VERBS = frozenset({"wait_for_change", "now"})
+_HERE = object()
+"""``_settle`` outside any user transaction (``None`` is a connection it refuses)."""
 
 
 class _HandleCore:
@@ -319,46 +321,57 @@ class _ClaimVerbs(_HandleCore):
         return self._run(site, lambda s, now: s.claim(day, name, inc, requests, now))
 
     def complete(
-        self,
-        site: str,
-        date: datetime.date,
-        incarnation: int,
-        task_keys: Sequence[str],
-        connection: object | None = None,
+        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
     ) -> frozenset[str]:
-        self._begin("complete")
-        site, day, inc = (
-            checks.site_name(site),
-            checks.claim_date(date),
-            checks.incarnation(incarnation),
-        )
-        keys = checks.task_keys(task_keys)
-        if connection is not None:
-            tx = self._transaction(connection)
-            return self._run(site, lambda s, _: tx.stage(s, "complete", day, inc, keys))
-        self._wait_for_claims(site, lambda s: [(day, k) for k in s.claims.open_of(day, inc, keys)])
-        return self._run(site, lambda s, now: s.claims.complete(day, inc, keys, now))
+        return self._settle("complete", site, date, incarnation, task_keys)
 
     def release(
+        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
+    ) -> frozenset[str]:
+        return self._settle("release", site, date, incarnation, task_keys)
+
+    def complete_in(
         self,
+        connection: object,
         site: str,
         date: datetime.date,
         incarnation: int,
         task_keys: Sequence[str],
-        connection: object | None = None,
     ) -> frozenset[str]:
-        self._begin("release")
-        site, day, inc = (
-            checks.site_name(site),
-            checks.claim_date(date),
-            checks.incarnation(incarnation),
-        )
-        keys = checks.task_keys(task_keys)
-        if connection is not None:
-            tx = self._transaction(connection)
-            return self._run(site, lambda s, _: tx.stage(s, "release", day, inc, keys))
+        return self._settle("complete", site, date, incarnation, task_keys, inside=connection)
+
+    def release_in(
+        self,
+        connection: object,
+        site: str,
+        date: datetime.date,
+        incarnation: int,
+        task_keys: Sequence[str],
+    ) -> frozenset[str]:
+        return self._settle("release", site, date, incarnation, task_keys, inside=connection)
+
+    def _settle(
+        self,
+        kind: Settle,
+        site: str,
+        date: datetime.date,
+        incarnation: int,
+        task_keys: Sequence[str],
+        *,
+        inside: object = _HERE,
+    ) -> frozenset[str]:
+        """Complete or release this incarnation's open claims among ``task_keys``: here,
+        meeting the row locks on them, or staged ``inside`` the user's transaction (a
+        ``MemoryTransaction``, checked), which locks them until it ends.  Either way the
+        verb is counted, and faults meet it, by the name ``kind``."""
+        self._begin(kind)
+        site, day = checks.site_name(site), checks.claim_date(date)
+        inc, keys = checks.incarnation(incarnation), checks.task_keys(task_keys)
+        if inside is not _HERE:
+            tx = self._transaction(inside)
+            return self._run(site, lambda s, _: tx.stage(s, kind, day, inc, keys))
         self._wait_for_claims(site, lambda s: [(day, k) for k in s.claims.open_of(day, inc, keys)])
-        return self._run(site, lambda s, _: s.claims.release(day, inc, keys))
+        return self._run(site, lambda s, now: s.claims.settle(kind, day, inc, keys, now))
 
     def open_claims(
         self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
@@ -406,7 +419,8 @@ class _ClaimVerbs(_HandleCore):
 
 
 class MemoryBackend(_SiteVerbs, _ClaimVerbs):
-    """One client's handle on a ``MemoryStore``: the ``Backend`` protocol."""
+    """One client's handle on a ``MemoryStore``: the ``Backend`` protocol and
+    ``TransactionalCompletion`` (its connection: a ``MemoryTransaction``)."""
 
     def __repr__(self) -> str:
         return f"<MemoryBackend client={self.client!r}{' closed' if self._closed else ''}>"

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Iterable, Sequence
+from typing import Literal
 
 import attrs
 
 from jobsync.backends.base import AuditRecord, LockRecord, LockSpec
 
 ClaimKey = tuple[datetime.date, str]
+Settle = Literal["complete", "release"]
+"""What becomes of an open claim: done, or given back (deleted)."""
 
 CLAIMED = "claimed"
 DONE = "done"
@@ -37,7 +40,7 @@ class ClaimLedger:
     """Claims and completions of one site, unique per (date, task_key).
 
     Row locks: an open transaction that completed or released a claim inside
-    it (a ``MemoryTransaction``, the memory form of ``complete(connection=)``)
+    it (a ``MemoryTransaction``, the memory form of ``complete_in``/``release_in``)
     holds that claim row until it commits or rolls back.  ``holder`` maps the
     locked keys to it; cleanup (``release_all``) skips locked rows, as
     PostgreSQL's ``SKIP LOCKED`` does, and callers that must not skip ask
@@ -96,6 +99,14 @@ class ClaimLedger:
             del self._rows[key]
             released.add(key[1])
         return frozenset(released)
+
+    def settle(
+        self, kind: Settle, date: datetime.date, incarnation: int, keys: Iterable[str], now: float
+    ) -> frozenset[str]:
+        """``complete`` or ``release`` these keys, as ``kind`` says."""
+        if kind == "complete":
+            return self.complete(date, incarnation, keys, now)
+        return self.release(date, incarnation, keys)
 
     def release_all(self, incarnation: int) -> int:
         """Delete every open claim of ``incarnation`` not locked by a transaction

@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from jobsync.backends.memory.records import ClaimKey
+from jobsync.backends.memory.records import ClaimKey, Settle
 from jobsync.backends.memory.site import SiteState
 from jobsync.core.errors import InvalidArgument
 
@@ -27,14 +27,14 @@ class MemoryTransaction:
         self.store = store
         self.client = client
         self.open = True
-        self._ops: list[tuple[SiteState, str, datetime.date, int, frozenset[str]]] = []
+        self._ops: list[tuple[SiteState, Settle, datetime.date, int, frozenset[str]]] = []
         self._locked: list[tuple[SiteState, ClaimKey]] = []
 
     def __repr__(self) -> str:
         return f"<MemoryTransaction of {self.client!r}{'' if self.open else ' ended'}>"
 
     def stage(
-        self, state: SiteState, kind: str, day: datetime.date, inc: int, keys: Sequence[str]
+        self, state: SiteState, kind: Settle, day: datetime.date, inc: int, keys: Sequence[str]
     ) -> frozenset[str]:
         """Lock and stage ``kind`` of this incarnation's open claims among ``keys``."""
         mine = state.claims.open_of(day, inc, keys)
@@ -52,10 +52,7 @@ class MemoryTransaction:
         with self.store._lock:
             self._end()
             for state, kind, day, inc, keys in self._ops:
-                if kind == "complete":
-                    state.claims.complete(day, inc, keys, self.store.clock())
-                else:
-                    state.claims.release(day, inc, keys)
+                state.claims.settle(kind, day, inc, keys, self.store.clock())
             self._ops.clear()
 
     def rollback(self) -> None:
