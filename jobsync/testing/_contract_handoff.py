@@ -1,4 +1,5 @@
-"""Contract: revoke, acknowledge, finish expired releases, evict overdue releasers."""
+"""Contract: revoke, acknowledge, take an expired releaser's token by DirectAssign, evict
+overdue releasers."""
 
 from __future__ import annotations
 
@@ -152,38 +153,47 @@ class HandoffContract:
         key = scene.key_on(1)
         assert scene.claim(b, key) == {key}
 
-    def test_finish_expired_releases_completes_a_dead_releasers_hand_off(
+    def test_an_expired_releasers_token_moves_without_its_acknowledgement(
         self, scene: Scene
     ) -> None:
         a, b, c = _three(scene, SHORT_LEASE)
         key = scene.key_on(1)
         assert scene.claim(b, key) == {key}
         _revoke(scene, a, 1, c, LONG_LEASE)
-        epoch = scene.table().epoch[1]
-        assert scene.db.finish_expired_releases(scene.site) == frozenset()
+        view = scene.view()
+        epoch = view.tokens.epoch[1]
+        to_c = [scene.assign(view, 1, c)]  # where the pending release was headed
+        with pytest.raises(ConflictError):  # b is live: only its acknowledgement moves it
+            scene.commit(a, view=view, assigns=to_c)
         scene.expire(b)
         counter = scene.counter()
-        assert scene.db.finish_expired_releases(scene.site) == {1}
+        scene.commit(a, view=view, assigns=to_c)
         table = scene.table()
         assert (table.owner[1], table.incarnation[1], table.epoch[1]) == (
             "c",
             c.incarnation,
             epoch + 1,
         )
+        assert not table.is_pending(1)
         row = scene.row("b")
         assert row is not None and row.state == NODE_DEAD
         assert key not in scene.audit()
         assert scene.counter() > counter
-        assert scene.db.finish_expired_releases(scene.site) == frozenset()
+        with pytest.raises(ConflictError):  # the same plan again writes nothing
+            scene.commit(a, view=view, assigns=to_c)
+        assert scene.table() == table
 
-    def test_finish_expired_releases_exactly_at_the_lease_end(self, scene: Scene) -> None:
+    def test_an_expired_releasers_token_moves_exactly_at_its_lease_end(self, scene: Scene) -> None:
         needs_clock(scene.harness)
         a, b, c = _three(scene, 10.0)
         _revoke(scene, a, 1, c, LONG_LEASE)
         scene.set_time(just_before(b.registered_at + 10.0))
-        assert scene.db.finish_expired_releases(scene.site) == frozenset()
+        view = scene.view()
+        with pytest.raises(ConflictError):
+            scene.commit(a, view=view, assigns=[scene.assign(view, 1, c)])
         scene.set_time(b.registered_at + 10.0)
-        assert scene.db.finish_expired_releases(scene.site) == {1}
+        scene.commit(a, view=view, assigns=[scene.assign(view, 1, c)])
+        assert scene.table().owner[1] == "c"
 
     def test_eviction_at_the_deadline_keeps_tokens_until_the_lease_ends(self, scene: Scene) -> None:
         a, b, c = _three(scene)
@@ -199,10 +209,11 @@ class HandoffContract:
         assert scene.heartbeat(b) is HeartbeatOutcome.EXPIRED
         assert scene.db.evict_overdue(scene.site, "a", a.incarnation) == ()
         assert scene.table().owner[1] == "b"
-        assert scene.db.finish_expired_releases(scene.site) == frozenset()
         view = scene.view()
-        with pytest.raises(ConflictError):
-            scene.commit(a, view=view, assigns=[scene.assign(view, 3, a)])
+        for token, to in ((1, c), (3, a)):  # the token in flight, and one it just holds
+            with pytest.raises(ConflictError):
+                scene.commit(a, view=view, assigns=[scene.assign(view, token, to)])
+        assert scene.table() == view.tokens
 
     def test_no_eviction_one_instant_before_the_deadline(self, scene: Scene) -> None:
         needs_clock(scene.harness)
@@ -234,8 +245,7 @@ class HandoffContract:
         scene.wait_until(deadline)
         assert scene.db.evict_overdue(scene.site, "a", a.incarnation) == ("b",)
         scene.expire(b)
-        assert scene.db.finish_expired_releases(scene.site) == {1}
         view = scene.view()
-        scene.commit(a, view=view, assigns=[scene.assign(view, 3, a)])
+        scene.commit(a, view=view, assigns=[scene.assign(view, 1, c), scene.assign(view, 3, a)])
         table = scene.table()
         assert (table.owner[1], table.owner[3]) == ("c", "a")

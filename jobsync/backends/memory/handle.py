@@ -257,10 +257,6 @@ class _SiteVerbs(_HandleCore):
 
         return self._run(site, ack)
 
-    def finish_expired_releases(self, site: str) -> frozenset[int]:
-        self._begin("finish_expired_releases")
-        return self._run(checks.site_name(site), lambda s, now: s.finish_expired(now))
-
     def evict_overdue(self, site: str, leader: str, leader_incarnation: int) -> tuple[str, ...]:
         self._begin("evict_overdue")
         site, leader, inc = self._member(site, leader, leader_incarnation)

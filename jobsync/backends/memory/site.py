@@ -395,18 +395,6 @@ class SiteState:
             self.bump()
         return frozenset(done)
 
-    def finish_expired(self, now: float) -> frozenset[int]:
-        rows, moved = self.tokens, set()
-        for token in sorted(rows.pending):
-            owner, incarnation = rows.owner[token], rows.incarnation[token]
-            if incarnation is not None and self.gone(owner, incarnation, now):
-                self._bury(owner, incarnation)
-                self._hand_over(token, now)
-                moved.add(token)
-        if moved:
-            self.bump()
-        return frozenset(moved)
-
     def evict(self, leader: str, leader_incarnation: int, now: float) -> tuple[str, ...]:
         self._check_leader(leader, leader_incarnation, now)
         rows, evicted = self.tokens, set()
