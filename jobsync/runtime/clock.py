@@ -2,19 +2,20 @@
 
 A worker's own lease is measured on a clock that keeps counting through
 suspend: ``CLOCK_BOOTTIME`` on Linux, ``time.monotonic`` elsewhere
-(DESIGN.md section 5, "Clocks").  Everything else in the runtime takes a
-``Clock`` so tests and the simulator can drive time by hand.
+(docs/PROTOCOL.md section 4, "Clocks").  Everything else in the runtime takes a
+``Clock`` so tests and the simulator can drive time by hand: the one clock
+moved by hand is ``jobsync.testing.ManualClock``, which implements ``Clock``.
 """
 
 from __future__ import annotations
 
 import functools
-import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
+@runtime_checkable
 class Clock(Protocol):
     """Local time for leases and schedules (seconds, arbitrary origin)."""
 
@@ -39,30 +40,6 @@ class SystemClock:
 
     def __init__(self) -> None:
         self.now: Callable[[], float] = _boottime_reader()
-
-
-class ManualClock:
-    """A clock moved by hand (tests): ``advance`` and ``set`` never go backwards."""
-
-    def __init__(self, start: float = 1_000.0) -> None:
-        self._now = float(start)
-        self._lock = threading.Lock()
-
-    def now(self) -> float:
-        return self._now
-
-    def advance(self, seconds: float) -> float:
-        if seconds < 0:
-            raise ValueError(f"cannot advance a clock by {seconds!r} seconds")
-        with self._lock:
-            self._now += seconds
-            return self._now
-
-    def set(self, instant: float) -> None:
-        with self._lock:
-            if instant < self._now:
-                raise ValueError(f"cannot move a clock back from {self._now!r} to {instant!r}")
-            self._now = float(instant)
 
 
 def wall_time() -> float:

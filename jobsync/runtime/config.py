@@ -1,6 +1,6 @@
 """Configuration: the frozen CoordinationConfig and the environment-backed settings.
 
-``CoordinationConfig`` is validated on construction (DESIGN.md section 5,
+``CoordinationConfig`` is validated on construction (docs/PROTOCOL.md section 4,
 "Clocks"): the config is valid only if
 ``heartbeat_timeout >= 2 * heartbeat_interval + safety_margin``, so a worker
 always gets a second heartbeat attempt before its lease ends.

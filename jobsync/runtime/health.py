@@ -5,7 +5,7 @@ told otherwise.  ``jobsync.serve_health(job, port)`` starts it by hand;
 ``Job(..., http_port=PORT)`` starts it when the Job enters (before the node
 is ready, so probes can watch it join) and stops it when the Job has left.
 
-What each endpoint answers (DESIGN.md section 5, "What a worker reports"):
+What each endpoint answers (docs/USAGE_GUIDE.md, "Health"):
 
 - ``/health/live``: 200 while the coordination thread runs and no newer
   process took this node's name; else 503.  A database outage does not make

@@ -1,6 +1,6 @@
 """The claimable snapshot: what ``can_claim_task`` reads, swapped atomically.
 
-Law (DESIGN.md section 3, "Hot paths"): ``can_claim_task`` reads one
+Law (docs/ARCHITECTURE.md, "Conventions": hot paths are flat): ``can_claim_task`` reads one
 immutable object with no lock.  The coordination thread builds a new
 snapshot and rebinds one attribute; readers see the old one or the new one,
 never a mix.  ``owned`` is a bytearray (1 = claimable) so the check is one

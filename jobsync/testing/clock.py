@@ -1,8 +1,12 @@
-"""A settable clock for backends with an injectable clock (memory, SQLite)."""
+"""The one clock moved by hand: runtime code reads it as a ``Clock``
+(``clock.now()``), backends with an injectable clock (memory, SQLite) call it
+(``clock()``).  Both read the same instant."""
 
 from __future__ import annotations
 
 import threading
+
+from jobsync.runtime.clock import Clock
 
 DEFAULT_START = 1_700_000_000.0
 """An arbitrary Unix time, far from zero so that ``t - lease`` stays positive."""
@@ -11,12 +15,17 @@ DEFAULT_START = 1_700_000_000.0
 class ManualClock:
     """A float clock that moves only when told, and never backwards.
 
-    Call it to read the time; ``set`` and ``advance`` move it.  Thread-safe.
+    Implements ``jobsync.runtime.clock.Clock`` (``now``); calling it reads the
+    same time, for backends that take a ``Callable[[], float]``.  ``set`` and
+    ``advance`` move it.  Thread-safe.
     """
 
     def __init__(self, start: float = DEFAULT_START) -> None:
         self._now = float(start)
         self._lock = threading.Lock()
+
+    def now(self) -> float:
+        return self._now
 
     def __call__(self) -> float:
         return self._now
@@ -35,3 +44,8 @@ class ManualClock:
         with self._lock:
             self._now += seconds
             return self._now
+
+
+def _is_a_clock(clock: ManualClock) -> Clock:
+    """Checked by mypy: a ManualClock is a runtime ``Clock``."""
+    return clock

@@ -1,4 +1,4 @@
-"""The Job API on real backends (memory, SQLite files, PostgreSQL): issue 5's behaviours."""
+"""The Job API on real backends (memory, SQLite files, PostgreSQL): README.md's behaviours."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The node protocol under virtual time (DESIGN.md sections 5 and 6).
+"""The node protocol under virtual time (docs/PROTOCOL.md section 4, the hand-off protocol).
 
 Each test drives real ``Node`` objects on a shared memory store through
 ``VirtualCluster``; invariant 1 (no token claimable by two nodes at any
