@@ -9,7 +9,7 @@ import pytest
 from jobsync import Job, Task
 from jobsync.backends.memory import MemoryStore
 from jobsync.errors import LockTimeout
-from jobsync.runtime import job as job_module
+from jobsync.runtime import ledger as ledger_module
 
 from .conftest import FAST, eventually
 
@@ -62,7 +62,7 @@ def test_a_committed_transactional_release_lets_this_job_claim_again() -> None:
 def test_transactional_completions_that_committed_are_forgotten(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(job_module, "UNCERTAIN_LIMIT", 9)
+    monkeypatch.setattr(ledger_module, "UNCERTAIN_LIMIT", 9)
     store = MemoryStore()
     with _job(store, "a") as a:
         tasks = _mine(a, 10)
@@ -70,14 +70,14 @@ def test_transactional_completions_that_committed_are_forgotten(
             assert a.add_task(task)
             with store.transaction("app") as tx:
                 assert a.complete(task, connection=tx)
-        assert len(a._uncertain) == 9  # at the limit: nothing asked yet
+        assert len(a._ledger.uncertain) == 9  # at the limit: nothing asked yet
         last = tasks[9]
         assert a.add_task(last)
         pending = store.transaction("app")
         assert a.complete(last, connection=pending)  # the tenth, not committed yet
         # past the limit, the coordination thread asks once which are still open
-        assert eventually(lambda: len(a._uncertain) == 1, 10)
-        assert set(a._uncertain) == {last.key}  # its transaction is still open
+        assert eventually(lambda: len(a._ledger.uncertain) == 1, 10)
+        assert set(a._ledger.uncertain) == {last.key}  # its transaction is still open
         assert a.statistics()["backend_open_claims"] == 1
         pending.commit()
     assert set(_claims(a).values()) == {"done"} and len(_claims(a)) == 10

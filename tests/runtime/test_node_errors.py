@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from jobsync.backends.base import ClaimRequest, LockSpec
+from jobsync.backends.base import ClaimRequest, LockSpec, TransactionalCompletion
 from jobsync.backends.memory import MemoryBackend, MemoryStore
 from jobsync.core.defences import Defences
 from jobsync.core.errors import (
@@ -288,7 +288,9 @@ def test_a_claim_skipped_while_locked_is_reaped_once_more_on_a_quiet_site() -> N
     request = ClaimRequest(task_key="t", token=token, epoch=b.snapshot.epochs[token])
     assert b.backend.claim(SITE, day, "b", b.incarnation or 0, [request]) == {"t"}
     tx = store.transaction("b's user")
-    assert b.backend.complete(SITE, day, b.incarnation or 0, ["t"], connection=tx) == {"t"}
+    transactional = b.backend
+    assert isinstance(transactional, TransactionalCompletion)
+    assert transactional.complete_in(tx, SITE, day, b.incarnation or 0, ["t"]) == {"t"}
     b.tick(clock.t, [Signal.DRAIN])  # b leaves while its user's transaction holds the row
     assert drive([a, b], clock, 5, lambda: b.state is NodeState.STOPPED)
     assert drive([a], clock, 2, lambda: a.stats["reaps"] > 0)

@@ -1,0 +1,101 @@
+"""A Job's lock API: pin tasks' tokens to nodes matching patterns.
+
+``lock_provider`` runs once at enter (its registrations are collected and
+written in one transaction, optionally replacing this node's earlier locks);
+afterwards ``register_lock`` and ``register_task_locks_bulk`` write at once.
+An observer may pin tasks of a site no worker has created yet only with the
+site's constants said explicitly (``coordination_config``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import TypeAlias
+
+from jobsync.backends.base import Backend, LockSpec
+from jobsync.core.errors import InvalidArgument
+from jobsync.core.patterns import validate_node_name
+from jobsync.runtime.config import CoordinationConfig
+from jobsync.runtime.task import check_seconds, lock_rows, lock_spec
+
+LockItem: TypeAlias = tuple[object, "str | Sequence[str]", "str | None"]
+
+
+class JobLocks:
+    """The locks one Job registers, lists and clears."""
+
+    def __init__(
+        self,
+        site: str,
+        creator: str,
+        config: CoordinationConfig,
+        *,
+        backend: Callable[[], Backend],
+        token: Callable[[], Callable[[object], int]],
+        observer: bool,
+        explicit_config: bool,
+    ) -> None:
+        """``backend`` returns the Job's backend (or raises); ``token`` its task
+        hash (an observer's follows the site's stored constants)."""
+        self.site = site
+        self.creator = creator
+        self.config = config
+        self._backend = backend
+        self._token = token
+        self._observer = observer
+        self._explicit_config = explicit_config
+        self._collecting: list[LockSpec] | None = None
+
+    def register_bulk(self, items: Iterable[LockItem]) -> int:
+        specs = [lock_spec(item, self._token()) for item in items]
+        return self._write(specs)
+
+    def register(
+        self,
+        task_id: object,
+        patterns: str | Sequence[str],
+        reason: str | None,
+        expires_in_days: float | None,
+    ) -> int:
+        if expires_in_days is not None:
+            check_seconds("expires_in_days", expires_in_days, allow_zero=False)
+        spec = lock_spec((task_id, patterns, reason), self._token(), expires_in_days)
+        return self._write([spec])
+
+    def _write(self, specs: list[LockSpec]) -> int:
+        if self._collecting is not None:
+            self._collecting.extend(specs)
+            return len(specs)
+        backend = self._backend()
+        if self._observer and backend.site_info(self.site) is None:
+            # An operator may pin tasks before the first worker starts, but only with
+            # the site's constants said explicitly: a guess would fix them wrongly.
+            if not self._explicit_config:
+                raise InvalidArgument(
+                    f"site {self.site!r} does not exist yet: pass coordination_config with "
+                    "its total_tokens and hash_function to create it, or start a worker first"
+                )
+            cfg = self.config
+            backend.ensure_site(self.site, cfg.total_tokens, cfg.hash_function)
+        return backend.replace_locks(self.site, self.creator, specs, clear_existing=False)
+
+    def collect(self, provider: Callable[[], Iterable[LockItem] | None]) -> list[LockSpec]:
+        """Run ``provider``: what it registers, and what it returns, as lock specs."""
+        self._collecting = []
+        try:
+            returned = provider()
+            if returned is not None:
+                self._collecting.extend(lock_spec(item, self._token()) for item in returned)
+            return self._collecting
+        finally:
+            self._collecting = None
+
+    def list(self) -> list[dict[str, object]]:
+        return lock_rows(self._backend().list_locks(self.site))
+
+    def clear_by_creator(self, creator: str) -> int:
+        validate_node_name(creator)
+        return self._backend().clear_locks(self.site, creator)
+
+    def clear_all(self) -> int:
+        return self._backend().clear_locks(self.site, None)
