@@ -8,7 +8,7 @@ import pytest
 
 from jobsync import Job, Task
 from jobsync.backends.memory import MemoryStore
-from jobsync.errors import LockTimeout
+from jobsync.errors import InvalidArgument, LockTimeout
 from jobsync.runtime import ledger as ledger_module
 
 from .conftest import FAST, eventually
@@ -81,3 +81,33 @@ def test_transactional_completions_that_committed_are_forgotten(
         assert a.statistics()["backend_open_claims"] == 1
         pending.commit()
     assert set(_claims(a).values()) == {"done"} and len(_claims(a)) == 10
+
+
+class _PlainBackend:
+    """A backend with the plain verbs only: no ``complete_in``/``release_in``."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+
+    def complete(self, *args: object) -> frozenset[str]:
+        raise AssertionError("a transactional completion must not fall back to complete")
+
+    def release(self, *args: object) -> frozenset[str]:
+        raise AssertionError("a transactional release must not fall back to release")
+
+
+def test_connection_is_refused_by_a_backend_without_transactional_completion() -> None:
+    store = MemoryStore()
+    with _job(store, "a") as a:
+        (task,) = _mine(a, 1)
+        assert a.add_task(task)
+        ledger = a._ledger
+        real = ledger.backend
+        ledger.backend = _PlainBackend(real)  # type: ignore[assignment]
+        with store.transaction("app") as tx:
+            refusal = r"_PlainBackend.*TransactionalCompletion"
+            for verb in (a.complete, a.release):
+                with pytest.raises(InvalidArgument, match=refusal):
+                    verb(task, connection=tx)
+        ledger.backend = real
+        assert a.complete(task)  # the claim was left open by the refusals
