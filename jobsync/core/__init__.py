@@ -19,9 +19,9 @@ from jobsync.core.hashing import (
 from jobsync.core.lifecycle import NodeEvent, NodeState, transition
 from jobsync.core.locks import LockConflict, ResolvedLocks, resolve_locks
 from jobsync.core.model import NodeRecord
-from jobsync.core.rules import Hold, holding, is_live, lease_expired, oldest_live
 from jobsync.core.patterns import match_pattern, validate_node_name, validate_pattern
 from jobsync.core.planner import Plan, lower_bound_moves, plan
+from jobsync.core.rules import Hold, holding, is_live, lease_expired, oldest_live
 
 __all__ = [
     "DEFAULT_HASH",

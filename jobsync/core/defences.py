@@ -64,7 +64,7 @@ class Defences:
             from jobsync.core.errors import InvalidArgument
 
             raise InvalidArgument(f"unknown defence(s) {unknown}; known: {sorted(known)}")
-        return cls(**{name: False for name in names})
+        return cls(**dict.fromkeys(names, False))
 
     def off(self) -> tuple[str, ...]:
         """The names of the defences that are off."""

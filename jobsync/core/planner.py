@@ -123,7 +123,7 @@ def plan(
 def lower_bound_moves(
     total_tokens: int, owners: Mapping[int, str] | Sequence[str | None], nodes: Iterable[str]
 ) -> int:
-    """Fewest moves any balanced unpinned plan can make (the closed form of docs/PROTOCOL.md section 3).
+    """Fewest moves any balanced unpinned plan can make (docs/PROTOCOL.md section 3).
 
     ``orphans + sum(max(0, held - target))`` with the ``T mod N`` "+1" slots
     on the nodes holding the most.  With no live node nothing can move: 0.
