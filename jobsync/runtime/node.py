@@ -53,7 +53,10 @@ How the hand-off protocol (docs/PROTOCOL.md section 4) lands here:
   ``refresh`` (reconciliation), ``peer-check``, ``lead`` (the leader's next
   look), ``lease-end`` and the quiet ``reap``, the settle-window gate on
   ``lead`` and the backoff after a failed step.  ``agenda.last_wake`` says
-  why the latest tick ran.  The leader's pass is ``runtime/leading.py``.
+  why the latest tick ran.
+- Parts.  Registration and heartbeats are ``runtime/membership.py``, the
+  leader's pass ``runtime/leading.py``, the published snapshot and events
+  ``runtime/publishing.py``; this class steps them and reads the rows.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ import random
 import uuid
 from collections.abc import Callable, Iterable
 
-from jobsync.backends.base import Backend, Heartbeat, HeartbeatOutcome, NodeRecord, Registration
+from jobsync.backends.base import Backend, NodeRecord, Registration
 from jobsync.core import rules
 from jobsync.core.defences import PRODUCTION, Defences
 from jobsync.core.errors import (
@@ -80,6 +83,7 @@ from jobsync.core.lifecycle import CLAIMING, TERMINAL, NodeEvent, NodeState, tra
 from jobsync.runtime.agenda import ALWAYS, NEVER, Agenda
 from jobsync.runtime.config import CoordinationConfig
 from jobsync.runtime.leading import HEARTBEAT, LEAD, PEER_CHECK, REFRESH, Leading
+from jobsync.runtime.membership import Membership
 from jobsync.runtime.publishing import Publisher, RebalanceEvent
 from jobsync.runtime.snapshot import ClaimSnapshot
 
@@ -151,18 +155,16 @@ class Node:
         self.agenda.at(HEARTBEAT, ALWAYS, reason="start")
         self.rng = rng or random.Random()
         self.leading = Leading(self, plan_timer)
+        self.membership = Membership(self)
         self.publisher = Publisher(
             config.total_tokens, self.agenda, self_fencing=defences.self_fencing
         )
         self.offset = 0.0  # backend time - local time, from the latest response
         self._failures = 0
-        self._seen = (-1, -1)  # (change counter, plan basis) last read
+        self.seen = (-1, -1)  # (change counter, plan basis) last read
         self._drain_requested = False
-        self._marked_leaving = False
-        self._lapsed = False
-        self._live: frozenset[str] = frozenset()
-        self._known: int | None = None  # the latest incarnation register answered
-        self._registering = False  # a registration failed transiently: retry it as one
+        self.marked_leaving = False
+        self.live_names: frozenset[str] = frozenset()
 
     # -- public view ------------------------------------------------------
     @property
@@ -204,7 +206,7 @@ class Node:
         if self.state is NodeState.STARTING:
             return "registration with the backend"
         if self.state is NodeState.JOINING:
-            if self._seen[1] < (self.registration.change_counter if self.registration else 0):
+            if self.seen[1] < (self.registration.change_counter if self.registration else 0):
                 return "the leader's first plan that includes this node"
             return "the releases of tokens into this node to be acknowledged"
         if self.state is NodeState.FENCED:
@@ -247,9 +249,9 @@ class Node:
 
     def _step(self, now: float) -> None:
         if self.state is NodeState.STARTING:
-            self._start(now)
-        elif self._registering:
-            self._reregister(now)
+            self.membership.start(now)
+        elif self.membership.registering:
+            self.membership.reregister(now)
         if self.state in TERMINAL:
             return
         if self._drain_requested:
@@ -259,7 +261,7 @@ class Node:
             agenda.want(REFRESH, reason="a peer's lease ended")
             agenda.want(LEAD, reason="a peer's lease ended")
         if agenda.is_due(HEARTBEAT, now):
-            self._heartbeat(now)
+            self.membership.heartbeat(now)
             if self.state in TERMINAL:
                 return
         if agenda.is_due(REFRESH, now):
@@ -298,118 +300,6 @@ class Node:
                 exc,
             )
 
-    # -- membership -------------------------------------------------------
-    def _start(self, now: float) -> None:
-        cfg = self.config
-        site = self.backend.ensure_site(self.site, cfg.total_tokens, cfg.hash_function)
-        self.generation = site.generation
-        if self._register(now):
-            self.state = transition(self.state, NodeEvent.REGISTERED)
-
-    def _register(self, now: float) -> bool:
-        """Register a new incarnation; False if a newer process owns the name (the
-        node is then superseded).  A transient failure is raised, and the next step
-        registers again (its reply may have been lost after the commit)."""
-        self._registering = self.defences.reregister_after_lost_reply
-        try:
-            reg = self.backend.register(
-                self.site,
-                self.name,
-                self.config.heartbeat_timeout_sec,
-                process=self.process,
-                known=self._known,
-            )
-        except NodeNameConflict as exc:
-            self._registering = False
-            self._superseded(str(exc))
-            return False
-        self._registering = False
-        self.registration = reg
-        self._known = reg.incarnation
-        self.offset = reg.registered_at - now
-        self._renewed(now)
-        self.agenda.want(REFRESH, reason="registered")
-        self.agenda.want(LEAD, reason="registered")
-        self._marked_leaving = False
-        return True
-
-    def _reregister(self, now: float) -> None:
-        """From FENCED: a new incarnation, after an expiry or a lost registration reply."""
-        if self._register(now):
-            self.stats["reregistrations"] += 1
-            self.state = transition(self.state, NodeEvent.REREGISTERED)
-
-    def _renewed(self, sent_at: float) -> None:
-        cfg = self.config
-        self.agenda.at(HEARTBEAT, sent_at + cfg.heartbeat_interval_sec, reason="interval")
-        if self.agenda.when(REFRESH) == NEVER:
-            self.agenda.at(
-                REFRESH, sent_at + cfg.rebalance_check_interval_sec, reason="reconciliation"
-            )
-        if self._lapsed:
-            # The local lease ran out but the backend's had not: read our tokens again.
-            self._lapsed = False
-            self.agenda.want(REFRESH, reason="lease renewed after it lapsed")
-        self.publisher.renew(sent_at + cfg.heartbeat_timeout_sec - cfg.margin)
-
-    def _heartbeat(self, now: float) -> None:
-        assert self.registration is not None
-        try:
-            beat = self.backend.heartbeat(self.site, self.name, self.registration.incarnation)
-        except BackendUnavailable:
-            self.stats["heartbeat_failures"] += 1
-            raise
-        self.stats["heartbeats"] += 1
-        self.offset = beat.now - now
-        if beat.outcome is HeartbeatOutcome.SUPERSEDED:
-            self._superseded()
-        elif beat.outcome is HeartbeatOutcome.EXPIRED:
-            self._expired(now)
-        else:
-            self._renewed(now)
-            if (beat.change_counter, beat.plan_basis) != self._seen:
-                self.agenda.want(REFRESH, reason="the heartbeat saw a change")
-            self._after_renewal(now, beat)
-
-    def _after_renewal(self, now: float, beat: Heartbeat) -> None:
-        """Notice a peer's death, which bumps no counter, and schedule the next look."""
-        known = len(self._live - {self.name})
-        if beat.live_others is not None:
-            if beat.live_others < known:  # read who is left, and plan if we lead
-                self.agenda.want(REFRESH, reason="a peer died")
-                self.agenda.want(LEAD, reason="a peer died")
-            self.leading.schedule_peer_check(now, beat.earliest_other_expiry)
-            return
-        # Without a live count, never postpone a pending look that is due before our
-        # next heartbeat: its peer may be dead already, and so no longer "other live".
-        pending = self.agenda.when(PEER_CHECK)
-        self.leading.schedule_peer_check(now, beat.earliest_other_expiry)
-        if pending <= self.agenda.when(HEARTBEAT) and pending < self.agenda.when(PEER_CHECK):
-            self.agenda.at(PEER_CHECK, pending, reason="a peer's lease end")
-
-    def _superseded(self, detail: str | None = None) -> None:
-        self.publisher.fence()
-        self.is_leader = False
-        self.state = transition(self.state, NodeEvent.SUPERSEDED)
-        self.error = NodeNameConflict(
-            f"node name {self.name!r} was taken over by a newer process in site {self.site!r}; "
-            "this one stops claiming and will not re-register" + (f" ({detail})" if detail else "")
-        )
-        log.error("%s", self.error)
-
-    def _expired(self, now: float) -> None:
-        self.publisher.fence()
-        if self.state is NodeState.DRAINING:
-            # Our incarnation is over: nothing left to hand off by acknowledgement.
-            assert self.registration is not None
-            self.backend.deregister(self.site, self.name, self.registration.incarnation)
-            self.state = transition(self.state, NodeEvent.DRAINED)
-            return
-        if self.state is not NodeState.FENCED:
-            self.state = transition(self.state, NodeEvent.LEASE_LOST)
-        log.warning("node %s: lease expired or evicted; registering anew", self.name)
-        self._reregister(now)
-
     # -- reading what concerns us -----------------------------------------
     def _refresh(self, now: float) -> None:
         assert self.registration is not None
@@ -421,10 +311,10 @@ class Node:
         top = rules.oldest_live(nodes, backend_now)
         self.is_leader = top is not None and top.name == self.name and top.incarnation == inc
         live = frozenset(n.name for n in nodes if rules.is_live(n, backend_now))
-        if self.is_leader and (not previous_leader or live != self._live):
+        if self.is_leader and (not previous_leader or live != self.live_names):
             # a peer died since the last read: no counter says so
             self.agenda.want(LEAD, reason="leadership or membership changed")
-        self._live = live
+        self.live_names = live
         owned = self.backend.read_owned(self.site, self.name, inc)
         self.agenda.met(REFRESH)
         interval = self.config.rebalance_check_interval_sec
@@ -433,10 +323,10 @@ class Node:
             n.lease_expires for n in nodes if rules.is_live(n, backend_now) and n.name != self.name
         ]
         self.leading.schedule_peer_check(now, min(others) if others else None)
-        changed = (owned.change_counter, owned.plan_basis) != self._seen
+        changed = (owned.change_counter, owned.plan_basis) != self.seen
         if changed and self.is_leader and owned.plan_basis < owned.change_counter:
             self.agenda.want(LEAD, reason="changes not planned yet")
-        self._seen = (owned.change_counter, owned.plan_basis)
+        self.seen = (owned.change_counter, owned.plan_basis)
         claimable = {
             t: e for t, e in zip(owned.tokens, owned.epochs, strict=True) if t not in owned.pending
         }
@@ -453,7 +343,7 @@ class Node:
             self.state = transition(self.state, NodeEvent.READY)
         if (
             self.state is NodeState.DRAINING
-            and self._marked_leaving
+            and self.marked_leaving
             and not owned.tokens
             and owned.incoming == 0  # an older incarnation's fence still stands
         ):
@@ -478,13 +368,13 @@ class Node:
         if self.state in (NodeState.JOINING, NodeState.ACTIVE, NodeState.FENCED):
             self.state = transition(self.state, NodeEvent.DRAIN)
             self.publisher.fence()
-        if self.state is NodeState.DRAINING and not self._marked_leaving:
+        if self.state is NodeState.DRAINING and not self.marked_leaving:
             assert self.registration is not None
             self.backend.mark_leaving(self.site, self.name, self.registration.incarnation)
-            self._marked_leaving = True
+            self.marked_leaving = True
             self.agenda.want(REFRESH, reason="marked leaving")
 
     def _enforce_lease(self, now: float) -> None:
         if self.publisher.lapsed(now):
             log.warning("node %s: lease ran out before a heartbeat succeeded; fencing", self.name)
-            self._lapsed = True
+            self.membership.lapsed = True
