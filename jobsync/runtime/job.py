@@ -25,27 +25,25 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from jobsync.backends.base import Backend
 from jobsync.core.defences import PRODUCTION, Defences
 from jobsync.core.errors import InvalidArgument, JobSyncError
 from jobsync.core.hashing import token_function
-from jobsync.core.lifecycle import TERMINAL
-from jobsync.core.rules import is_live
 from jobsync.runtime import clock as clocks
-from jobsync.runtime import status
 from jobsync.runtime.config import CoordinationConfig, Settings
 from jobsync.runtime.health import HealthServer, serve_health
 from jobsync.runtime.ledger import UNCERTAIN_LIMIT, ClaimLedger
-from jobsync.runtime.locking import JobLocks, LockItem
+from jobsync.runtime.locking import JobLocks, LockItem, LockMethods
 from jobsync.runtime.loop import Driver
 from jobsync.runtime.modes import Session
 from jobsync.runtime.node import Node
 from jobsync.runtime.options import job_options
 from jobsync.runtime.sigterm import SigtermGuard
 from jobsync.runtime.snapshot import ClaimSnapshot
+from jobsync.runtime.status import ReportMethods
 from jobsync.runtime.task import (
     Fixed,
     Standalone,
@@ -59,8 +57,11 @@ __all__ = ["UNCERTAIN_LIMIT", "Job", "LockItem", "Task"]
 log = logging.getLogger("jobsync.job")
 
 
-class Job:
-    """One worker of a site, used as a context manager.  See the README for the loop."""
+class Job(LockMethods, ReportMethods):
+    """One worker of a site, used as a context manager.  See the README for the loop.
+
+    The lock API is ``LockMethods`` (``runtime/locking.py``), what users read
+    ``ReportMethods`` (``runtime/status.py``)."""
 
     def __init__(
         self,
@@ -339,94 +340,3 @@ class Job:
         """This site's claims and completions for the Job's date."""
         backend = self._require_backend()
         return audit_rows(backend.read_audit(self.site, self.date))
-
-    # -- locks -------------------------------------------------------------------
-    def register_task_locks_bulk(self, items: Iterable[LockItem]) -> int:
-        """Pin tasks' tokens to nodes matching patterns: ``[(task_id, patterns, reason), ...]``."""
-        return self._locks.register_bulk(items)
-
-    def register_lock(
-        self,
-        task_id: object,
-        patterns: str | Sequence[str],
-        reason: str | None = None,
-        expires_in_days: float | None = None,
-    ) -> int:
-        """Pin one task's token; ``expires_in_days`` on the backend's clock."""
-        return self._locks.register(task_id, patterns, reason, expires_in_days)
-
-    def list_locks(self) -> list[dict[str, object]]:
-        """Every unexpired lock of the site, with the lock that decides its token on conflict."""
-        return self._locks.list()
-
-    def clear_locks_by_creator(self, creator: str) -> int:
-        return self._locks.clear_by_creator(creator)
-
-    def clear_all_locks(self) -> int:
-        return self._locks.clear_all()
-
-    # -- what users read -------------------------------------------------------------
-    @property
-    def date(self) -> datetime.date:
-        if self._date is None:
-            raise InvalidArgument("the Job's date is known once it has entered")
-        return self._date
-
-    @property
-    def my_tokens(self) -> frozenset[int]:
-        """The claimable set: exactly the tokens for which can_claim_task answers True now."""
-        if self._halted:
-            return frozenset()
-        snap: ClaimSnapshot = self._holder.snapshot
-        return snap.claimable(self._now())
-
-    @property
-    def token_version(self) -> int:
-        return self._node.token_version if self._node is not None else 0
-
-    @property
-    def draining(self) -> bool:
-        """True once this worker stopped claiming for good (drain, SIGTERM, superseded)."""
-        node = self._node
-        return self._halted or (node is not None and node.state in TERMINAL)
-
-    def am_i_leader(self) -> bool:
-        return self._node is not None and self._node.is_leader
-
-    def am_i_healthy(self) -> bool:
-        """Live and ready: the coordination thread runs and the lease is valid."""
-        if not self.config.enabled:
-            return self._entered
-        return status.healthy(self._session, self._now())
-
-    def get_active_nodes(self) -> list[str]:
-        now, nodes = self._require_backend().read_nodes(self.site)
-        return [n.name for n in nodes if is_live(n, now)]
-
-    def get_dead_nodes(self) -> list[str]:
-        now, nodes = self._require_backend().read_nodes(self.site)
-        return [n.name for n in nodes if not is_live(n, now)]
-
-    def get_coordination_status(self) -> dict[str, object]:
-        return status.coordination_status(
-            self._session,
-            self._ledger,
-            mode="observer" if self.observer else "standalone",
-            leader=self.am_i_leader(),
-            healthy=self.am_i_healthy(),
-            draining=self.draining,
-            tokens=len(self.my_tokens),
-            heartbeat_age=self._now() - self._beats[1] if self._beats[0] else None,
-        )
-
-    def statistics(self) -> dict[str, int]:
-        return status.statistics(self._session, self._ledger)
-
-    def _require_backend(self) -> Backend:
-        if not self.config.enabled:
-            raise InvalidArgument(
-                f"Job {self.name!r} runs standalone (coordination disabled): it has no backend"
-            )
-        if self._backend is None:
-            raise InvalidArgument(f"Job {self.name!r} has no backend yet: enter it first")
-        return self._backend

@@ -99,3 +99,33 @@ class JobLocks:
 
     def clear_all(self) -> int:
         return self._backend().clear_locks(self.site, None)
+
+
+class LockMethods:
+    """The lock API of a Job's facade: each method hands over to ``self._locks``."""
+
+    _locks: JobLocks
+
+    def register_task_locks_bulk(self, items: Iterable[LockItem]) -> int:
+        """Pin tasks' tokens to nodes matching patterns: ``[(task_id, patterns, reason), ...]``."""
+        return self._locks.register_bulk(items)
+
+    def register_lock(
+        self,
+        task_id: object,
+        patterns: str | Sequence[str],
+        reason: str | None = None,
+        expires_in_days: float | None = None,
+    ) -> int:
+        """Pin one task's token; ``expires_in_days`` on the backend's clock."""
+        return self._locks.register(task_id, patterns, reason, expires_in_days)
+
+    def list_locks(self) -> list[dict[str, object]]:
+        """Every unexpired lock of the site, with the lock that decides its token on conflict."""
+        return self._locks.list()
+
+    def clear_locks_by_creator(self, creator: str) -> int:
+        return self._locks.clear_by_creator(creator)
+
+    def clear_all_locks(self) -> int:
+        return self._locks.clear_all()

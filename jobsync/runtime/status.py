@@ -7,12 +7,21 @@ claim ledger), for ``am_i_healthy``, ``get_coordination_status`` and
 
 from __future__ import annotations
 
-from jobsync.core.lifecycle import NodeState
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+from jobsync.backends.base import Backend
+from jobsync.core.errors import InvalidArgument
+from jobsync.core.lifecycle import TERMINAL, NodeState
+from jobsync.core.rules import is_live
+from jobsync.runtime.config import CoordinationConfig
 from jobsync.runtime.ledger import ClaimLedger
 from jobsync.runtime.modes import Session
+from jobsync.runtime.snapshot import ClaimSnapshot
 
 
-def healthy(session: Session, now: float) -> bool:
+def healthy_worker(session: Session, now: float) -> bool:
     """Live and ready: the coordination thread runs and the lease is valid."""
     node = session.node
     return (
@@ -23,7 +32,7 @@ def healthy(session: Session, now: float) -> bool:
     )
 
 
-def statistics(session: Session, ledger: ClaimLedger) -> dict[str, int]:
+def all_statistics(session: Session, ledger: ClaimLedger) -> dict[str, int]:
     """The Job's counters, then the node's, the callbacks' and the backend's
     (prefixed ``backend_``)."""
     stats = ledger.statistics.as_dict()
@@ -68,3 +77,87 @@ def coordination_status(
         "error": None if error is None else str(error),
         "heartbeat_age_sec": heartbeat_age,
     }
+
+
+class ReportMethods:
+    """What users read of a Job (part of its facade): its date, tokens, health,
+    status and counters, from the attributes the Job sets."""
+
+    name: str
+    site: str
+    observer: bool
+    config: CoordinationConfig
+    _session: Session
+    _ledger: ClaimLedger
+    _holder: Any
+    _now: Callable[[], float]
+    _date: datetime.date | None
+    _beats: tuple[int, float]
+    _halted: bool
+    _entered: bool
+
+    @property
+    def date(self) -> datetime.date:
+        if self._date is None:
+            raise InvalidArgument("the Job's date is known once it has entered")
+        return self._date
+
+    @property
+    def my_tokens(self) -> frozenset[int]:
+        """The claimable set: exactly the tokens for which can_claim_task answers True now."""
+        if self._halted:
+            return frozenset()
+        snap: ClaimSnapshot = self._holder.snapshot
+        return snap.claimable(self._now())
+
+    @property
+    def token_version(self) -> int:
+        return self._session.node.token_version if self._session.node is not None else 0
+
+    @property
+    def draining(self) -> bool:
+        """True once this worker stopped claiming for good (drain, SIGTERM, superseded)."""
+        node = self._session.node
+        return self._halted or (node is not None and node.state in TERMINAL)
+
+    def am_i_leader(self) -> bool:
+        return self._session.node is not None and self._session.node.is_leader
+
+    def am_i_healthy(self) -> bool:
+        """Live and ready: the coordination thread runs and the lease is valid."""
+        if not self.config.enabled:
+            return self._entered
+        return healthy_worker(self._session, self._now())
+
+    def get_active_nodes(self) -> list[str]:
+        now, nodes = self._require_backend().read_nodes(self.site)
+        return [n.name for n in nodes if is_live(n, now)]
+
+    def get_dead_nodes(self) -> list[str]:
+        now, nodes = self._require_backend().read_nodes(self.site)
+        return [n.name for n in nodes if not is_live(n, now)]
+
+    def get_coordination_status(self) -> dict[str, object]:
+        return coordination_status(
+            self._session,
+            self._ledger,
+            mode="observer" if self.observer else "standalone",
+            leader=self.am_i_leader(),
+            healthy=self.am_i_healthy(),
+            draining=self.draining,
+            tokens=len(self.my_tokens),
+            heartbeat_age=self._now() - self._beats[1] if self._beats[0] else None,
+        )
+
+    def statistics(self) -> dict[str, int]:
+        return all_statistics(self._session, self._ledger)
+
+    def _require_backend(self) -> Backend:
+        if not self.config.enabled:
+            raise InvalidArgument(
+                f"Job {self.name!r} runs standalone (coordination disabled): it has no backend"
+            )
+        backend = self._session.backend
+        if backend is None:
+            raise InvalidArgument(f"Job {self.name!r} has no backend yet: enter it first")
+        return backend
