@@ -169,16 +169,8 @@ BAD_INPUTS: dict[str, BadInput] = {
 
 
 def _state(scene: Scene) -> tuple[object, ...]:
-    """Everything a bad call could have written."""
-    db, site = scene.db, scene.site
-    return (
-        scene.info(),
-        db.read_nodes(site)[1],
-        scene.table(),
-        db.list_locks(site),
-        db.read_audit(site, DAY),
-        db.site_info(site + "-x"),
-    )
+    """Everything a bad call could have written (a site next to it included)."""
+    return (*scene.everything(), scene.db.site_info(scene.site + "-x"))
 
 
 class MaintenanceContract:

@@ -175,11 +175,16 @@ class PlanContract:
         assert scene.heartbeat(b) is HeartbeatOutcome.EXPIRED
         assert key not in scene.audit()
 
-    def test_direct_assign_exactly_at_the_lease_end(self, scene: Scene) -> None:
+    @pytest.mark.parametrize("in_flight", [False, True])
+    def test_direct_assign_exactly_at_the_lease_end(self, scene: Scene, in_flight: bool) -> None:
+        """``in_flight``: the token has a release pending, which changes nothing."""
         needs_clock(scene.harness)
         a = scene.join("a")
         b = scene.join("b", 10.0)
         _even_odd(scene, a, b)
+        if in_flight:
+            view = scene.view()
+            scene.commit(a, view=view, revokes=[scene.revoke(view, 1, a)])
         scene.set_time(just_before(b.registered_at + 10.0))
         view = scene.view()
         with pytest.raises(ConflictError):

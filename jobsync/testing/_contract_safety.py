@@ -23,7 +23,6 @@ from jobsync.backends.base import (
     Backend,
     HeartbeatOutcome,
     HistoryEntry,
-    PlanCommit,
 )
 from jobsync.core.errors import ConflictError, InvalidArgument, NodeNameConflict
 from jobsync.testing._contract_locks import lock
@@ -83,18 +82,6 @@ def _held(scene: Scene, node: Node) -> list[int]:
     """The tokens whose row names ``node``'s incarnation, from read_cluster."""
     table = scene.table()
     return [t for t in range(len(table)) if table.incarnation[t] == node.incarnation]
-
-
-def _everything(scene: Scene) -> tuple[object, ...]:
-    """What a write could have changed: counters, node rows, token rows, locks, audit."""
-    db, site = scene.db, scene.site
-    return (
-        scene.info(),
-        db.read_nodes(site)[1],
-        scene.table(),
-        db.list_locks(site),
-        db.read_audit(site, DAY),
-    )
 
 
 def _selectable_as_safety(cls: _C) -> _C:
@@ -194,10 +181,10 @@ class SafetyContract:
     def test_a_late_registration_never_supersedes_a_newer_process(self, scene: Scene) -> None:
         mine = _register(scene, "a", "pa")
         newer = _register(scene, "a", "pb")  # pb took the name while pa was away
-        before = _everything(scene)
+        before = scene.everything()
         with pytest.raises(NodeNameConflict):
             _register(scene, "a", "pa", known=mine.incarnation)
-        assert _everything(scene) == before
+        assert scene.everything() == before
         assert scene.heartbeat(newer) is RENEWED
         assert scene.heartbeat(mine) is SUPERSEDED
 
@@ -207,10 +194,10 @@ class SafetyContract:
         assert before is not None
         second = _register(scene, "a", "")  # unknown process: a takeover, fenced
         assert second.fence_until == before.lease_expires
-        state = _everything(scene)
+        state = scene.everything()
         with pytest.raises(NodeNameConflict):
             _register(scene, "a", "", known=first.incarnation)
-        assert _everything(scene) == state
+        assert scene.everything() == state
 
     # -- deregistration keeps a fence --------------------------------------------
     def test_deregistration_after_a_takeover_keeps_the_fence(self, scene: Scene) -> None:
@@ -276,9 +263,9 @@ class SafetyContract:
         c = _register(scene, "c", "pc")
         assert scene.db.deregister(scene.site, "c", c.incarnation) is True
         assert scene.row("c") is None
-        before = _everything(scene)
+        before = scene.everything()
         assert scene.connect("retry").deregister(scene.site, "c", c.incarnation) is False
-        assert _everything(scene) == before
+        assert scene.everything() == before
 
     def test_a_repeated_deregistration_of_a_fencing_row_is_false_and_writes_nothing(
         self, scene: Scene
@@ -288,11 +275,11 @@ class SafetyContract:
         scene.round_robin(a, [a, old])
         new = _register(scene, "b", "pb")
         assert scene.db.deregister(scene.site, "b", new.incarnation) is True
-        before = _everything(scene)
+        before = scene.everything()
         # The dead row still holds this incarnation, but a repeat finds nothing left
         # to do ("Lost replies" in base.py): it writes nothing and so answers False.
         assert scene.connect("retry").deregister(scene.site, "b", new.incarnation) is False
-        assert _everything(scene) == before
+        assert scene.everything() == before
 
     # -- lost replies: each write verb repeated after its commit ------------------
     def test_a_repeated_claim_finds_its_own_open_claim(self, scene: Scene) -> None:
@@ -303,27 +290,21 @@ class SafetyContract:
         assert scene.claim(a, key, db=scene.connect("retry")) == {key}
         assert scene.db.read_audit(scene.site, DAY) == (first,)
 
-    def test_a_repeated_completion_is_not_reported_and_stays_done(self, scene: Scene) -> None:
+    @pytest.mark.parametrize(("verb", "left"), [("complete", "done"), ("release", None)])
+    def test_a_repeated_completion_or_release_settles_nothing(
+        self, scene: Scene, verb: str, left: str | None
+    ) -> None:
+        """A completion is not reported again and stays done; a release releases nothing."""
         a, _ = _pair(scene)
         key = scene.key_on(0)
         assert scene.claim(a, key) == {key}
-        assert scene.db.complete(scene.site, DAY, a.incarnation, [key]) == {key}
-        before = _everything(scene)
-        retry = scene.connect("retry")
-        assert retry.complete(scene.site, DAY, a.incarnation, [key]) == frozenset()
-        assert _everything(scene) == before
-        assert scene.audit() == {key: "done"}
-
-    def test_a_repeated_release_releases_nothing(self, scene: Scene) -> None:
-        a, _ = _pair(scene)
-        key = scene.key_on(0)
-        assert scene.claim(a, key) == {key}
-        assert scene.db.release(scene.site, DAY, a.incarnation, [key]) == {key}
-        before = _everything(scene)
-        retry = scene.connect("retry")
-        assert retry.release(scene.site, DAY, a.incarnation, [key]) == frozenset()
-        assert _everything(scene) == before
-        assert scene.audit() == {}
+        settle = getattr(scene.db, verb)
+        assert settle(scene.site, DAY, a.incarnation, [key]) == {key}
+        before = scene.everything()
+        retry = getattr(scene.connect("retry"), verb)
+        assert retry(scene.site, DAY, a.incarnation, [key]) == frozenset()
+        assert scene.everything() == before
+        assert scene.audit() == ({} if left is None else {key: left})
 
     def test_a_repeated_acknowledgement_acknowledges_nothing(self, scene: Scene) -> None:
         a, b = _pair(scene)
@@ -331,28 +312,22 @@ class SafetyContract:
         scene.commit(a, view=view, revokes=[scene.revoke(view, 1, a)])
         pair = [(1, view.tokens.epoch[1])]
         assert scene.db.ack_releases(scene.site, "b", b.incarnation, pair) == {1}
-        before = _everything(scene)
+        before = scene.everything()
         retry = scene.connect("retry")
         assert retry.ack_releases(scene.site, "b", b.incarnation, pair) == frozenset()
-        assert _everything(scene) == before
+        assert scene.everything() == before
         assert scene.table().owner[1] == "a"
 
     def test_a_repeated_plan_conflicts_and_writes_nothing(self, scene: Scene) -> None:
         a = _register(scene, "a", "pa")
         view = scene.view()
-        plan = PlanCommit(
-            leader="a",
-            leader_incarnation=a.incarnation,
-            expected_generation=view.site.generation,
-            basis=view.site.change_counter,
-            assigns=(scene.assign(view, 0, a),),
-        )
-        generation = scene.db.commit_plan(scene.site, plan)
+        assigns = [scene.assign(view, 0, a)]
+        generation = scene.commit(a, view=view, assigns=assigns)
         assert generation == view.site.generation + 1
-        before = _everything(scene)
-        with pytest.raises(ConflictError):
-            scene.connect("retry").commit_plan(scene.site, plan)
-        assert _everything(scene) == before
+        before = scene.everything()
+        with pytest.raises(ConflictError):  # the same plan, sent again
+            scene.commit(a, view=view, assigns=assigns, db=scene.connect("retry"))
+        assert scene.everything() == before
         assert scene.info().generation == generation
 
     def test_a_repeated_leave_answers_true_and_bumps_the_counter_once(self, scene: Scene) -> None:
@@ -386,14 +361,14 @@ class SafetyContract:
         db, site = scene.db, scene.site
         assert db.complete(site, DAY, a.incarnation, [done]) == {done}
         assert db.release(site, DAY, a.incarnation, [released]) == {released}
-        before = _everything(scene)
+        before = scene.everything()
         asked = [open_, done, released, theirs, "never-claimed"]
         assert db.open_claims(site, DAY, a.incarnation, asked) == {open_}
         assert db.open_claims(site, DAY, b.incarnation, asked) == {theirs}
         assert db.open_claims(site, DAY, a.incarnation, []) == frozenset()
         other_day = DAY + datetime.timedelta(days=1)
         assert db.open_claims(site, other_day, a.incarnation, asked) == frozenset()
-        assert _everything(scene) == before
+        assert scene.everything() == before
 
     # -- prune floor -----------------------------------------------------------------
     @pytest.mark.parametrize("age", [0.1, 3_600.0, just_before(MIN_PRUNE_AGE)])
@@ -403,11 +378,11 @@ class SafetyContract:
         key = scene.key_on(0)
         assert scene.claim(a, key) == {key}
         assert scene.db.complete(scene.site, DAY, a.incarnation, [key]) == {key}
-        before = _everything(scene)
+        before = scene.everything()
         with pytest.raises(InvalidArgument) as caught:
             scene.db.prune(scene.site, age)
         assert repr(age) in str(caught.value)
-        assert _everything(scene) == before
+        assert scene.everything() == before
         assert dict(scene.db.prune(scene.site, MIN_PRUNE_AGE)) == {"audit": 0, "history": 0}
         assert scene.audit() == {key: "done"}
 
@@ -423,11 +398,11 @@ class SafetyContract:
         assert scene.claim(a, *done, still_open) == {*done, still_open}
         assert scene.db.complete(scene.site, DAY, a.incarnation, done) == set(done)
         scene.set_time(scene.now() + 2 * MIN_PRUNE_AGE)
-        before = _everything(scene), scene.db.read_history(scene.site)
+        before = scene.everything(), scene.db.read_history(scene.site)
         for age in (60.0, just_before(MIN_PRUNE_AGE)):
             with pytest.raises(InvalidArgument):
                 scene.db.prune(scene.site, age)
-            assert (_everything(scene), scene.db.read_history(scene.site)) == before
+            assert (scene.everything(), scene.db.read_history(scene.site)) == before
         assert dict(scene.db.prune(scene.site, MIN_PRUNE_AGE)) == {"audit": 2, "history": 1}
         assert scene.audit() == {still_open: "claimed"}
         assert scene.db.read_history(scene.site) == ()

@@ -182,6 +182,16 @@ class Scene:
         _, rows = self.db.read_nodes(self.site)
         return next((row for row in rows if row.name == name), None)
 
+    def everything(self) -> tuple[object, ...]:
+        """What a write could have changed: counters, node rows, token rows, locks, audit."""
+        return (
+            self.info(),
+            self.db.read_nodes(self.site)[1],
+            self.table(),
+            self.db.list_locks(self.site),
+            self.db.read_audit(self.site, DAY),
+        )
+
     def owned(self, node: Node) -> OwnedTokens:
         return self.db.read_owned(self.site, node.name, node.incarnation)
 
