@@ -25,6 +25,10 @@ and applies what the rules decide.  Two judgements of an incarnation, on
   deregistration as a dead tombstone (base.py, ``deregister``), so "no row"
   never hides a fence.
 
+``SiteState`` is built over ``_SiteCore`` (rows, counters, shared judgements)
+and ``_RecordVerbs`` (claims, reaping, locks, history); it adds sites,
+membership, planning and hand-off.
+
 Token rows are flat parallel lists (epochs in an ``array``) with three indexes
 kept in step by ``TokenRows``: tokens per incarnation, tokens per owner name,
 and the set of tokens with a release pending.
@@ -138,8 +142,8 @@ def _discard(index: dict[_K, set[int]], key: _K, token: int) -> None:
             del index[key]
 
 
-class SiteState:
-    """One site: constants, counters, node rows, token rows, claims, locks, history."""
+class _SiteCore:
+    """A site's rows and counters, and the judgements every verb shares."""
 
     def __init__(
         self,
@@ -207,6 +211,83 @@ class SiteState:
         """A gone incarnation: mark its row dead and release its open claims."""
         self._mark_dead(name, incarnation)
         self.claims.release_all(incarnation)
+
+
+class _RecordVerbs(_SiteCore):
+    """Claims, reaping, locks and history."""
+
+    # -- claims ---------------------------------------------------------------
+    def claim(
+        self,
+        date: datetime.date,
+        name: str,
+        incarnation: int,
+        requests: Sequence[ClaimRequest],
+        now: float,
+    ) -> frozenset[str]:
+        rows, claimed = self.tokens, set()
+        for request in checks.claim_requests(requests, len(self.tokens)):
+            key, token = (date, request.task_key), request.token
+            fenced = rows.owner[token] == name and rows.holds(token, incarnation, request.epoch)
+            if not fenced or token in rows.pending:
+                continue
+            if not self.claims.exists(key):
+                self.claims.add(key, ClaimRow(name, incarnation, token, request.epoch, now))
+                claimed.add(request.task_key)
+            elif self.claims.open_by(key, incarnation):
+                claimed.add(request.task_key)  # a retry whose first answer was lost
+        return frozenset(claimed)
+
+    def reap(self, now: float) -> int:
+        claimers = self.claims.open_incarnations()
+        gone = [(name, inc) for name, inc in claimers if self.gone(name, inc, now)]
+        for name, inc in gone:
+            self._mark_dead(name, inc)
+        released = sum(self.claims.release_all(inc) for _, inc in gone)
+        self._purge_nodes(now)
+        return released
+
+    def claimer_names(self) -> list[str]:
+        """Names of the nodes with an open claim, sorted."""
+        return sorted({name for name, _ in self.claims.open_incarnations()})
+
+    def _purge_nodes(self, now: float) -> None:
+        """Delete dead rows kept past ``DEAD_NODE_RETENTION`` that nothing needs."""
+        for row in list(self.nodes.values()):
+            if rules.purgeable(row, now, named_by_tokens=bool(self.tokens.held_under(row.name))):
+                del self.nodes[row.name]
+
+    # -- locks and history ----------------------------------------------------
+    def replace_locks(
+        self, creator: str, locks: Sequence[LockSpec], clear: bool, now: float
+    ) -> int:
+        specs = checks.lock_specs(locks, len(self.tokens))
+        if self.locks.replace(creator, specs, clear, now):
+            self.bump()
+        return len(specs)
+
+    def clear_locks(self, creator: str | None, now: float) -> int:
+        deleted = self.locks.clear(creator, now)
+        if deleted:
+            self.bump()
+        return deleted
+
+    def list_locks(self, now: float) -> tuple[LockRecord, ...]:
+        return self.locks.visible(now)
+
+    def read_history(self, limit: int) -> tuple[HistoryRecord, ...]:
+        return tuple(reversed(self.history[-limit:]))
+
+    def prune(self, older_than: float, now: float) -> dict[str, int]:
+        cutoff = now - older_than
+        kept = [record for record in self.history if record.at >= cutoff]
+        pruned = {"audit": self.claims.prune(cutoff), "history": len(self.history) - len(kept)}
+        self.history = kept
+        return pruned
+
+
+class SiteState(_RecordVerbs):
+    """One site: constants, counters, node rows, token rows, claims, locks, history."""
 
     # -- sites ----------------------------------------------------------------
     def check_constants(self, total: int, hash_function: str) -> None:
@@ -409,72 +490,3 @@ class SiteState:
         if evicted:
             self.bump()
         return tuple(sorted(evicted))
-
-    # -- claims ---------------------------------------------------------------
-    def claim(
-        self,
-        date: datetime.date,
-        name: str,
-        incarnation: int,
-        requests: Sequence[ClaimRequest],
-        now: float,
-    ) -> frozenset[str]:
-        rows, claimed = self.tokens, set()
-        for request in checks.claim_requests(requests, len(self.tokens)):
-            key, token = (date, request.task_key), request.token
-            fenced = rows.owner[token] == name and rows.holds(token, incarnation, request.epoch)
-            if not fenced or token in rows.pending:
-                continue
-            if not self.claims.exists(key):
-                self.claims.add(key, ClaimRow(name, incarnation, token, request.epoch, now))
-                claimed.add(request.task_key)
-            elif self.claims.open_by(key, incarnation):
-                claimed.add(request.task_key)  # a retry whose first answer was lost
-        return frozenset(claimed)
-
-    def reap(self, now: float) -> int:
-        claimers = self.claims.open_incarnations()
-        gone = [(name, inc) for name, inc in claimers if self.gone(name, inc, now)]
-        for name, inc in gone:
-            self._mark_dead(name, inc)
-        released = sum(self.claims.release_all(inc) for _, inc in gone)
-        self._purge_nodes(now)
-        return released
-
-    def claimer_names(self) -> list[str]:
-        """Names of the nodes with an open claim, sorted."""
-        return sorted({name for name, _ in self.claims.open_incarnations()})
-
-    def _purge_nodes(self, now: float) -> None:
-        """Delete dead rows kept past ``DEAD_NODE_RETENTION`` that nothing needs."""
-        for row in list(self.nodes.values()):
-            if rules.purgeable(row, now, named_by_tokens=bool(self.tokens.held_under(row.name))):
-                del self.nodes[row.name]
-
-    # -- locks and history ----------------------------------------------------
-    def replace_locks(
-        self, creator: str, locks: Sequence[LockSpec], clear: bool, now: float
-    ) -> int:
-        specs = checks.lock_specs(locks, len(self.tokens))
-        if self.locks.replace(creator, specs, clear, now):
-            self.bump()
-        return len(specs)
-
-    def clear_locks(self, creator: str | None, now: float) -> int:
-        deleted = self.locks.clear(creator, now)
-        if deleted:
-            self.bump()
-        return deleted
-
-    def list_locks(self, now: float) -> tuple[LockRecord, ...]:
-        return self.locks.visible(now)
-
-    def read_history(self, limit: int) -> tuple[HistoryRecord, ...]:
-        return tuple(reversed(self.history[-limit:]))
-
-    def prune(self, older_than: float, now: float) -> dict[str, int]:
-        cutoff = now - older_than
-        kept = [record for record in self.history if record.at >= cutoff]
-        pruned = {"audit": self.claims.prune(cutoff), "history": len(self.history) - len(kept)}
-        self.history = kept
-        return pruned
