@@ -58,7 +58,7 @@ class Agenda:
         self._gates: dict[str, tuple[float, str]] = {}
         self._quiet: set[str] = set()
         self._backoff: tuple[float, str] = (ALWAYS, "")
-        self.last_wake: Wake | None = None
+        self._noted: tuple[float, Agenda] | None = None
 
     # -- wants ----------------------------------------------------------------
     def want(self, name: str, *, reason: str) -> None:
@@ -147,14 +147,29 @@ class Agenda:
     def _names(self, asleep: Collection[str]) -> Iterable[str]:
         return (n for n in {*self._wants, *self._timers} if n not in asleep)
 
+    def note(self, now: float) -> None:
+        """Keep what the agenda holds at ``now`` (cheap: copies of a few small dicts),
+        so ``last_wake`` can say why this tick ran."""
+        noted = Agenda()
+        noted._wants = dict(self._wants)
+        noted._timers = dict(self._timers)
+        noted._gates = dict(self._gates)
+        noted._backoff = self._backoff
+        self._noted = (now, noted)
+
+    @property
+    def last_wake(self) -> Wake | None:
+        """Why the tick of the latest ``note`` ran (None before the first)."""
+        if self._noted is None:
+            return None
+        now, noted = self._noted
+        return noted.record(now)
+
     def record(self, now: float) -> Wake:
-        """Note (in ``last_wake``) and return what is due at ``now``: why this tick runs."""
+        """What is due at ``now`` and why: the reasons a tick at ``now`` runs."""
         if self.deferred(now):
-            wake = Wake(now, (("backoff", self._backoff[1]),), backoff=True)
-        else:
-            wake = Wake(now, tuple((name, self.reason(name, now)) for name in self.due(now)))
-        self.last_wake = wake
-        return wake
+            return Wake(now, (("backoff", self._backoff[1]),), backoff=True)
+        return Wake(now, tuple((name, self.reason(name, now)) for name in self.due(now)))
 
     def reason(self, name: str, now: float) -> str:
         """Why ``name`` is on the agenda: its want's reason, else its timer's."""

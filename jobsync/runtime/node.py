@@ -231,8 +231,9 @@ class Node:
                 self._drain_requested = True
         if self.state in TERMINAL:
             return NEVER
+        agenda.note(now)  # agenda.last_wake: why this tick ran
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("node %s: %s", self.name, agenda.record(now))
+            log.debug("node %s: %s", self.name, agenda.last_wake)
         if not agenda.deferred(now):
             agenda.resume()  # a step may back off again (a plan that lost its race)
             try:

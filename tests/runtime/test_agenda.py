@@ -123,9 +123,11 @@ def test_the_record_of_a_wake_names_what_was_due_and_why() -> None:
     agenda.at("heartbeat", 5.0, reason="interval")
     agenda.want("refresh", reason="notified")
     agenda.at("peer-check", 50.0, reason="a peer's lease end")
-    wake = agenda.record(6.0)
+    assert agenda.last_wake is None
+    agenda.note(6.0)
+    agenda.met("refresh")  # the tick goes on: the note keeps the agenda as it stood
+    wake = agenda.last_wake
     assert wake == Wake(6.0, (("heartbeat", "interval"), ("refresh", "notified")))
-    assert agenda.last_wake is wake
     assert str(wake) == "woke at 6.000 for heartbeat (interval), refresh (notified)"
     agenda.defer(9.0, reason="backoff")
     assert agenda.record(7.0).backoff
