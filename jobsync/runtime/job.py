@@ -323,12 +323,13 @@ class Job(LockMethods, ReportMethods):
 
         With ``connection`` (as for ``complete``: your own connection, inside your
         open transaction) the release commits or rolls back with your
-        transaction; use it for a task you completed with ``connection=`` in that
-        same transaction, whose claim row your transaction holds locked.  If your
-        transaction rolls back, the claim stays yours and is released when the Job
-        exits.  Without ``connection``, a claim row that another transaction
-        keeps locked (usually your own open one) is waited on only for the
-        backend's lock timeout: then ``LockTimeout`` is raised, naming the task.
+        transaction.  A task you already completed in that same transaction is
+        no longer an open claim there: the release answers False, and rolling
+        the transaction back is what gives the task back (the claim stays yours
+        and is released when the Job exits).  Without ``connection``, a claim
+        row that another transaction keeps locked (usually your own open one)
+        is waited on only for the backend's lock timeout: then ``LockTimeout``
+        is raised, naming the task.
         """
         return self._ledger.release(task_key(task), connection)
 

@@ -218,8 +218,9 @@ class ClaimLedger:
             except LockTimeout as error:
                 raise LockTimeout(
                     f"release of task {key!r}: its claim row stayed locked by an open "
-                    "transaction past the lock timeout; if your own transaction completed "
-                    "or holds it, pass connection= to release it inside that transaction"
+                    "transaction past the lock timeout; if it is your own transaction "
+                    "that completed the task (connection=), roll that transaction back "
+                    "to give the task back, or release it with connection= there"
                 ) from error
         self.open.pop(key, None)
         self.queued.discard(key)

@@ -36,8 +36,15 @@ class MemoryTransaction:
     def stage(
         self, state: SiteState, kind: Settle, day: datetime.date, inc: int, keys: Sequence[str]
     ) -> frozenset[str]:
-        """Lock and stage ``kind`` of this incarnation's open claims among ``keys``."""
-        mine = state.claims.open_of(day, inc, keys)
+        """Lock and stage ``kind`` of this incarnation's open claims among ``keys``.
+
+        As in a database transaction, what this transaction already settled is
+        no longer open to it: a release after a completion of the same task (or
+        a second completion) finds nothing."""
+        settled = {(s, d, k) for s, _, d, _, ks in self._ops for k in ks}
+        mine = frozenset(
+            k for k in state.claims.open_of(day, inc, keys) if (state, day, k) not in settled
+        )
         blockers = state.claims.blockers([(day, k) for k in mine], self)
         if blockers:
             self.store._contend(self.client, kind, blockers)
