@@ -55,6 +55,9 @@ class ExclusivityWatch:
                     if other != job.name:
                         self.violations.append(f"token {token}: {other} and {job.name}")
             self.samples += 1
+            # Let the coordination threads run: a loop that never gives the GIL
+            # back starves the very heartbeats whose hand-offs it watches.
+            self._stop.wait(0.0005)
 
 
 def test_jobs_starting_together_are_ready_and_balanced(backends: Backends) -> None:
