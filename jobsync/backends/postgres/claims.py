@@ -71,23 +71,23 @@ class _Claims(_Handle):
         self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
     ) -> frozenset[str]:
         site, params = _claim_keys(site, date, incarnation, task_keys)
-
-        def body(s: Session, q: Queries) -> frozenset[str]:
-            return self._keys(site, s.execute(q["COMPLETE"], params, prepare=True).fetchone())
-
-        return self._call("complete", site, body)
+        return self._run("complete", "COMPLETE", site, params)
 
     def release(
         self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
     ) -> frozenset[str]:
-        site, params = _claim_keys(site, date, incarnation, task_keys)
-
         # A claim row locked by an open transaction makes this wait, at most
         # the lock timeout, then raise LockTimeout.
-        def body(s: Session, q: Queries) -> frozenset[str]:
-            return self._keys(site, s.execute(q["RELEASE"], params, prepare=True).fetchone())
+        site, params = _claim_keys(site, date, incarnation, task_keys)
+        return self._run("release", "RELEASE", site, params)
 
-        return self._call("release", site, body)
+    def _run(self, verb: str, query: str, site: str, params: dict[str, Any]) -> frozenset[str]:
+        """One prepared statement on jobsync's own connection (one round trip)."""
+
+        def body(s: Session, q: Queries) -> frozenset[str]:
+            return self._keys(site, s.execute(q[query], params, prepare=True).fetchone())
+
+        return self._call(verb, site, body)
 
     def complete_in(
         self,
