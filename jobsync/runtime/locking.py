@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeAlias
 
+import attrs
+
 from jobsync.backends.base import Backend, LockSpec
 from jobsync.core.errors import InvalidArgument
 from jobsync.core.patterns import validate_node_name
@@ -21,30 +23,22 @@ from jobsync.runtime.task import check_seconds, lock_rows, lock_spec
 LockItem: TypeAlias = tuple[object, "str | Sequence[str]", "str | None"]
 
 
+@attrs.define(eq=False)
 class JobLocks:
-    """The locks one Job registers, lists and clears."""
+    """The locks one Job registers, lists and clears.
 
-    def __init__(
-        self,
-        site: str,
-        creator: str,
-        config: CoordinationConfig,
-        *,
-        backend: Callable[[], Backend],
-        token: Callable[[], Callable[[object], int]],
-        observer: bool,
-        explicit_config: bool,
-    ) -> None:
-        """``backend`` returns the Job's backend (or raises); ``token`` its task
-        hash (an observer's follows the site's stored constants)."""
-        self.site = site
-        self.creator = creator
-        self.config = config
-        self._backend = backend
-        self._token = token
-        self._observer = observer
-        self._explicit_config = explicit_config
-        self._collecting: list[LockSpec] | None = None
+    ``backend`` returns the Job's backend (or raises); ``token`` its task hash
+    (an observer's follows the site's stored constants).
+    """
+
+    site: str
+    creator: str
+    config: CoordinationConfig
+    _backend: Callable[[], Backend] = attrs.field(kw_only=True)
+    _token: Callable[[], Callable[[object], int]] = attrs.field(kw_only=True)
+    _observer: bool = attrs.field(kw_only=True)
+    _explicit_config: bool = attrs.field(kw_only=True)
+    _collecting: list[LockSpec] | None = attrs.field(default=None, init=False)
 
     def register_bulk(self, items: Iterable[LockItem]) -> int:
         specs = [lock_spec(item, self._token()) for item in items]

@@ -15,6 +15,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+import attrs
+
 from jobsync.backends.base import Backend, LockSpec, SiteInfo
 from jobsync.backends.url import open_backend
 from jobsync.core.defences import Defences
@@ -29,28 +31,21 @@ log = logging.getLogger("jobsync.job")
 _T = TypeVar("_T")
 
 
+@attrs.define(eq=False)
 class Session:
     """The backend, node, driver and callback thread one Job's ``__enter__`` built."""
 
-    def __init__(
-        self,
-        name: str,
-        site: str,
-        config: CoordinationConfig,
-        clock: clocks.Clock,
-        wait_on_enter: float,
-    ) -> None:
-        self.name = name
-        self.site = site
-        self.config = config
-        self.clock = clock
-        self.wait_on_enter = wait_on_enter
-        self.backend: Backend | None = None
-        self.owns_backend = False
-        self.node: Node | None = None
-        self.driver: Driver | None = None
-        self.callbacks: CallbackRunner | None = None
-        self.drain_signalled = False
+    name: str
+    site: str
+    config: CoordinationConfig
+    clock: clocks.Clock
+    wait_on_enter: float
+    backend: Backend | None = attrs.field(default=None, init=False)
+    owns_backend: bool = attrs.field(default=False, init=False)
+    node: Node | None = attrs.field(default=None, init=False)
+    driver: Driver | None = attrs.field(default=None, init=False)
+    callbacks: CallbackRunner | None = attrs.field(default=None, init=False)
+    drain_signalled: bool = attrs.field(default=False, init=False)
 
     # -- entering ----------------------------------------------------------------
     def patiently(self, call: Callable[[], _T], deadline: float) -> _T:

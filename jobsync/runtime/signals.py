@@ -28,6 +28,8 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+import attrs
+
 from jobsync.runtime.shutdown import DEFAULT_GRACE, ShutdownPolicy, Step
 
 log = logging.getLogger("jobsync.signals")
@@ -91,6 +93,7 @@ class SigtermHandler:
         # SIG_IGN: the process had chosen to ignore SIGTERM; so do we.
 
 
+@attrs.define(eq=False)
 class SigtermWatchdog:
     """Drives a ``ShutdownPolicy`` after SIGTERM on a daemon thread of its own.
 
@@ -101,33 +104,23 @@ class SigtermWatchdog:
     instants on.
     """
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        now: Callable[[], float],
-        drain_timeout: float,
-        open_claims: Callable[[], int],
-        hand_off: Callable[[], None],
-        node_done: Callable[[], bool],
-        redeliver: Callable[[], None],
-        grace: float = DEFAULT_GRACE,
-        enforce_deadline: bool = True,
-    ) -> None:
-        self._name = name
-        self._now = now
-        self._drain_timeout = drain_timeout
-        self._grace = grace
-        self._enforce = enforce_deadline
-        self._open_claims = open_claims
-        self._hand_off = hand_off
-        self._node_done = node_done
-        self._redeliver = redeliver
-        self._wake = threading.Event()
-        self._stopped = False
-        self._signalled_at: float | None = None
+    _name: str
+    _now: Callable[[], float] = attrs.field(kw_only=True)
+    _drain_timeout: float = attrs.field(kw_only=True)
+    _open_claims: Callable[[], int] = attrs.field(kw_only=True)
+    _hand_off: Callable[[], None] = attrs.field(kw_only=True)
+    _node_done: Callable[[], bool] = attrs.field(kw_only=True)
+    _redeliver: Callable[[], None] = attrs.field(kw_only=True)
+    _grace: float = attrs.field(default=DEFAULT_GRACE, kw_only=True)
+    _enforce: bool = attrs.field(default=True, kw_only=True, alias="enforce_deadline")
+    _wake: threading.Event = attrs.field(factory=threading.Event, init=False)
+    _stopped: bool = attrs.field(default=False, init=False)
+    _signalled_at: float | None = attrs.field(default=None, init=False)
+    _thread: threading.Thread = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
         self._thread = threading.Thread(
-            target=self._run, name=f"jobsync-sigterm-{name}", daemon=True
+            target=self._run, name=f"jobsync-sigterm-{self._name}", daemon=True
         )
 
     def start(self) -> None:

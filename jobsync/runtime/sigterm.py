@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+import attrs
+
 from jobsync.core.errors import JobSyncError
 from jobsync.runtime.ledger import ClaimLedger
 from jobsync.runtime.modes import Session
@@ -22,25 +24,17 @@ from jobsync.runtime.signals import SigtermHandler, SigtermWatchdog
 log = logging.getLogger("jobsync.job")
 
 
+@attrs.define(eq=False)
 class SigtermGuard:
     """The SIGTERM handler and watchdog of one worker Job."""
 
-    def __init__(
-        self,
-        session: Session,
-        ledger: ClaimLedger,
-        *,
-        now: Callable[[], float],
-        halt: Callable[[], None],
-        enforce_deadline: bool,
-    ) -> None:
-        self._session = session
-        self._ledger = ledger
-        self._now = now
-        self._halt = halt
-        self._enforce = enforce_deadline
-        self._handler: SigtermHandler | None = None
-        self._watchdog: SigtermWatchdog | None = None
+    _session: Session
+    _ledger: ClaimLedger
+    _now: Callable[[], float] = attrs.field(kw_only=True)
+    _halt: Callable[[], None] = attrs.field(kw_only=True)
+    _enforce: bool = attrs.field(kw_only=True, alias="enforce_deadline")
+    _handler: SigtermHandler | None = attrs.field(default=None, init=False)
+    _watchdog: SigtermWatchdog | None = attrs.field(default=None, init=False)
 
     def install(self) -> bool:
         """Start the watchdog and install the handler; False if SIGTERM cannot be
