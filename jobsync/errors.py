@@ -1,45 +1,10 @@
-"""The jobsync error tree; see :mod:`jobsync.core.errors` for the drawing."""
+"""The jobsync error tree; see :mod:`jobsync.core.errors` for the drawing.
 
-from jobsync.core.errors import (
-    BackendError,
-    BackendUnavailable,
-    ConfigError,
-    ConfigMismatch,
-    ConflictError,
-    DuplicateNodeName,
-    IllegalTransition,
-    InvalidArgument,
-    InvalidHashFunction,
-    InvalidLock,
-    InvalidNodeName,
-    InvalidPattern,
-    InvalidTaskId,
-    InvalidTokenCount,
-    JobSyncError,
-    LockTimeout,
-    NodeNameConflict,
-    NotLeader,
-    SchemaError,
-)
+Every name of ``jobsync.core.errors.__all__`` is re-exported here, so a new
+error class is added in one place.
+"""
 
-__all__ = [
-    "BackendError",
-    "BackendUnavailable",
-    "ConfigError",
-    "ConfigMismatch",
-    "ConflictError",
-    "DuplicateNodeName",
-    "IllegalTransition",
-    "InvalidArgument",
-    "InvalidHashFunction",
-    "InvalidLock",
-    "InvalidNodeName",
-    "InvalidPattern",
-    "InvalidTaskId",
-    "InvalidTokenCount",
-    "JobSyncError",
-    "LockTimeout",
-    "NodeNameConflict",
-    "NotLeader",
-    "SchemaError",
-]
+from jobsync.core import errors as _core
+from jobsync.core.errors import *  # noqa: F403
+
+__all__ = list(_core.__all__)
