@@ -26,12 +26,10 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from jobsync.core.defences import PRODUCTION, Defences
 from jobsync.core.lifecycle import NodeState
-from jobsync.runtime.config import CoordinationConfig
 from jobsync.runtime.node import Node, Signal
 from jobsync.sim.errors import InvariantViolation
 from jobsync.sim.events import NOTIFY_LATENCY
@@ -41,7 +39,7 @@ from jobsync.sim.store import VirtualClock
 from jobsync.sim.world import HISTORY
 
 if TYPE_CHECKING:
-    from jobsync.sim.workload import TaskBoard, User
+    pass
 
 __all__ = [
     "CONSUMERS",
@@ -66,28 +64,7 @@ class VirtualCluster(Exits):
     ``user=factory`` each process also runs your worker logic (workload.SimJob).
     """
 
-    def __init__(
-        self,
-        config: CoordinationConfig,
-        *,
-        seed: int = 0,
-        site: str = "sim",
-        start: float = 1_000_000.0,
-        check: bool = True,
-        board: TaskBoard | None = None,
-        user: Callable[[VirtualCluster, SimNode], User] | None = None,
-        defences: Defences = PRODUCTION,
-    ) -> None:
-        super().__init__(
-            config,
-            seed=seed,
-            site=site,
-            start=start,
-            check=check,
-            board=board,
-            user=user,  # type: ignore[arg-type]
-            defences=defences,
-        )
+    def _wire(self, check: bool) -> None:
         if check:
             from jobsync.sim.invariants import Checker
 

@@ -80,6 +80,10 @@ class World:
         self._stalled: set[SimNode] = set()
         self._ticking: SimNode | None = None
         self.checker: Checker | None = None  # set by VirtualCluster when check is on
+        self._wire(check)
+
+    def _wire(self, check: bool) -> None:
+        """Connect the store's hooks and the checker: the cluster's part of building."""
 
     @property
     def now(self) -> float:
