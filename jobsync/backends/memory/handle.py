@@ -29,9 +29,10 @@ from jobsync.backends.base import (
     Registration,
     SiteInfo,
 )
-from jobsync.backends.memory.records import ClaimKey, Settle
+from jobsync.backends.memory.records import ClaimKey
 from jobsync.backends.memory.site import SiteState
 from jobsync.backends.memory.transaction import MemoryTransaction
+from jobsync.backends.settle import HERE, Settlement, SettleVerbs
 from jobsync.core.errors import BackendUnavailable, InvalidArgument
 from jobsync.core.hashing import validate_hash_function, validate_total_tokens
 
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
 _T = TypeVar("_T")
 
 _LOCAL_VERBS = frozenset({"wait_for_change", "now"})
-_HERE = object()
 """``_settle`` outside any user transaction (``None`` is a connection it refuses)."""
 
 
@@ -297,7 +297,7 @@ class _SiteVerbs(_HandleCore):
         return self._run(site, lambda s, now: s.prune(age, now))
 
 
-class _ClaimVerbs(_HandleCore):
+class _ClaimVerbs(SettleVerbs, _HandleCore):
     """Claims, completion (here or in a user's transaction) and reaping."""
 
     def claim(
@@ -316,54 +316,14 @@ class _ClaimVerbs(_HandleCore):
         )
         return self._run(site, lambda s, now: s.claim(day, name, inc, requests, now))
 
-    def complete(
-        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
-    ) -> frozenset[str]:
-        return self._settle("complete", site, date, incarnation, task_keys)
-
-    def release(
-        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
-    ) -> frozenset[str]:
-        return self._settle("release", site, date, incarnation, task_keys)
-
-    def complete_in(
-        self,
-        connection: object,
-        site: str,
-        date: datetime.date,
-        incarnation: int,
-        task_keys: Sequence[str],
-    ) -> frozenset[str]:
-        return self._settle("complete", site, date, incarnation, task_keys, inside=connection)
-
-    def release_in(
-        self,
-        connection: object,
-        site: str,
-        date: datetime.date,
-        incarnation: int,
-        task_keys: Sequence[str],
-    ) -> frozenset[str]:
-        return self._settle("release", site, date, incarnation, task_keys, inside=connection)
-
-    def _settle(
-        self,
-        kind: Settle,
-        site: str,
-        date: datetime.date,
-        incarnation: int,
-        task_keys: Sequence[str],
-        *,
-        inside: object = _HERE,
-    ) -> frozenset[str]:
-        """Complete or release this incarnation's open claims among ``task_keys``: here,
-        meeting the row locks on them, or staged ``inside`` the user's transaction (a
-        ``MemoryTransaction``, checked), which locks them until it ends.  Either way the
-        verb is counted, and faults meet it, by the name ``kind``."""
+    def _settle(self, settlement: Settlement, inside: object = HERE) -> frozenset[str]:
+        """Here, meeting the row locks on the claims, or staged ``inside`` the user's
+        transaction (a ``MemoryTransaction``, checked), which locks them until it ends.
+        Either way the verb is counted, and faults meet it, by its kind's name."""
+        kind, site, day = settlement.kind, settlement.site, settlement.day
+        inc, keys = settlement.incarnation, settlement.keys
         self._begin(kind)
-        site, day = checks.site_name(site), checks.claim_date(date)
-        inc, keys = checks.incarnation(incarnation), checks.task_keys(task_keys)
-        if inside is not _HERE:
+        if inside is not HERE:
             tx = self._transaction(inside)
             return self._run(site, lambda s, _: tx.stage(s, kind, day, inc, keys))
         self._wait_for_claims(site, lambda s: [(day, k) for k in s.claims.open_of(day, inc, keys)])

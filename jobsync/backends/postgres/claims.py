@@ -25,12 +25,13 @@ from jobsync.backends.base import (
 )
 from jobsync.backends.postgres.handle import Queries, Row, _Handle, translate, unknown_site
 from jobsync.backends.postgres.session import Session
+from jobsync.backends.settle import HERE, Settlement, SettleVerbs
 from jobsync.core.errors import (
     InvalidArgument,
 )
 
 
-class _Claims(_Handle):
+class _Claims(SettleVerbs, _Handle):
     """An incarnation's claims on tasks, and their completion."""
 
     def claim(
@@ -67,19 +68,19 @@ class _Claims(_Handle):
 
         return self._call("claim", site, body)
 
-    def complete(
-        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
-    ) -> frozenset[str]:
-        site, params = _claim_keys(site, date, incarnation, task_keys)
-        return self._run("complete", "COMPLETE", site, params)
-
-    def release(
-        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
-    ) -> frozenset[str]:
+    def _settle(self, settlement: Settlement, inside: object = HERE) -> frozenset[str]:
         # A claim row locked by an open transaction makes this wait, at most
         # the lock timeout, then raise LockTimeout.
-        site, params = _claim_keys(site, date, incarnation, task_keys)
-        return self._run("release", "RELEASE", site, params)
+        query = settlement.kind.upper()
+        params = {
+            "site": settlement.site,
+            "date": settlement.day,
+            "inc": settlement.incarnation,
+            "keys": list(settlement.keys),
+        }
+        if inside is HERE:
+            return self._run(settlement.kind, query, settlement.site, params)
+        return self._run_on(inside, settlement.kind + "_in", query, settlement.site, params)
 
     def _run(self, verb: str, query: str, site: str, params: dict[str, Any]) -> frozenset[str]:
         """One prepared statement on jobsync's own connection (one round trip)."""
@@ -88,28 +89,6 @@ class _Claims(_Handle):
             return self._keys(site, s.execute(q[query], params, prepare=True).fetchone())
 
         return self._call(verb, site, body)
-
-    def complete_in(
-        self,
-        connection: object,
-        site: str,
-        date: datetime.date,
-        incarnation: int,
-        task_keys: Sequence[str],
-    ) -> frozenset[str]:
-        site, params = _claim_keys(site, date, incarnation, task_keys)
-        return self._run_on(connection, "complete_in", "COMPLETE", site, params)
-
-    def release_in(
-        self,
-        connection: object,
-        site: str,
-        date: datetime.date,
-        incarnation: int,
-        task_keys: Sequence[str],
-    ) -> frozenset[str]:
-        site, params = _claim_keys(site, date, incarnation, task_keys)
-        return self._run_on(connection, "release_in", "RELEASE", site, params)
 
     def _run_on(
         self, conn: object, verb: str, query: str, site: str, params: dict[str, Any]

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from jobsync.backends import _checks as C
 from jobsync.backends.base import AuditRecord, ClaimRequest
+from jobsync.backends.settle import HERE, Settlement, SettleVerbs
 from jobsync.backends.sqlite import queries as Q
 from jobsync.backends.sqlite import rows as R
 from jobsync.backends.sqlite import schema
@@ -29,7 +30,7 @@ from jobsync.core import rules
 from jobsync.core.errors import BackendUnavailable, InvalidArgument
 
 
-class _Claims(_Session):
+class _Claims(SettleVerbs, _Session):
     """Claims, completions and their audit rows."""
 
     def claim(
@@ -56,44 +57,21 @@ class _Claims(_Session):
                     claimed.add(r.task_key)  # a retry whose first answer was lost
         return frozenset(claimed)
 
-    def complete(
-        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
-    ) -> frozenset[str]:
-        day, keys = _settle_args(site, date, incarnation, task_keys)
-        with self._tx("complete") as conn:
-            self._site(conn, site)
+    def _settle(self, settlement: Settlement, inside: object = HERE) -> frozenset[str]:
+        kind, site, keys = settlement.kind, settlement.site, list(settlement.keys)
+        day, inc = settlement.day.isoformat(), settlement.incarnation
+        query = Q.COMPLETE if kind == "complete" else Q.RELEASE
+
+        def work(conn: sqlite3.Connection) -> frozenset[str]:
             now = self._clock()
-            return _each(conn, Q.COMPLETE, keys, lambda k: (site, day, k, incarnation, now))
+            stamp: Row = (now,) if kind == "complete" else ()
+            return _each(conn, query, keys, lambda k: (site, day, k, inc, *stamp))
 
-    def release(
-        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
-    ) -> frozenset[str]:
-        day, keys = _settle_args(site, date, incarnation, task_keys)
-        with self._tx("release") as conn:
+        if inside is not HERE:
+            return self._in_callers_tx(inside, kind, site, work)
+        with self._tx(kind) as conn:
             self._site(conn, site)
-            return _each(conn, Q.RELEASE, keys, lambda k: (site, day, k, incarnation))
-
-    # -- in the caller's transaction (base.TransactionalCompletion) -------------
-    def complete_in(
-        self, connection: object, site: str, date: datetime.date, incarnation: int,
-        task_keys: Sequence[str],
-    ) -> frozenset[str]:  # fmt: skip
-        day, keys = _settle_args(site, date, incarnation, task_keys)
-        now = self._clock()
-        return self._in_callers_tx(
-            connection, "complete", site,
-            lambda c: _each(c, Q.COMPLETE, keys, lambda k: (site, day, k, incarnation, now)),
-        )  # fmt: skip
-
-    def release_in(
-        self, connection: object, site: str, date: datetime.date, incarnation: int,
-        task_keys: Sequence[str],
-    ) -> frozenset[str]:  # fmt: skip
-        day, keys = _settle_args(site, date, incarnation, task_keys)
-        return self._in_callers_tx(
-            connection, "release", site,
-            lambda c: _each(c, Q.RELEASE, keys, lambda k: (site, day, k, incarnation)),
-        )  # fmt: skip
+            return work(conn)
 
     def _in_callers_tx(
         self, conn: object, verb: str, site: str,
@@ -191,16 +169,6 @@ class _Claims(_Session):
                 ]
                 conn.executemany(Q.PURGE_NODE, purge)  # no bump: a dead row counts for no plan
             return released
-
-
-def _settle_args(
-    site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
-) -> tuple[str, list[str]]:
-    """A completion's or release's arguments checked: the ISO day and the distinct keys."""
-    C.site_name(site)
-    day = C.claim_date(date).isoformat()
-    C.incarnation(incarnation)
-    return day, list(dict.fromkeys(C.task_keys(task_keys)))
 
 
 def _each(

@@ -1,0 +1,85 @@
+"""Completing and releasing claims: the four verbs, written once for every backend.
+
+``complete`` and ``release`` settle an incarnation's open claims on jobsync's
+own connection; ``complete_in`` and ``release_in`` (base.TransactionalCompletion)
+do the same inside the caller's open transaction.  The four differ only in
+what they do to a claim and where, so ``SettleVerbs`` checks the arguments
+once into a ``Settlement`` (nothing is written when one is bad) and each
+backend implements one hook, ``_settle(settlement, inside)``, where ``inside``
+is the caller's connection or ``HERE``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Literal
+
+import attrs
+
+from jobsync.backends import _checks as checks
+
+Kind = Literal["complete", "release"]
+
+HERE: object = object()
+"""``inside`` of a settlement on jobsync's own connection (None is a caller's bad value)."""
+
+
+@attrs.frozen
+class Settlement:
+    """One completion's or release's arguments, checked: ``keys`` distinct, in order."""
+
+    kind: Kind
+    site: str
+    day: datetime.date
+    incarnation: int
+    keys: tuple[str, ...]
+
+    @classmethod
+    def checked(
+        cls, kind: Kind, site: object, date: object, incarnation: object, task_keys: object
+    ) -> Settlement:
+        """The arguments as a Settlement, or the InvalidArgument naming the bad one."""
+        return cls(
+            kind,
+            checks.site_name(site),
+            checks.claim_date(date),
+            checks.incarnation(incarnation),
+            tuple(dict.fromkeys(checks.task_keys(task_keys))),
+        )
+
+
+class SettleVerbs:
+    """The four settling verbs over one hook; a backend's claims class inherits it."""
+
+    def complete(
+        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
+    ) -> frozenset[str]:
+        return self._settle(Settlement.checked("complete", site, date, incarnation, task_keys))
+
+    def release(
+        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
+    ) -> frozenset[str]:
+        return self._settle(Settlement.checked("release", site, date, incarnation, task_keys))
+
+    def complete_in(
+        self, connection: object, site: str, date: datetime.date, incarnation: int,
+        task_keys: Sequence[str],
+    ) -> frozenset[str]:  # fmt: skip
+        """``complete`` inside ``connection``'s open transaction."""
+        args = Settlement.checked("complete", site, date, incarnation, task_keys)
+        return self._settle(args, connection)
+
+    def release_in(
+        self, connection: object, site: str, date: datetime.date, incarnation: int,
+        task_keys: Sequence[str],
+    ) -> frozenset[str]:  # fmt: skip
+        """``release`` inside ``connection``'s open transaction."""
+        args = Settlement.checked("release", site, date, incarnation, task_keys)
+        return self._settle(args, connection)
+
+    def _settle(self, settlement: Settlement, inside: object = HERE) -> frozenset[str]:
+        """Settle the open claims of ``settlement``: on jobsync's own connection when
+        ``inside`` is HERE, else inside the caller's transaction on the connection
+        ``inside`` (checked by the backend); return the keys settled."""
+        raise NotImplementedError
