@@ -52,6 +52,21 @@ def levels(sizes: Sequence[int], classes: Sequence[TokenClass]) -> list[tuple[in
     return result
 
 
+def densities(sizes: Sequence[int], classes: Sequence[TokenClass]) -> list[Fraction]:
+    """The density of every type's part of the principal partition, by type id.
+
+    With ``sizes`` as the total capacity weight of each type, a node of
+    weight w then has the fractional share ``density * w``: the
+    lexicographically optimal base with respect to the weights (see
+    ``jobsync.core.capacity``).
+    """
+    out = [Fraction(0)] * len(sizes)
+    for density, types in _partition(list(range(len(sizes))), list(classes), sizes):
+        for k in types:
+            out[k] = density
+    return out
+
+
 def _partition(
     types: list[int], classes: list[TokenClass], sizes: Sequence[int]
 ) -> list[tuple[Fraction, list[int]]]:

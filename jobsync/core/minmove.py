@@ -1,5 +1,6 @@
 # Law: `level_moves` returns the fewest moves that bring one dec-min level
-# into its box (every node of the level holds lo..hi tokens, hi - lo <= 1),
+# into its boxes (node i of the level holds lo_i..hi_i tokens, hi_i - lo_i <= 1;
+# one box for the whole level without capacities, one per node with them),
 # keeping pins: a token only ever lands on a node of its class.  Which nodes
 # end at hi is NOT fixed in advance; the flow picks them (docs/PROTOCOL.md section 3).
 #
@@ -23,14 +24,14 @@ from jobsync.core.flow import INFINITE, FlowGraph
 
 def level_moves(
     nodes: list[int],
-    box: tuple[int, int],
+    boxes: dict[int, tuple[int, int]],
     *,
     classes: list[int],
     keeps: dict[tuple[int, int], int],
     orphans: list[list[int]],
     elig: list[list[int]],
 ) -> tuple[dict[tuple[int, int], int], dict[tuple[int, int], int], int]:
-    """Fewest moves that leave every node of the level within ``box``.
+    """Fewest moves that leave every node ``i`` of the level within ``boxes[i]``.
 
     Vertices: 0 source, 1 sink, one hub per class, one per node.  A node
     releases a kept token into its class's hub at cost 1; a hub feeds any
@@ -40,7 +41,6 @@ def level_moves(
     unit either way is optional (cost 0).  Returns tokens released and
     received per (class, node), and the moves (orphans + released).
     """
-    lo, hi = box
     spare = sum(len(orphans[c]) for c in classes)
     big = sum(keeps.values()) + spare + 1
     hub = {c: 2 + j for j, c in enumerate(classes)}
@@ -55,6 +55,7 @@ def level_moves(
     into = {(c, i): g.add_edge(hub[c], vertex[i], INFINITE) for c in classes for i in elig[c]}
     for i in nodes:
         v, held = vertex[i], load[i]
+        lo, hi = boxes[i]
         if held > hi:
             must.append(g.add_edge(0, v, held - hi, -big))
         if held < lo:

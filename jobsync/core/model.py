@@ -109,10 +109,27 @@ class NodeRecord:
     fence_until: float = 0.0
     process: str = ""
     """The registering process's identity (see ``Backend.register``)."""
+    capacity: float = 1.0
+    """The node's share of tokens is proportional to it (``jobsync.core.capacity``)."""
+    drained_at: float | None = None
+    """When an operator drained the node (planned maintenance); None when not drained."""
+    drain_until: float | None = None
+    """When the drain ends by itself; None with ``drained_at`` set: until undrained."""
+    drain_note: str = ""
+    """Who drained the node and why, for operators and the rebalance history."""
 
     @property
     def lease_expires(self) -> float:
         return self.last_heartbeat + self.lease_timeout
+
+    def is_drained(self, now: float) -> bool:
+        """Drained: an operator's drain is set and has not run out (``drain_until > now``).
+
+        A drained node stays live (it heartbeats, it may lead) but the leader
+        plans it zero tokens."""
+        if self.drained_at is None:
+            return False
+        return self.drain_until is None or self.drain_until > now
 
     def is_live(self, now: float) -> bool:
         """Live: active or leaving, and ``last_heartbeat + lease_timeout > now``."""

@@ -38,11 +38,15 @@ from types import MappingProxyType
 
 import attrs
 
-from jobsync.core.balance import levels
-from jobsync.core.errors import DuplicateNodeName, InvalidArgument, InvalidLock, InvalidNodeName
+from jobsync.core import capacity
+from jobsync.core.balance import densities, levels
+from jobsync.core.errors import InvalidArgument
 from jobsync.core.hashing import validate_total_tokens
 from jobsync.core.minmove import level_moves
-from jobsync.core.patterns import match_pattern, validate_node_name, validate_pattern
+from jobsync.core.patterns import match_pattern
+from jobsync.core.plan_inputs import lock_rules as _lock_rules
+from jobsync.core.plan_inputs import node_names as _node_names
+from jobsync.core.plan_inputs import owner_list as _owner_list
 
 Move = tuple[int, str | None, str | None]
 
@@ -94,19 +98,23 @@ def plan(
     owners: Mapping[int, str] | Sequence[str | None],
     nodes: Iterable[str],
     locks: Mapping[int, Sequence[str]] | None = None,
+    capacities: Mapping[str, float] | None = None,
 ) -> Plan:
     """The balanced, minimum-move plan for ``total_tokens`` tokens over ``nodes``.
 
     ``owners`` maps token -> current owner (or is a sequence of owners, one
     per token, None for none); owners not in ``nodes`` are dead.  ``locks``
     maps token -> ordered LIKE patterns; the first pattern matching any live
-    node decides the token's eligible nodes.  Every input is validated
-    before any work; errors name the bad value.
+    node decides the token's eligible nodes.  ``capacities`` maps node name
+    -> capacity (default 1; names that are not in ``nodes`` are ignored):
+    tokens are split in proportion to it (``jobsync.core.capacity``).  Every
+    input is validated before any work; errors name the bad value.
     """
     total = validate_total_tokens(total_tokens)
     names = _node_names(nodes)
     current = _owner_list(total, owners)
     rules = _lock_rules(total, locks)
+    weight = capacity.weights(names, capacity.validate_capacities(capacities))
     if not names:
         gone = [t for t, owner in enumerate(current) if owner is not None]
         return _finish(total, names, current, ([None] * total, gone, [], 0), set(range(total)))
@@ -114,100 +122,35 @@ def plan(
     full = (1 << len(names)) - 1
     unowned = {t for t, mask in masks.items() if mask == 0}
     if all(mask in (0, full) for mask in masks.values()):
-        outcome = _even(names, current, unowned)
+        outcome = _even(names, current, unowned, weight)
     else:
-        outcome = _pinned(names, current, masks)
+        outcome = _pinned(names, current, masks, weight)
     return _finish(total, names, current, outcome, unowned)
 
 
 def lower_bound_moves(
-    total_tokens: int, owners: Mapping[int, str] | Sequence[str | None], nodes: Iterable[str]
+    total_tokens: int,
+    owners: Mapping[int, str] | Sequence[str | None],
+    nodes: Iterable[str],
+    capacities: Mapping[str, float] | None = None,
 ) -> int:
     """Fewest moves any balanced unpinned plan can make (docs/PROTOCOL.md section 3).
 
     ``orphans + sum(max(0, held - target))`` with the ``T mod N`` "+1" slots
-    on the nodes holding the most.  With no live node nothing can move: 0.
+    on the nodes holding the most (with ``capacities``, the largest-remainder
+    targets of ``jobsync.core.capacity``).  With no live node nothing can
+    move: 0.
     """
     total = validate_total_tokens(total_tokens)
     names = _node_names(nodes)
     current = _owner_list(total, owners)
+    weight = capacity.weights(names, capacity.validate_capacities(capacities))
     if not names:
         return 0
     count = Counter(current)
     held = [count.get(name, 0) for name in names]
-    target = _even_targets(held, total)
+    target = _even_targets(held, total, weight)
     return total - sum(held) + sum(max(0, h - t) for h, t in zip(held, target, strict=True))
-
-
-# -- validation --------------------------------------------------------------
-
-
-def _node_names(nodes: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(nodes, (str, bytes)):
-        raise InvalidNodeName(f"nodes must be an iterable of names, not the string {nodes!r}")
-    seen: set[str] = set()
-    try:
-        for name in nodes:
-            validate_node_name(name)
-            if name in seen:
-                raise DuplicateNodeName(f"node name {name!r} appears twice in nodes")
-            seen.add(name)
-    except TypeError as exc:
-        raise InvalidNodeName(f"nodes must be an iterable of names, got {nodes!r}") from exc
-    return tuple(sorted(seen))
-
-
-def _owner_list(total: int, owners: object) -> list[str | None]:
-    current: list[str | None]
-    if isinstance(owners, Mapping):
-        current = [None] * total
-        for token, owner in owners.items():
-            if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < total:
-                raise InvalidArgument(f"owners: token {token!r} is not in range 0..{total - 1}")
-            current[token] = owner
-    elif isinstance(owners, Sequence) and not isinstance(owners, (str, bytes)):
-        if len(owners) != total:
-            raise InvalidArgument(
-                f"owners has {len(owners)} entries, expected total_tokens={total}"
-            )
-        current = list(owners)
-    else:
-        raise InvalidArgument(f"owners must be a mapping or a sequence, got {owners!r}")
-    try:
-        clean = all(o is None or isinstance(o, str) for o in set(current))
-    except TypeError:  # an unhashable owner
-        clean = False
-    if not clean:
-        bad = next(o for o in current if o is not None and not isinstance(o, str))
-        raise InvalidNodeName(f"owner must be a node name (str) or None, got {bad!r}")
-    return current
-
-
-def _lock_rules(total: int, locks: object) -> dict[int, tuple[str, ...]]:
-    if locks is None:
-        return {}
-    if not isinstance(locks, Mapping):
-        raise InvalidLock(f"locks must be a mapping of token -> patterns, got {locks!r}")
-    rules: dict[int, tuple[str, ...]] = {}
-    checked: set[tuple[str, ...]] = set()
-    for token, patterns in locks.items():
-        if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < total:
-            raise InvalidLock(f"lock on token {token!r}: not in range 0..{total - 1}")
-        if isinstance(patterns, (str, bytes)) or not isinstance(patterns, Sequence):
-            raise InvalidLock(f"lock on token {token}: need a list of patterns, got {patterns!r}")
-        if not patterns:
-            raise InvalidLock(f"lock on token {token}: empty pattern list {patterns!r}")
-        key = tuple(patterns)
-        try:
-            fresh = key not in checked
-        except TypeError:  # an unhashable pattern: validate_pattern names it
-            fresh = True
-        if fresh:
-            for pattern in key:
-                validate_pattern(pattern)
-            checked.add(key)
-        rules[token] = key
-    return rules
 
 
 # -- eligibility ---------------------------------------------------------------
@@ -263,7 +206,9 @@ def _members(mask: int) -> list[int]:
 # -- the closed form (no effective pins) -----------------------------------------
 
 
-def _even_targets(held: list[int], assignable: int) -> list[int]:
+def _even_targets(held: list[int], assignable: int, weight: list[int] | None) -> list[int]:
+    if weight is not None:
+        return capacity.proportional_targets(held, assignable, weight)
     # The r "+1" slots go to the nodes holding the most; ties by name (the
     # sort is stable and `held` is in name order).
     q, r = divmod(assignable, len(held))
@@ -277,12 +222,14 @@ def _even_targets(held: list[int], assignable: int) -> list[int]:
 Outcome = tuple[list[str | None], list[int], list[int], int]
 
 
-def _even(names: tuple[str, ...], current: list[str | None], unowned: set[int]) -> Outcome:
+def _even(
+    names: tuple[str, ...], current: list[str | None], unowned: set[int], weight: list[int] | None
+) -> Outcome:
     count = Counter(current)
     for t in unowned:
         count[current[t]] -= 1
     held = [count.get(name, 0) for name in names]
-    target = _even_targets(held, len(current) - len(unowned))
+    target = _even_targets(held, len(current) - len(unowned), weight)
     live = set(names)
     dead = {owner for owner in count if owner not in live}  # with None
     movers = [t for t in _where(current, dead) if t not in unowned] if dead else []
@@ -327,24 +274,50 @@ def _where(current: list[str | None], owners: Container[str | None]) -> list[int
 # -- pinned: dec-min levels, then a min-cost flow per level ------------------------
 
 
-def _pinned(names: tuple[str, ...], current: list[str | None], masks: dict[int, int]) -> Outcome:
+# One flow problem: (its nodes, its classes, each node's box).
+Part = tuple[list[int], list[int], dict[int, tuple[int, int]]]
+
+
+def _pinned(
+    names: tuple[str, ...],
+    current: list[str | None],
+    masks: dict[int, int],
+    weight: list[int] | None,
+) -> Outcome:
     cls, class_masks, counts = _classes(len(names), len(current), masks)
     elig = [_members(m) for m in class_masks]
-    node_level, class_level, betas = _structure(len(names), elig, counts)
-    # Each class may only use the nodes of its own level (the others are tight).
-    elig = [[i for i in e if node_level[i] == class_level[c]] for c, e in enumerate(elig)]
+    node_type, classes_by_type, sizes = _types(len(names), elig, counts)
+    parts: list[Part] = []
+    if weight is None:
+        node_level, class_level, betas = _structure(node_type, classes_by_type, sizes)
+        # Each class may only use the nodes of its own level (the others are tight).
+        elig = [[i for i in e if node_level[i] == class_level[c]] for c, e in enumerate(elig)]
+        for j, beta in enumerate(betas):
+            classes = [c for c, lv in enumerate(class_level) if lv == j]
+            nodes = [i for i, lv in enumerate(node_level) if lv == j]
+            box = _box(beta, len(nodes), sum(counts[c] for c in classes))
+            parts.append((nodes, classes, dict.fromkeys(nodes, box)))
+    else:
+        # Capacities: one flow over every node, each within one token of its
+        # share of the weighted optimal base (jobsync.core.capacity).
+        type_weight = [0] * len(sizes)
+        for i, k in enumerate(node_type):
+            type_weight[k] += weight[i]
+        density = densities(type_weight, classes_by_type)
+        shares = [density[k] * w for k, w in zip(node_type, weight, strict=True)]
+        parts.append(
+            (list(range(len(names))), list(range(len(elig))), capacity.share_boxes(shares))
+        )
     held, orphans = _group(names, current, cls, elig)
     new = [None if c < 0 else owner for c, owner in zip(cls, current, strict=True)]
     changed = [t for t, c in enumerate(cls) if c < 0 and current[t] is not None]
     lower = 0
-    for j, beta in enumerate(betas):
-        classes = [c for c, lv in enumerate(class_level) if lv == j]
+    for nodes, classes, boxes in parts:
         if classes:
-            nodes = [i for i, lv in enumerate(node_level) if lv == j]
-            box = _box(beta, len(nodes), sum(counts[c] for c in classes))
-            keeps = {key: len(toks) for key, toks in held.items() if class_level[key[0]] == j}
+            chosen = set(classes)
+            keeps = {key: len(toks) for key, toks in held.items() if key[0] in chosen}
             release, receive, moves = level_moves(
-                nodes, box, classes=classes, keeps=keeps, orphans=orphans, elig=elig
+                nodes, boxes, classes=classes, keeps=keeps, orphans=orphans, elig=elig
             )
             lower += moves
             for c in classes:
@@ -368,10 +341,10 @@ def _classes(n: int, total: int, masks: dict[int, int]) -> tuple[list[int], list
     return cls, class_masks, [count[m] for m in class_masks]
 
 
-def _structure(
+def _types(
     n: int, elig: list[list[int]], counts: list[int]
-) -> tuple[list[int], list[int], list[int]]:
-    """Level of each node and class, and beta of each level (densest first)."""
+) -> tuple[list[int], list[tuple[int, tuple[int, ...]]], list[int]]:
+    """Type of each node, each class as (count, eligible types), and nodes per type."""
     sig: list[list[int]] = [[] for _ in range(n)]
     for c, nodes in enumerate(elig):
         for i in nodes:
@@ -384,6 +357,13 @@ def _structure(
     classes = [
         (counts[c], tuple(sorted({node_type[i] for i in nodes}))) for c, nodes in enumerate(elig)
     ]
+    return node_type, classes, sizes
+
+
+def _structure(
+    node_type: list[int], classes: list[tuple[int, tuple[int, ...]]], sizes: list[int]
+) -> tuple[list[int], list[int], list[int]]:
+    """Level of each node and class, and beta of each level (densest first)."""
     type_level = [0] * len(sizes)
     betas = []
     for j, (beta, types) in enumerate(levels(sizes, classes)):

@@ -23,12 +23,13 @@ FUNCTIONS = {
     "oldest_live": "(nodes: 'Iterable[NodeRecord]', now: 'float') -> 'NodeRecord | None'",
     "lower_bound_moves": (
         "(total_tokens: 'int', owners: 'Mapping[int, str] | Sequence[str | None]', "
-        "nodes: 'Iterable[str]') -> 'int'"
+        "nodes: 'Iterable[str]', capacities: 'Mapping[str, float] | None' = None) -> 'int'"
     ),
     "match_pattern": "(pattern: 'str', node_name: 'str') -> 'bool'",
     "plan": (
         "(total_tokens: 'int', owners: 'Mapping[int, str] | Sequence[str | None]', "
-        "nodes: 'Iterable[str]', locks: 'Mapping[int, Sequence[str]] | None' = None) -> 'Plan'"
+        "nodes: 'Iterable[str]', locks: 'Mapping[int, Sequence[str]] | None' = None, "
+        "capacities: 'Mapping[str, float] | None' = None) -> 'Plan'"
     ),
     "resolve_locks": "(locks: 'Iterable[LockLike]', now: 'float | None' = None) -> 'ResolvedLocks'",
     "token_for": (

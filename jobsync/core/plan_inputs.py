@@ -1,0 +1,80 @@
+"""The planner's inputs, validated before any work: node names, owners, locks.
+
+Each function returns the value in the shape the planner works on, or raises
+the ``InvalidArgument`` subclass that names the bad value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from jobsync.core.errors import DuplicateNodeName, InvalidArgument, InvalidLock, InvalidNodeName
+from jobsync.core.patterns import validate_node_name, validate_pattern
+
+
+def node_names(nodes: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(nodes, (str, bytes)):
+        raise InvalidNodeName(f"nodes must be an iterable of names, not the string {nodes!r}")
+    seen: set[str] = set()
+    try:
+        for name in nodes:
+            validate_node_name(name)
+            if name in seen:
+                raise DuplicateNodeName(f"node name {name!r} appears twice in nodes")
+            seen.add(name)
+    except TypeError as exc:
+        raise InvalidNodeName(f"nodes must be an iterable of names, got {nodes!r}") from exc
+    return tuple(sorted(seen))
+
+
+def owner_list(total: int, owners: object) -> list[str | None]:
+    current: list[str | None]
+    if isinstance(owners, Mapping):
+        current = [None] * total
+        for token, owner in owners.items():
+            if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < total:
+                raise InvalidArgument(f"owners: token {token!r} is not in range 0..{total - 1}")
+            current[token] = owner
+    elif isinstance(owners, Sequence) and not isinstance(owners, (str, bytes)):
+        if len(owners) != total:
+            raise InvalidArgument(
+                f"owners has {len(owners)} entries, expected total_tokens={total}"
+            )
+        current = list(owners)
+    else:
+        raise InvalidArgument(f"owners must be a mapping or a sequence, got {owners!r}")
+    try:
+        clean = all(o is None or isinstance(o, str) for o in set(current))
+    except TypeError:  # an unhashable owner
+        clean = False
+    if not clean:
+        bad = next(o for o in current if o is not None and not isinstance(o, str))
+        raise InvalidNodeName(f"owner must be a node name (str) or None, got {bad!r}")
+    return current
+
+
+def lock_rules(total: int, locks: object) -> dict[int, tuple[str, ...]]:
+    if locks is None:
+        return {}
+    if not isinstance(locks, Mapping):
+        raise InvalidLock(f"locks must be a mapping of token -> patterns, got {locks!r}")
+    rules: dict[int, tuple[str, ...]] = {}
+    checked: set[tuple[str, ...]] = set()
+    for token, patterns in locks.items():
+        if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < total:
+            raise InvalidLock(f"lock on token {token!r}: not in range 0..{total - 1}")
+        if isinstance(patterns, (str, bytes)) or not isinstance(patterns, Sequence):
+            raise InvalidLock(f"lock on token {token}: need a list of patterns, got {patterns!r}")
+        if not patterns:
+            raise InvalidLock(f"lock on token {token}: empty pattern list {patterns!r}")
+        key = tuple(patterns)
+        try:
+            fresh = key not in checked
+        except TypeError:  # an unhashable pattern: validate_pattern names it
+            fresh = True
+        if fresh:
+            for pattern in key:
+                validate_pattern(pattern)
+            checked.add(key)
+        rules[token] = key
+    return rules
