@@ -23,6 +23,7 @@ from jobsync.backends.base import (
     AuditRecord,
     ClaimRequest,
 )
+from jobsync.backends.postgres import rows
 from jobsync.backends.postgres.handle import Queries, Row, _Handle, translate, unknown_site
 from jobsync.backends.postgres.session import Session
 from jobsync.backends.settle import HERE, Settlement, SettleVerbs
@@ -148,25 +149,11 @@ class _Claims(SettleVerbs, _Handle):
         node = checks.optional_node_name(name)
 
         def body(s: Session, q: Queries) -> tuple[AuditRecord, ...]:
-            rows = s.execute(q["READ_AUDIT"], {"site": site, "date": day, "name": node})
-            found = rows.fetchall()
+            params = {"site": site, "date": day, "name": node}
+            found = s.execute(q["READ_AUDIT"], params).fetchall()
             if not found:
                 raise unknown_site(site)
-            records = [
-                AuditRecord(
-                    task_key=r[1],
-                    date=r[2],
-                    node=r[3],
-                    incarnation=r[4],
-                    token=r[5],
-                    epoch=r[6],
-                    status=r[7],
-                    claimed_at=r[8],
-                    completed_at=r[9],
-                )
-                for r in found
-                if r[1] is not None
-            ]
+            records = [rows.record(AuditRecord, r[1:10]) for r in found if r[1] is not None]
             records.sort(key=lambda r: r.task_key)
             return tuple(records)
 

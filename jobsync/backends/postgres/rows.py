@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 from array import array
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
+
+import attrs
+from attrs import AttrsInstance
 
 from jobsync.backends.base import (
     ClusterView,
@@ -26,19 +29,17 @@ from jobsync.backends.base import (
 from jobsync.core.errors import InvalidArgument, SchemaError
 
 Row = tuple[Any, ...]
+_V = TypeVar("_V", bound=AttrsInstance)
 
 
 # -- rows to values -------------------------------------------------------------
+def record(cls: type[_V], row: Sequence[Any]) -> _V:
+    """The value whose fields are ``row``'s columns, in the order the fields are declared."""
+    return cls(**dict(zip((f.name for f in attrs.fields(cls)), row, strict=True)))
+
+
 def site_info(row: Row) -> SiteInfo:
-    return SiteInfo(
-        site=row[0],
-        total_tokens=row[1],
-        hash_function=row[2],
-        generation=row[3],
-        change_counter=row[4],
-        plan_basis=row[5],
-        created_at=row[6],
-    )
+    return record(SiteInfo, row[:7])
 
 
 def node(row: Sequence[Any]) -> NodeRecord:
