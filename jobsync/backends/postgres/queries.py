@@ -424,21 +424,21 @@ mine AS (
 SELECT (SELECT total_tokens FROM s), (SELECT count(*) FROM bad),
     array(SELECT task_key FROM ins UNION SELECT task_key FROM mine)"""
 
-COMPLETE = """WITH s AS (SELECT 1 FROM {site} WHERE site = %(site)s),
+
+# COMPLETE and RELEASE differ only in what they do to the incarnation's open
+# claims among ``keys``: mark them done, or delete them.
+def _settle(action: str) -> str:
+    return f"""WITH s AS (SELECT 1 FROM {{site}} WHERE site = %(site)s),
 u AS (
-    UPDATE {audit} SET status = 'done', completed_at = clock_timestamp()
+    {action}
     WHERE site = %(site)s AND date = %(date)s AND task_key = ANY(%(keys)s::text[])
       AND incarnation = %(inc)s AND status = 'claimed'
     RETURNING task_key)
 SELECT (SELECT count(*) FROM s), array(SELECT task_key FROM u)"""
 
-RELEASE = """WITH s AS (SELECT 1 FROM {site} WHERE site = %(site)s),
-u AS (
-    DELETE FROM {audit}
-    WHERE site = %(site)s AND date = %(date)s AND task_key = ANY(%(keys)s::text[])
-      AND incarnation = %(inc)s AND status = 'claimed'
-    RETURNING task_key)
-SELECT (SELECT count(*) FROM s), array(SELECT task_key FROM u)"""
+
+COMPLETE = _settle("UPDATE {audit} SET status = 'done', completed_at = clock_timestamp()")
+RELEASE = _settle("DELETE FROM {audit}")
 
 # One autocommit statement, without the site lock.  ``killed``: claimers whose
 # lease ran out are marked dead as in MARK_EXPIRED_HOLDERS (each node row is locked for
