@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from jobsync.backends.url import redact
-from jobsync.cli import commands
+from jobsync.cli import cockpit, commands
 from jobsync.cli.connect import one_line
 from jobsync.core.errors import JobSyncError
 from jobsync.core.hashing import HASH_FUNCTIONS
@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _locks(sub, conn, site, out)
     _maintenance(sub, conn, site, out)
+    cockpit.add_commands(sub, conn, site, out)
     _demo(sub)
     return parser
 
