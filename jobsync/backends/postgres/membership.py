@@ -9,6 +9,8 @@ autocommit statement (one round trip) and bumps nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from jobsync.backends import _checks as checks
 from jobsync.backends.base import (
     NODE_ACTIVE,
@@ -26,6 +28,7 @@ from jobsync.core.errors import (
 )
 
 _RUNNING = (NODE_ACTIVE, NODE_LEAVING)
+_RowWrite = Callable[[Session, Queries, dict[str, object]], "str | bool"]
 
 
 class _Membership(_Handle):
@@ -39,10 +42,12 @@ class _Membership(_Handle):
         *,
         process: str = "",
         known: int | None = None,
+        capacity: float = 1.0,
     ) -> Registration:
         site, name = checks.site_name(site), checks.node_name(name)
         lease = checks.seconds("lease_timeout", lease_timeout)
         who, last = checks.process_id(process), checks.known_incarnation(known)
+        cap = checks.capacity(capacity)
 
         def body(s: Session, q: Queries) -> Registration:
             # A refusal raises inside the transaction, which rolls back the
@@ -59,6 +64,7 @@ class _Membership(_Handle):
                     "inc": inc,
                     "process": who,
                     "known": last,
+                    "capacity": cap,
                     "channel": self._channel(site),
                 }
                 node = s.execute(q["UPSERT_NODE"], params).fetchone()
@@ -108,38 +114,79 @@ class _Membership(_Handle):
         return self._call("heartbeat", site, body)
 
     def mark_leaving(self, site: str, name: str, incarnation: int) -> bool:
-        site, name, inc = self._member(site, name, incarnation)
-        params = {"site": site, "name": name, "inc": inc}
+        def write(s: Session, q: Queries, params: dict[str, object]) -> str | bool:
+            row = s.execute(q["LEAVING_STATE"], params).fetchone()
+            if row is None or row[0] == NODE_LEAVING:  # not held, or a repeat
+                return row is not None
+            s.execute(q["SET_LEAVING"], params)
+            return "leave"
 
-        def body(s: Session, q: Queries) -> bool:
+        return self._own_row("mark_leaving", site, name, incarnation, write)
+
+    def set_capacity(self, site: str, name: str, incarnation: int, capacity: float) -> bool:
+        cap = checks.capacity(capacity)
+
+        def write(s: Session, q: Queries, params: dict[str, object]) -> str | bool:
+            row = s.execute(q["SET_CAPACITY"], {**params, "capacity": cap}).fetchone()
+            assert row is not None
+            held, changed = row
+            return "capacity" if changed else bool(held)
+
+        return self._own_row("set_capacity", site, name, incarnation, write)
+
+    def set_drain(
+        self,
+        site: str,
+        name: str,
+        drained: bool,
+        *,
+        duration: float | None = None,
+        note: str = "",
+    ) -> NodeRecord | None:
+        site, name = checks.site_name(site), checks.node_name(name)
+        until, text = checks.drain_duration(duration), checks.drain_note(note)
+        params = {"site": site, "name": name, "drained": bool(drained)}
+        params.update(duration=until, note=text)
+
+        def body(s: Session, q: Queries) -> NodeRecord | None:
             with s.transaction():
                 self._lock_site(s, q, site)
-                row = s.execute(q["LEAVING_STATE"], params).fetchone()
+                row = s.execute(q["SET_DRAIN"], params).fetchone()
                 if row is None:
-                    return False
-                if row[0] != NODE_LEAVING:
-                    s.execute(q["SET_LEAVING"], params)
-                    self._bump(s, q, site, "leave")
-            return True
+                    return None
+                if row[12]:
+                    self._bump(s, q, site, "drain" if drained else "undrain")
+            return V.node(row)
 
-        return self._call("mark_leaving", site, body)
+        return self._call("set_drain", site, body)
 
     def deregister(self, site: str, name: str, incarnation: int) -> bool:
+        def write(s: Session, q: Queries, params: dict[str, object]) -> str | bool:
+            row = s.execute(q["DEREGISTER"], params).fetchone()
+            assert row is not None
+            held, changed = row
+            # a repeat (its first reply lost) writes nothing
+            return "deregister" if held and changed else False
+
+        return self._own_row("deregister", site, name, incarnation, write)
+
+    def _own_row(self, verb: str, site: str, name: str, incarnation: int, write: _RowWrite) -> bool:
+        """One write to a node's own row under the site lock: ``write`` returns why
+        the change counter is bumped (the verb answers True), or the verb's answer
+        when it wrote nothing."""
         site, name, inc = self._member(site, name, incarnation)
-        params = {"site": site, "name": name, "inc": inc}
+        params: dict[str, object] = {"site": site, "name": name, "inc": inc}
 
         def body(s: Session, q: Queries) -> bool:
             with s.transaction():
                 self._lock_site(s, q, site)
-                row = s.execute(q["DEREGISTER"], params).fetchone()
-                assert row is not None
-                held, changed = row
-                if not (held and changed):  # a repeat (its first reply lost) writes nothing
-                    return False
-                self._bump(s, q, site, "deregister")
+                reason = write(s, q, params)
+                if isinstance(reason, bool):
+                    return reason
+                self._bump(s, q, site, reason)
             return True
 
-        return self._call("deregister", site, body)
+        return self._call(verb, site, body)
 
     def read_nodes(self, site: str) -> tuple[float, tuple[NodeRecord, ...]]:
         site = checks.site_name(site)
