@@ -37,6 +37,7 @@ from jobsync.cli.connect import parse_dsn
 from jobsync.cli.demo_worker import RESULTS_DDL, task_ids
 from jobsync.cli.report import leader_of, node_state
 from jobsync.core.errors import InvalidArgument
+from jobsync.dashboard import Dashboard
 from jobsync.runtime.config import CoordinationConfig
 
 POLL = 0.2
@@ -48,8 +49,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", type=int, default=2000, help="tasks in the batch (default 2000)")
     p.add_argument("--work-ms", type=float, default=25.0, help="time per task (default 25)")
     p.add_argument("--total-tokens", type=int, default=1000, help="tokens (default 1000)")
-    p.add_argument("--heartbeat-interval", type=float, default=0.5, metavar="SEC")
-    p.add_argument("--heartbeat-timeout", type=float, default=2.0, metavar="SEC")
+    p.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=0.5,
+        metavar="SEC",
+        help="seconds between heartbeats (default 0.5)",
+    )
+    p.add_argument(
+        "--heartbeat-timeout",
+        type=float,
+        default=2.0,
+        metavar="SEC",
+        help="a worker silent this long is dead (default 2)",
+    )
     p.add_argument(
         "--kill-at",
         type=float,
@@ -75,6 +88,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--dsn", metavar="sqlite:///PATH", help="use this SQLite file instead of a temporary one"
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    p.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=8080,
+        metavar="PORT",
+        help="serve the live dashboard here while the demo runs (default 8080, a free "
+        "port if it is taken; -1: no dashboard)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -148,6 +169,7 @@ class Demo:
         self.failed_over = False
         self.failover_took: float | None = None
         self.added: str | None = None
+        self.board: Dashboard | None = None
 
     # -- the run ------------------------------------------------------------
     def run(self) -> int:
@@ -157,6 +179,7 @@ class Demo:
             f"{a.total_tokens} tokens, heartbeat {a.heartbeat_interval:g} s, "
             f"timeout {a.heartbeat_timeout:g} s\ndatabase: {self.db}  site: {self.site!r}\n"
         )
+        self.start_dashboard()
         for i in range(1, a.workers + 1):
             self.start(f"worker-{i}")
         last_status = 0.0
@@ -203,6 +226,22 @@ class Demo:
         self.say(f">>> SIGKILL {name} (the leader, pid {proc.pid}) holding {held} tokens")
 
     # -- workers ---------------------------------------------------------------
+    def start_dashboard(self) -> None:
+        """Serve ``jobsync dashboard`` for the demo's site until the demo ends."""
+        port = self.args.dashboard_port
+        if port < 0:
+            return
+        backend = open_backend(self.url, client="jobsync-demo-dashboard")
+        try:
+            try:
+                self.board = Dashboard(backend, self.site, port=port).start()
+            except InvalidArgument:  # the port is taken: any free one
+                self.board = Dashboard(backend, self.site, port=0).start()
+        except BaseException:
+            backend.close()
+            raise
+        print(f"dashboard: {self.board.address} (live while the demo runs)\n", flush=True)
+
     def start(self, name: str) -> None:
         a = self.args
         command = [
@@ -248,6 +287,9 @@ class Demo:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if self.board is not None:
+            self.board.stop()
+            self.board.poller.backend.close()
         self.backend.close()
         self.results.close()
 

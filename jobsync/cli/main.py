@@ -88,11 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=commands.tokens)
 
     p = sub.add_parser("which", parents=[conn, site, out], help="a task's token and owner")
-    p.add_argument("task_id", metavar="TASK_ID")
+    p.add_argument("task_id", metavar="TASK_ID", help="the task id, as the workers pass it")
     p.set_defaults(handler=commands.which)
 
     p = sub.add_parser("history", parents=[conn, site, out], help="the rebalance log")
-    p.add_argument("--limit", type=_positive_int, default=20, metavar="N")
+    p.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=20,
+        metavar="N",
+        help="the most recent rebalances to show (default 20)",
+    )
     p.set_defaults(handler=commands.history)
 
     _locks(sub, conn, site, out)
@@ -113,14 +119,14 @@ def _locks(
     p = actions.add_parser("list", parents=[conn, site, out], help="every unexpired lock")
     p.set_defaults(handler=commands.locks_list)
     p = actions.add_parser("add", parents=[conn, site, out], help="pin a task's token")
-    p.add_argument("task_id", metavar="TASK_ID")
+    p.add_argument("task_id", metavar="TASK_ID", help="the task whose token to pin")
     p.add_argument(
         "patterns",
         metavar="PATTERN",
         nargs="+",
         help="LIKE patterns of node names, in order of preference",
     )
-    p.add_argument("--reason")
+    p.add_argument("--reason", help="why the task is pinned, shown by `locks list`")
     p.add_argument(
         "--creator",
         default=commands.DEFAULT_CREATOR,
@@ -172,7 +178,9 @@ def _maintenance(
         parents=[conn, site, out],
         help="change total tokens and hash (no node may be live)",
     )
-    p.add_argument("--tokens", type=_positive_int, required=True, metavar="N")
+    p.add_argument(
+        "--tokens", type=_positive_int, required=True, metavar="N", help="the new total tokens"
+    )
     p.add_argument(
         "--hash",
         required=True,
@@ -222,11 +230,17 @@ def _yes(p: argparse.ArgumentParser) -> None:
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
 
+MAX_INT = 2**63 - 1
+"""The largest number an option takes: a 64-bit integer, as both databases store it."""
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if not 1 <= value <= MAX_INT:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer up to {MAX_INT}, got {text!r}"
+        )
     return value

@@ -66,7 +66,7 @@ def nodes_table(nodes: Sequence[Json]) -> str:
                 n["name"],
                 n["state"],
                 age(n["heartbeat_age_sec"]) + " ago",
-                age(n["uptime_sec"]),
+                age(n["uptime_sec"]) if n["uptime_sec"] is not None else "- (dead)",
                 n["tokens"],
                 n["pending_releases"],
                 n["incarnation"],

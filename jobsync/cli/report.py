@@ -68,7 +68,9 @@ def node_rows(view: ClusterView) -> list[Json]:
             "heartbeat_age_sec": round(now - n.last_heartbeat, 3),
             "lease_expires_in_sec": round(n.lease_expires - now, 3),
             "registered_at": n.registered_at,
-            "uptime_sec": round(now - n.registered_at, 3),
+            # A dead node's time up stopped with its last heartbeat: no uptime.
+            "uptime_sec": round(now - n.registered_at, 3) if rules.is_live(n, now) else None,
+            "lived_sec": round(n.last_heartbeat - n.registered_at, 3),
             "tokens": held.get(n.name, 0),
             "pending_releases": pending.get(n.name, 0),
         }

@@ -28,9 +28,17 @@ PATTERN_CACHE_SIZE = 4096
 
 
 def validate_pattern(pattern: object) -> str:
-    """Return ``pattern`` if it is a valid LIKE pattern, else raise InvalidPattern."""
+    """Return ``pattern`` if it is a valid LIKE pattern, else raise InvalidPattern.
+
+    The empty pattern is refused: it matches only the empty name, which no node
+    may have, so a token pinned to it would stay unowned for good."""
     if not isinstance(pattern, str):
         raise InvalidPattern(f"pattern must be a string, got {pattern!r}")
+    if not pattern:
+        raise InvalidPattern(
+            "pattern '' matches no node (node names are never empty): "
+            "use '%' for any node, or a name such as 'gpu-%'"
+        )
     _compile(pattern)
     return pattern
 

@@ -15,7 +15,10 @@ What each endpoint answers (docs/USAGE_GUIDE.md, "Health"):
   a JSON body; a 503 says why (``reason``, ``state``, ``waiting_for``).
 - ``/metrics``: the Prometheus text format (0.0.4): the node's gauges
   (tokens owned, leader, generation, heartbeat age, state, open claims) and
-  every counter of ``job.statistics()`` as ``jobsync_*_total``.
+  every counter of ``job.statistics()`` as ``jobsync_*_total``, with
+  ``jobsync_metrics_errors_total`` (scrapes that could not read the history).
+
+Every endpoint answers ``HEAD`` as it answers ``GET``, without the body.
 
 A scrape reads the Job's in-memory state: no database round trip, except
 that the leader reads the latest rebalance record once per new generation
@@ -243,7 +246,6 @@ _GAUGES: Mapping[str, str] = {
     "last_plan_moved_tokens": "Leader only: tokens the latest committed plan moved.",
     "last_plan_duration_seconds": "Leader only: time the latest committed plan took to compute.",
     "last_plan_timestamp_seconds": "Leader only: when the latest plan committed (Unix time).",
-    "metrics_errors": "Scrapes that could not read the rebalance history.",
 }
 
 
@@ -270,9 +272,15 @@ def render_metrics(job: Job, probe: _Probe | None = None) -> str:
     }
     if probe is not None:
         gauges.update(probe.leader_values(status))
-        gauges["metrics_errors"] = probe.errors
     for name, value in gauges.items():
         out.sample(f"jobsync_{name}", "gauge", _GAUGES[name], value)
+    if probe is not None:
+        out.sample(
+            "jobsync_metrics_errors_total",
+            "counter",
+            "Scrapes that could not read the rebalance history.",
+            probe.errors,
+        )
     out.family("jobsync_node_state", "gauge", "1 for the node's current lifecycle state.")
     for state in [s.value for s in NodeState]:
         out.value("jobsync_node_state", state == status["state"], {"state": state})
@@ -389,6 +397,12 @@ def _server_class(ipv6: bool) -> Callable[[tuple[str, int], Job, _Probe], Thread
         server_version = "jobsync-health"
 
         def do_GET(self) -> None:
+            self._answer(body=True)
+
+        def do_HEAD(self) -> None:
+            self._answer(body=False)
+
+        def _answer(self, body: bool) -> None:
             server: Any = self.server
             try:
                 code, kind, text = respond(server.job, server.probe, self.path)
@@ -401,7 +415,8 @@ def _server_class(ipv6: bool) -> Callable[[tuple[str, int], Job, _Probe], Thread
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Cache-Control", "no-store")
             self.end_headers()
-            self.wfile.write(data)
+            if body:
+                self.wfile.write(data)
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("health %s: " + format, self.address_string(), *args)

@@ -19,6 +19,9 @@ Guarantees users get (docs/PROTOCOL.md section 4) and where they come from:
   one-second grace whatever the backend does (``runtime/sigterm.py``,
   ``runtime/signals.py``).
 - Locks: ``runtime/locking.py``.
+- ``job.connection``: a connection of the user's own, never the coordination
+  one (``runtime/userconn.py``); the original jobsync's names are deprecated
+  aliases or refused (``runtime/legacy.py``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from jobsync.runtime import clock as clocks
 from jobsync.runtime.config import CoordinationConfig, Settings
 from jobsync.runtime.health import HealthServer, serve_health
 from jobsync.runtime.ledger import UNCERTAIN_LIMIT, ClaimLedger
+from jobsync.runtime.legacy import LegacyJobMethods
 from jobsync.runtime.locking import JobLocks, LockItem, LockMethods
 from jobsync.runtime.loop import Driver
 from jobsync.runtime.modes import Session
@@ -51,17 +55,19 @@ from jobsync.runtime.task import (
     audit_rows,
     task_key,
 )
+from jobsync.runtime.userconn import UserConnection
 
 __all__ = ["UNCERTAIN_LIMIT", "Job", "LockItem", "Task"]
 
 log = logging.getLogger("jobsync.job")
 
 
-class Job(LockMethods, ReportMethods):
+class Job(LockMethods, ReportMethods, LegacyJobMethods):
     """One worker of a site, used as a context manager.  See the README for the loop.
 
     The lock API is ``LockMethods`` (``runtime/locking.py``), what users read
-    ``ReportMethods`` (``runtime/status.py``)."""
+    ``ReportMethods`` (``runtime/status.py``), the original jobsync's names
+    ``LegacyJobMethods`` (``runtime/legacy.py``)."""
 
     def __init__(
         self,
@@ -81,9 +87,13 @@ class Job(LockMethods, ReportMethods):
         clock: clocks.Clock | None = None,
         http_port: int | None = None,
         http_host: str = "127.0.0.1",
+        db_connection: object = None,
         _defences: Defences = PRODUCTION,
     ) -> None:
-        """``_defences`` is for jobsync's own tests of its defences; never pass it."""
+        """``db_connection`` (the original jobsync's argument) is handed back as
+        ``job.connection`` for your queries; jobsync coordinates on a connection
+        of its own.  ``_defences`` is for jobsync's own tests of its defences;
+        never pass it."""
         opts = job_options(
             node_name,
             site,
@@ -109,7 +119,8 @@ class Job(LockMethods, ReportMethods):
         self._clock = clock or clocks.SystemClock()
         self._now = self._clock.now
         self._token = token_function(self.config.total_tokens, self.config.hash_function)
-        self._date = date
+        self._date = opts.date
+        self._user_connection = UserConnection(self.name, opts.source, db_connection)
         self._session = Session(self.name, site, self.config, self._clock, opts.wait_on_enter)
         self._ledger = ClaimLedger(site, self.name)
         self._locks = JobLocks(
@@ -140,6 +151,14 @@ class Job(LockMethods, ReportMethods):
     @property
     def _driver(self) -> Driver | None:
         return self._session.driver
+
+    @property
+    def connection(self) -> Any:
+        """A connection to the Job's database for your own queries (psycopg or
+        sqlite3), never the one coordination uses: nothing run on it delays a
+        heartbeat.  Opened on first use, closed when the Job leaves; with
+        ``db_connection=``, that connection.  ``job._cn`` is its deprecated alias."""
+        return self._user_connection.get()
 
     @property
     def counters(self) -> dict[str, int]:
@@ -245,6 +264,7 @@ class Job(LockMethods, ReportMethods):
 
     def _teardown(self, deregister: bool) -> None:
         self._session.teardown(deregister)
+        self._user_connection.close()
         if self.health_server is not None:
             self.health_server.close()
             self.health_server = None

@@ -1,7 +1,8 @@
 """A Job's constructor arguments, checked once into one frozen value.
 
 Every check raises before anything is opened: ``InvalidArgument`` for a bad
-name, site, duration, callable, date or port, ``ConfigError`` for a bad
+name, site, duration, callable, date or port (a ``datetime`` is taken as
+its date, as the original jobsync did), ``ConfigError`` for a bad
 ``config`` or ``coordination_config`` (docs/USAGE_GUIDE.md, "Job").
 """
 
@@ -70,8 +71,10 @@ def job_options(
     for label, fn in (("lock_provider", lock_provider), ("on_rebalance", on_rebalance)):
         if fn is not None and not callable(fn):
             raise InvalidArgument(f"{label} must be callable, got {fn!r}")
-    if date is not None and not isinstance(date, datetime.date):
-        raise InvalidArgument(f"date must be a datetime.date, got {date!r}")
+    if isinstance(date, datetime.datetime):  # as the original jobsync: its date only
+        date = date.date()
+    elif date is not None and not isinstance(date, datetime.date):
+        raise InvalidArgument(f"date must be a datetime.date or datetime.datetime, got {date!r}")
     if coordination_config is not None and not isinstance(coordination_config, CoordinationConfig):
         raise ConfigError(
             f"coordination_config must be a CoordinationConfig, got {coordination_config!r}"

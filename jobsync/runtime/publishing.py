@@ -16,6 +16,7 @@ import math
 import attrs
 
 from jobsync.runtime.agenda import Agenda
+from jobsync.runtime.legacy import deprecated
 from jobsync.runtime.snapshot import ClaimSnapshot, diff
 
 LEASE_END = "lease-end"
@@ -31,6 +32,27 @@ class RebalanceEvent:
     tokens: frozenset[int]
     version: int
     first: bool
+
+    # The original jobsync's fields, as deprecated aliases (runtime/legacy.py).
+    @property
+    def is_initial(self) -> bool:
+        deprecated("RebalanceEvent.is_initial", "use event.first")
+        return self.first
+
+    @property
+    def token_version(self) -> int:
+        deprecated("RebalanceEvent.token_version", "use event.version")
+        return self.version
+
+    @property
+    def tokens_added(self) -> int:
+        deprecated("RebalanceEvent.tokens_added", "use len(event.added)")
+        return len(self.added)
+
+    @property
+    def tokens_removed(self) -> int:
+        deprecated("RebalanceEvent.tokens_removed", "use len(event.removed)")
+        return len(self.removed)
 
 
 class Publisher:

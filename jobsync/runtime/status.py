@@ -124,7 +124,13 @@ class ReportMethods:
         return self._session.node is not None and self._session.node.is_leader
 
     def am_i_healthy(self) -> bool:
-        """Live and ready: the coordination thread runs and the lease is valid."""
+        """Live and ready: the coordination thread runs and the lease is valid.
+
+        False from the instant a drain or SIGTERM began (the signal handler
+        sets the flag before anything else), so ``/health/ready`` answers 503
+        before the node's thread has even seen the signal."""
+        if self._halted:
+            return False
         if not self.config.enabled:
             return self._entered
         return healthy_worker(self._session, self._now())
