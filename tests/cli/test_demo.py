@@ -36,6 +36,8 @@ def test_demo_kills_one_adds_one_and_does_every_task_once() -> None:
             "1.0",
             "--timeout",
             "60",
+            "--dashboard-port",
+            "0",
         ],
         capture_output=True,
         text=True,
@@ -44,6 +46,7 @@ def test_demo_kills_one_adds_one_and_does_every_task_once() -> None:
     )
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/ \(live while the demo runs\)", out)
     assert re.search(r">>> SIGKILL worker-\d \(the leader", out)
     assert re.search(r"=== failover: worker-\d owns no token", out)
     assert ">>> starting worker-3" in out
