@@ -38,7 +38,6 @@ from jobsync.cli.demo_worker import RESULTS_DDL, task_ids
 from jobsync.cli.report import leader_of, node_state
 from jobsync.core.errors import InvalidArgument
 from jobsync.dashboard import Dashboard
-from jobsync.dashboard import Dashboard
 from jobsync.runtime.config import CoordinationConfig
 
 POLL = 0.2
@@ -89,14 +88,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--dsn", metavar="sqlite:///PATH", help="use this SQLite file instead of a temporary one"
     )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    p.add_argument(
-        "--dashboard-port",
-        type=int,
-        default=8080,
-        metavar="PORT",
-        help="serve the live dashboard here while the demo runs (default 8080, a free "
-        "port if it is taken; -1: no dashboard)",
-    )
     p.add_argument(
         "--dashboard-port",
         type=int,
@@ -179,7 +170,6 @@ class Demo:
         self.failover_took: float | None = None
         self.added: str | None = None
         self.board: Dashboard | None = None
-        self.board: Dashboard | None = None
 
     # -- the run ------------------------------------------------------------
     def run(self) -> int:
@@ -189,7 +179,6 @@ class Demo:
             f"{a.total_tokens} tokens, heartbeat {a.heartbeat_interval:g} s, "
             f"timeout {a.heartbeat_timeout:g} s\ndatabase: {self.db}  site: {self.site!r}\n"
         )
-        self.start_dashboard()
         self.start_dashboard()
         for i in range(1, a.workers + 1):
             self.start(f"worker-{i}")
@@ -253,22 +242,6 @@ class Demo:
             raise
         print(f"dashboard: {self.board.address} (live while the demo runs)\n", flush=True)
 
-    def start_dashboard(self) -> None:
-        """Serve ``jobsync dashboard`` for the demo's site until the demo ends."""
-        port = self.args.dashboard_port
-        if port < 0:
-            return
-        backend = open_backend(self.url, client="jobsync-demo-dashboard")
-        try:
-            try:
-                self.board = Dashboard(backend, self.site, port=port).start()
-            except InvalidArgument:  # the port is taken: any free one
-                self.board = Dashboard(backend, self.site, port=0).start()
-        except BaseException:
-            backend.close()
-            raise
-        print(f"dashboard: {self.board.address} (live while the demo runs)\n", flush=True)
-
     def start(self, name: str) -> None:
         a = self.args
         command = [
@@ -314,9 +287,6 @@ class Demo:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if self.board is not None:
-            self.board.stop()
-            self.board.poller.backend.close()
         if self.board is not None:
             self.board.stop()
             self.board.poller.backend.close()
