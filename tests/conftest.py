@@ -25,4 +25,4 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
-pytest_plugins = ["tests.support.pg"]
+pytest_plugins = ["tests.support.pg", "tests.support.pgbouncer"]

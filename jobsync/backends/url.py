@@ -16,8 +16,12 @@ is loaded only for PostgreSQL URLs.
 - ``postgresql://`` or ``postgres://`` URLs go to psycopg unchanged, except
   the query parameters ``jobsync_schema`` and ``jobsync_prefix``, which pick
   the schema and table prefix, and ``jobsync_lock_timeout``, the longest any
-  statement waits on a row lock in whole milliseconds (default 500); they are
-  removed before connecting.
+  statement waits on a row lock in whole milliseconds (default 500);
+  ``jobsync_pooler`` (``none``, the default, or ``transaction`` behind a
+  transaction pooler such as PgBouncer's ``pool_mode = transaction``: no LISTEN,
+  no session settings, no prepared statements), and ``jobsync_poll_interval``,
+  how often a pooled handle reads a site's change signal while waiting, in
+  whole milliseconds (default 1000).  They are removed before connecting.
 """
 
 from __future__ import annotations
@@ -34,7 +38,15 @@ from jobsync.core.errors import InvalidArgument
 
 _stores: dict[str, object] = {}
 _stores_lock = threading.Lock()
-_OPTIONS = ("jobsync_schema", "jobsync_prefix", "jobsync_lock_timeout")
+_OPTIONS = (
+    "jobsync_schema",
+    "jobsync_prefix",
+    "jobsync_lock_timeout",
+    "jobsync_pooler",
+    "jobsync_poll_interval",
+)
+POOLERS = ("none", "transaction")
+"""``jobsync_pooler`` values (the PostgreSQL handle's ``pooler``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -53,6 +65,10 @@ class BackendURL:
     prefix: str = "sync_"
     lock_timeout: float | None = None
     """postgresql: seconds (``jobsync_lock_timeout``); None for the backend's default."""
+    pooler: str = "none"
+    """postgresql: ``none`` or ``transaction`` (``jobsync_pooler``)."""
+    poll_interval: float | None = None
+    """postgresql: seconds (``jobsync_poll_interval``); None for the backend's default."""
 
 
 def parse_url(url: object, *, term: str = "backend URL") -> BackendURL:
@@ -80,12 +96,15 @@ def parse_url(url: object, *, term: str = "backend URL") -> BackendURL:
     if scheme in ("postgresql", "postgres"):
         dsn, options = _split_options(url)
         ms = options.get("lock_timeout")
+        poll = options.get("poll_interval")
         return BackendURL(
             scheme="postgresql",
             dsn=dsn,
             schema=options.get("schema", "public"),
             prefix=options.get("prefix", "sync_"),
             lock_timeout=None if ms is None else _milliseconds("jobsync_lock_timeout", ms),
+            pooler=pooler_mode("URL option jobsync_pooler", options.get("pooler", "none")),
+            poll_interval=None if poll is None else _milliseconds("jobsync_poll_interval", poll),
         )
     raise InvalidArgument(f"unknown {term} scheme {scheme!r} in {redact(repr(url))}")
 
@@ -113,12 +132,15 @@ def open_parsed(target: BackendURL, client: str = "", *, migrate: bool = True) -
     extra: dict[str, Any] = {}
     if target.lock_timeout is not None:
         extra["lock_timeout"] = target.lock_timeout
+    if target.poll_interval is not None:
+        extra["poll_interval"] = target.poll_interval
     return PostgresBackend(
         target.dsn,
         client=client,
         schema=target.schema,
         prefix=target.prefix,
         migrate=migrate,
+        pooler=target.pooler,
         **extra,
     )
 
@@ -158,6 +180,14 @@ def _split_options(url: str) -> tuple[str, dict[str, str]]:
         # would lose its "//"), which libpq then cannot parse.
         dsn = f"{parts.scheme}://" + dsn[len(parts.scheme) + 1 :]
     return dsn, options
+
+
+def pooler_mode(what: str, value: str) -> str:
+    """A pooler mode (case and surrounding blanks ignored), or InvalidArgument naming ``what``."""
+    mode = value.strip().lower()
+    if mode not in POOLERS:
+        raise InvalidArgument(f"{what} must be one of {', '.join(POOLERS)}, got {value!r}")
+    return mode
 
 
 def _milliseconds(option: str, value: str) -> float:

@@ -213,11 +213,28 @@ class DatabaseSettings:
         return f"postgresql://{auth}@{self.host}:{self.port}/{quote(self.database, safe='')}"
 
 
+def _with_pooler(url: str, pooler: str | None) -> str:
+    """``url`` with ``jobsync_pooler`` from ``SYNC_SQL_POOLER`` (a URL's own wins;
+    other schemes are left alone)."""
+    if pooler is None:
+        return url
+    from jobsync.backends.url import POOLERS
+
+    mode = pooler.strip().lower()
+    if mode not in POOLERS:
+        raise ConfigError(f"SYNC_SQL_POOLER must be one of {', '.join(POOLERS)}, got {pooler!r}")
+    if not url.lower().startswith(("postgresql://", "postgres://")) or "jobsync_pooler=" in url:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}jobsync_pooler={mode}"
+
+
 class Settings:
     """``jobsync.config``: the environment's settings, read on first use.
 
     ``SYNC_SQL_URL`` (any backend URL) wins over the ``SYNC_SQL_*`` parts.
-    ``reload()`` forgets what was read so the next use reads again.
+    ``SYNC_SQL_POOLER`` (``none`` or ``transaction``) adds ``jobsync_pooler``
+    to a PostgreSQL URL that does not set it.  ``reload()`` forgets what was
+    read so the next use reads again.
     """
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
@@ -243,8 +260,10 @@ class Settings:
 
     @property
     def url(self) -> str:
-        explicit = self._env().get("SYNC_SQL_URL")
-        return explicit if explicit else self.database.url
+        env = self._env()
+        explicit = env.get("SYNC_SQL_URL")
+        url = explicit if explicit else self.database.url
+        return _with_pooler(url, env.get("SYNC_SQL_POOLER"))
 
     def reload(self) -> None:
         self._coordination = None

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.pg import OwnedPgServer, _unavailable
+from tests.support.pgbouncer import pgbouncer_for
 
 SERVER_SETTINGS = {
     # Commit times of the results rows: the checker orders accepted writes by them.
@@ -35,3 +37,14 @@ def fault_server(pg_server: str) -> Iterator[OwnedPgServer]:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture(params=["direct", "pgbouncer"])
+def fault_pooler(request: pytest.FixtureRequest, fault_server: OwnedPgServer) -> Iterator[Any]:
+    """None (workers connect directly), or a transaction-mode PgBouncer in front of
+    ``fault_server`` that the workers' jobsync connections go through in pooled mode."""
+    if request.param == "direct":
+        yield None
+        return
+    with pgbouncer_for(fault_server.dsn, pool_size=10) as bouncer:
+        yield bouncer

@@ -13,6 +13,9 @@ something on purpose, and checks with ``harness.History``:
   plus ``harness.TOLERANCE`` (1 s) for a loaded 2-core CI machine.
 
 Timings: heartbeat 0.5 s, timeout 2 s, margin 0.5 s (scaling: 1 s / 4 s / 1 s).
+Tests taking ``fault_pooler`` run twice: directly, and with the workers'
+jobsync connections through a transaction-mode PgBouncer in pooled mode
+(``jobsync_pooler=transaction``), with the same assertions.
 Every test prints its numbers as one ``FAULTS {...}`` line (``pytest -rP``).
 Waits are polls of conditions with deadlines; the only sleeps are faults'
 durations (a pause, an outage, a partition).
@@ -102,12 +105,13 @@ def followers(c: Cluster, procs: list[Proc]) -> list[Proc]:
 
 # -- 1 ------------------------------------------------------------------------------------------
 def test_rolling_deploy_sigterm_hands_off_and_exits(
-    fault_server: OwnedPgServer, tmp_path: Path
+    fault_server: OwnedPgServer, fault_pooler: Any, tmp_path: Path
 ) -> None:
     """Three v1 workers in a while-True loop; three v2 start; kill -TERM the v1s."""
     with cluster(
-        workdir=tmp_path, dsn=fault_server.dsn, tasks=TASKS, tokens=TOKENS, work_ms=10
-    ) as c:
+        workdir=tmp_path, dsn=fault_server.dsn, tasks=TASKS, tokens=TOKENS, work_ms=10,
+        pooler=fault_pooler,
+    ) as c:  # fmt: skip
         v1 = start(c, ["v1-a", "v1-b", "v1-c"])
         c.wait_balanced(v1, 10)
         v2 = start(c, ["v2-a", "v2-b", "v2-c"])
@@ -146,11 +150,11 @@ def test_rolling_deploy_sigterm_hands_off_and_exits(
 # -- 2 ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("variant", ["tx", "check"])
 def test_sigkill_follower_leader_and_two_at_once(
-    fault_server: OwnedPgServer, tmp_path: Path, variant: str
+    fault_server: OwnedPgServer, fault_pooler: Any, tmp_path: Path, variant: str
 ) -> None:
     with cluster(
         workdir=tmp_path, dsn=fault_server.dsn, tasks=TASKS, tokens=TOKENS, variant=variant,
-        work_ms=20,
+        work_ms=20, pooler=fault_pooler,
     ) as c:  # fmt: skip
         procs = start(c, [f"w{i}" for i in range(6)])
         c.wait_balanced(procs, 10)
@@ -637,13 +641,16 @@ def test_two_processes_with_one_node_name(fault_server: OwnedPgServer, tmp_path:
 SCALE = Timing(heartbeat=1.0, timeout=4.0, margin=1.0, drain_timeout=2.0)
 
 
-def test_scale_from_2_to_20_workers_and_back(fault_server: OwnedPgServer, tmp_path: Path) -> None:
+def test_scale_from_2_to_20_workers_and_back(
+    fault_server: OwnedPgServer, fault_pooler: Any, tmp_path: Path
+) -> None:
     """2 -> 10 -> 20 -> 10 -> 2 workers (SIGTERM to scale down), 200 tokens, timings
-    1 s / 4 s / 1 s: 20 Python processes share 2 cores here."""
+    1 s / 4 s / 1 s: 20 Python processes share 2 cores here (through PgBouncer: 20
+    workers on a pool of 10 server connections)."""
     tokens = 200
     with cluster(
         workdir=tmp_path, dsn=fault_server.dsn, tasks=TASKS, tokens=tokens, timing=SCALE,
-        work_ms=50,
+        work_ms=50, pooler=fault_pooler,
     ) as c:  # fmt: skip
         live = start(c, ["s00", "s01"])
         c.wait_balanced(live, 10)
@@ -694,7 +701,7 @@ def test_scale_from_2_to_20_workers_and_back(fault_server: OwnedPgServer, tmp_pa
 
 # -- 9 ------------------------------------------------------------------------------------------
 def test_database_outage_longer_than_the_timeout(
-    fault_server: OwnedPgServer, tmp_path: Path
+    fault_server: OwnedPgServer, fault_pooler: Any, tmp_path: Path
 ) -> None:
     """Six workers; the server is stopped for 5 s (the timeout is 2 s).
 
@@ -713,6 +720,7 @@ def test_database_outage_longer_than_the_timeout(
         tokens=TOKENS,
         work_ms=10,
         timing=timing,
+        pooler=fault_pooler,
     ) as c:
         procs = start(c, [f"w{i}" for i in range(workers)])
         c.wait_balanced(procs, 10)

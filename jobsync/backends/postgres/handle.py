@@ -19,7 +19,14 @@ from psycopg import errors as pg_errors
 from jobsync.backends import _checks as checks
 from jobsync.backends.postgres import queries
 from jobsync.backends.postgres import schema as S
-from jobsync.backends.postgres.session import LOCK_TIMEOUT_MS, Conn, Session, conninfo
+from jobsync.backends.postgres.session import (
+    LOCK_TIMEOUT_MS,
+    POOLER_HINT,
+    Conn,
+    Session,
+    conninfo,
+)
+from jobsync.backends.url import POOLERS
 from jobsync.core.errors import (
     BackendError,
     BackendUnavailable,
@@ -38,6 +45,11 @@ _SCHEMA_ERRORS = (
     pg_errors.UndefinedFunction,
     pg_errors.InvalidSchemaName,
 )
+_PREPARED_ERRORS = (pg_errors.InvalidSqlStatementName, pg_errors.DuplicatePreparedStatement)
+"""What a transaction pooler does to prepared statements of a session-mode client."""
+DEFAULT_POLL_INTERVAL = 1.0
+"""Seconds between two reads of a site's change signal by a pooled handle waiting
+for a change (``wait_for_change``), across calls."""
 
 
 def translate(exc: psycopg.Error, verb: str | None = None) -> JobSyncError:
@@ -49,6 +61,11 @@ def translate(exc: psycopg.Error, verb: str | None = None) -> JobSyncError:
         )
     if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
         return BackendUnavailable(f"PostgreSQL unavailable: {exc}")
+    if isinstance(exc, _PREPARED_ERRORS):
+        return BackendError(
+            f"PostgreSQL error {exc.sqlstate}: {exc}; a prepared statement vanished or "
+            f"already exists, as happens behind a transaction pooler: {POOLER_HINT}"
+        )
     if isinstance(exc, _SCHEMA_ERRORS):
         return SchemaError(f"jobsync schema missing or damaged: {exc}")
     return BackendError(f"PostgreSQL error {exc.sqlstate or ''}: {exc}".replace("  ", " "))
@@ -92,10 +109,15 @@ class _Handle:
         application_name: str | None = None,
         migrate: bool = True,
         lock_timeout: float = LOCK_TIMEOUT_MS / 1000,
+        pooler: str = "none",
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
         """``lock_timeout``: seconds any statement of this handle may wait on a row
         lock before the verb raises LockTimeout (PostgreSQL's ``lock_timeout``,
-        whole milliseconds, at least one)."""
+        whole milliseconds, at least one).  ``pooler``: ``"transaction"`` behind a
+        transaction pooler (no session state; ``wait_for_change`` polls the site's
+        change signal every ``poll_interval`` seconds instead of LISTENing), else
+        ``"none"``."""
         if not isinstance(dsn, str):
             raise InvalidArgument(f"dsn must be a string, got {dsn!r}")
         if not isinstance(client, str):
@@ -108,12 +130,21 @@ class _Handle:
         if application_name is not None and not isinstance(application_name, str):
             raise InvalidArgument(f"application_name must be a string, got {application_name!r}")
         app = application_name if application_name is not None else (client or "jobsync")
+        if pooler not in POOLERS:
+            raise InvalidArgument(f"pooler must be one of {', '.join(POOLERS)}, got {pooler!r}")
+        self.pooler = pooler
+        self.poll_interval = checks.seconds("poll_interval", poll_interval)
+        self._signals: dict[str, str] = {}
+        self._polled: dict[str, float] = {}
         self._migrate = bool(migrate)
         self._schema_ready = False
         self._q: Queries = {}
         self._channels: dict[str, str] = {}
         self._session = Session(
-            connection_info(dsn, app[:63], timeout), self._on_connect, self.lock_timeout_ms
+            connection_info(dsn, app[:63], timeout),
+            self._on_connect,
+            self.lock_timeout_ms,
+            pooled=pooler == "transaction",
         )
         with self._session.lock:
             try:

@@ -10,6 +10,8 @@ writer does.
 from __future__ import annotations
 
 import datetime
+import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -27,6 +29,7 @@ from jobsync.backends.postgres import rows as V
 from jobsync.backends.postgres.handle import Queries, _Handle, translate, unknown_site
 from jobsync.backends.postgres.session import Session
 from jobsync.core.errors import (
+    BackendUnavailable,
     ConfigMismatch,
     ConflictError,
     InvalidArgument,
@@ -207,8 +210,14 @@ class _Operations(_Handle):
         return counts
 
     def wait_for_change(self, site: str, timeout: float) -> bool:
+        """LISTEN/NOTIFY; behind a transaction pooler, a poll of the site row's
+        version (``SITE_SIGNAL``) at most once per ``poll_interval``, across
+        calls, so a caller waiting in short slices does not poll in a busy loop
+        (the first call on a site is its first touch)."""
         site = checks.site_name(site)
         wait = checks.seconds("timeout", timeout, allow_zero=True)
+        if self._session.pooled:
+            return self._poll_for_change(site, wait)
         channel = self._channel(site)
 
         def touch(s: Session, q: Queries) -> None:
@@ -223,6 +232,34 @@ class _Operations(_Handle):
             return self._session.wait(channel, wait)
         except psycopg.Error as exc:
             raise translate(exc) from exc
+
+    def _poll_for_change(self, site: str, wait: float) -> bool:
+        deadline = time.monotonic() + wait
+        counted = False
+
+        def read(s: Session, q: Queries) -> str:
+            row = s.execute(q["SITE_SIGNAL"], {"site": site}).fetchone()
+            if row is None:
+                raise unknown_site(site)
+            return str(row[0])
+
+        while True:
+            due = self._polled.get(site, -math.inf) + self.poll_interval
+            if site not in self._signals or time.monotonic() >= due:
+                signal = self._call("wait_for_change", None, read, count=not counted)
+                counted = True
+                self._polled[site] = time.monotonic()
+                seen = self._signals.setdefault(site, signal)
+                if signal != seen:
+                    self._signals[site] = signal
+                    return True
+                due = self._polled[site] + self.poll_interval
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._session.pause(min(due - time.monotonic(), remaining))
+            if self._session.closed:
+                raise BackendUnavailable("the PostgreSQL backend handle is closed")
 
     def now(self) -> float:
         def body(s: Session, q: Queries) -> float:

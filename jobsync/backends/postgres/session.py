@@ -19,12 +19,36 @@ channel is re-LISTENed and signalled, since notifications may have been lost.
 Before each use, input waiting on an idle connection is drained, which both
 delivers notifications and notices a server-side termination before a
 statement is sent, so that case reconnects without surfacing an error.
+
+Pooled sessions (``pooled=True``, the URL's ``jobsync_pooler=transaction``).
+Behind a transaction pooler (PgBouncer's ``pool_mode = transaction``) each
+transaction may run on another server connection, so nothing may outlive a
+transaction: no LISTEN (``listen`` does nothing; the backend polls instead),
+no session settings (``lock_timeout`` and ``idle_in_transaction_session_timeout``
+are set with ``set_config(..., true)`` at the start of every transaction), no
+prepared statements (``prepare`` is ignored, psycopg's automatic preparation
+is off).  A single statement travels as ``BEGIN; settings; statement;
+COMMIT`` in one pipeline with one Sync: still one round trip, and one server
+transaction, so the pooler hands the client one server connection for it.
+
+Detecting a pooler.  A direct session's ``pg_backend_pid()`` is the process id
+the server announced at connect (``conn.info.backend_pid``); a pooler answers
+the client's startup itself, with an id of its own.  A session that is not
+pooled compares the two in its first statement (no extra round trip): if they
+differ, it counts ``pooler_suspected`` and logs (once per process and address)
+what to set.
+A session-mode pooler needs nothing; only a transaction pooler does, and the
+wire does not say which, so the library warns rather than switches.  After
+the fact, a prepared statement that vanished or already exists (SQLSTATE 26000,
+42P05) is what a transaction pooler does to a session-mode client: the
+backend's error names the setting (``handle.translate``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import math
 import os
 import random
@@ -41,6 +65,8 @@ from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from jobsync.core.errors import BackendUnavailable
+
+log = logging.getLogger("jobsync.postgres")
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 Cursor = psycopg.Cursor[tuple[Any, ...]]
@@ -66,6 +92,12 @@ KEEPALIVES = {
 }
 """Defaults for a dead peer to be noticed within about 20 s, idle or not (a DSN's
 own settings win)."""
+POOLER_HINT = (
+    "if it pools by transaction (PgBouncer pool_mode = transaction), add "
+    "jobsync_pooler=transaction to the URL (or set SYNC_SQL_POOLER=transaction)"
+)
+_warned_pooler: set[str] = set()
+"""Where a pooler was reported already (one warning per process and address)."""
 
 
 def conninfo(dsn: str, application_name: str, connect_timeout: float) -> str:
@@ -86,9 +118,14 @@ class Session:
         conninfo: str,
         on_connect: Callable[[Session, Conn], None],
         lock_timeout_ms: int = LOCK_TIMEOUT_MS,
+        *,
+        pooled: bool = False,
     ) -> None:
         self._conninfo = conninfo
         self.lock_timeout_ms = lock_timeout_ms
+        self.pooled = pooled
+        """Behind a transaction pooler: no state outlives a transaction."""
+        self._in_transaction = False
         # Weak, like the notify handler below: no reference cycle keeps an
         # abandoned handle (a crashed worker's) alive, and __del__ closes it.
         self._on_connect: Callable[[], Callable[[Session, Conn], None] | None] = (
@@ -98,6 +135,7 @@ class Session:
         """Held for every statement (or transaction) on the connection."""
         self._conn: Conn | None = None
         self._closed = False
+        self._closing = threading.Event()
         self._failures = 0
         self._retry_at = 0.0
         self._stats_lock = threading.Lock()
@@ -149,6 +187,8 @@ class Session:
         each costs one).
         """
         conn = self._live()
+        if self.pooled:
+            return self._execute_pooled(conn, query, params, binary)
         needs_prepare = prepare and query not in self._prepared
         if needs_prepare or self._pending:
             if self._pipelines:
@@ -173,6 +213,33 @@ class Session:
         self.count("round_trips")
         return conn.execute(query, params, prepare=prepare or None, binary=binary)
 
+    def _execute_pooled(self, conn: Conn, query: bytes, params: Any, binary: bool) -> Cursor:
+        """One round trip that leaves nothing behind on the server connection.
+
+        Inside ``transaction`` a statement goes as it is (the transaction's
+        first pipeline set its settings); ``BEGIN`` carries the settings;
+        any other statement is its own transaction with them.
+        """
+        self.count("round_trips")
+        if self._in_transaction:
+            return conn.execute(query, params, binary=binary)
+        begin = query == b"BEGIN"
+        try:
+            with conn.pipeline():
+                cur = conn.execute(b"BEGIN")
+                conn.execute(_LOCAL_SETTINGS, self._settings())
+                if not begin:
+                    cur = conn.execute(query, params, binary=binary)
+                    conn.execute(b"COMMIT")
+        except BaseException:
+            if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                self._rollback()
+            raise
+        return cur
+
+    def _settings(self) -> tuple[str, str]:
+        return (str(IDLE_IN_TRANSACTION_TIMEOUT_MS), str(self.lock_timeout_ms))
+
     def _live(self) -> Conn:
         """The connection a verb opened with ``connection()``; never a silent reconnect
         in the middle of a verb (its transaction would be lost)."""
@@ -181,8 +248,9 @@ class Session:
         return self._conn
 
     def listen(self, channel: str) -> None:
-        """LISTEN on ``channel`` from the next statement on, also after reconnects."""
-        if channel not in self._channels:
+        """LISTEN on ``channel`` from the next statement on, also after reconnects
+        (never in a pooled session: the caller polls)."""
+        if not self.pooled and channel not in self._channels:
             self._channels.add(channel)
             self._pending.append(channel)
 
@@ -216,12 +284,16 @@ class Session:
         """
         self.flush()
         self.execute(b"BEGIN")
+        self._in_transaction = True
         try:
-            yield
-        except BaseException:
-            self._rollback()
-            raise
-        self.execute(b"COMMIT")
+            try:
+                yield
+            except BaseException:
+                self._rollback()
+                raise
+            self.execute(b"COMMIT")
+        finally:
+            self._in_transaction = False
 
     def _rollback(self) -> None:
         conn = self._conn
@@ -242,10 +314,19 @@ class Session:
             self._wake()
 
     def close(self) -> None:
+        self._closing.set()
         with self.lock:
             self._closed = True
             self.drop()
         self._wake()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def pause(self, seconds: float) -> None:
+        """Sleep without the lock; ``close`` cuts it short."""
+        self._closing.wait(max(0.0, seconds))
 
     def count(self, key: str) -> None:
         with self._stats_lock:
@@ -353,17 +434,18 @@ class Session:
     def _connect(self) -> Conn:
         conn: Conn = psycopg.connect(self._conninfo, autocommit=True)
         # Only the hot single statements are prepared, explicitly, so that
-        # ``round_trips`` counts exactly what goes over the wire.
-        conn.prepare_threshold = 2**31
+        # ``round_trips`` counts exactly what goes over the wire; a pooled
+        # session prepares nothing.
+        conn.prepare_threshold = None if self.pooled else 2**31
         self._prepared.clear()
+        self._in_transaction = False
         try:
             self.count("connects")
-            self.count("round_trips")
-            conn.execute(
-                "SELECT set_config('idle_in_transaction_session_timeout', %s, false), "
-                "set_config('lock_timeout', %s, false)",
-                (str(IDLE_IN_TRANSACTION_TIMEOUT_MS), str(self.lock_timeout_ms)),
-            )
+            if not self.pooled:
+                self.count("round_trips")
+                row = conn.execute(_SESSION_SETTINGS, self._settings()).fetchone()
+                if row is not None and row[2] != conn.info.backend_pid:
+                    self._suspect_pooler(conn, int(row[2]))
             on_connect = self._on_connect()
             if on_connect is None:
                 raise BackendUnavailable("the PostgreSQL backend handle is gone")
@@ -380,6 +462,20 @@ class Session:
             self._wake()
         return conn
 
+    def _suspect_pooler(self, conn: Conn, server_pid: int) -> None:
+        self.count("pooler_suspected")
+        where = f"{conn.info.host}:{conn.info.port}"
+        if where not in _warned_pooler:
+            _warned_pooler.add(where)
+            log.warning(
+                "the PostgreSQL connection to %s goes through a connection pooler (the "
+                "server process %d is not the process %d announced at connect); %s",
+                where,
+                server_pid,
+                conn.info.backend_pid,
+                POOLER_HINT,
+            )
+
     def __del__(self) -> None:
         """An abandoned handle (never closed) closes its connection quietly."""
         conn = getattr(self, "_conn", None)
@@ -390,6 +486,16 @@ class Session:
             if fd is not None:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+
+
+_SESSION_SETTINGS = (
+    b"SELECT set_config('idle_in_transaction_session_timeout', %s, false), "
+    b"set_config('lock_timeout', %s, false), pg_backend_pid()"
+)
+_LOCAL_SETTINGS = (
+    b"SELECT set_config('idle_in_transaction_session_timeout', %s, true), "
+    b"set_config('lock_timeout', %s, true)"
+)
 
 
 def _weak_handler(session: Session) -> Callable[[psycopg.Notify], None]:
