@@ -13,6 +13,7 @@ Every error the library raises on purpose is a ``JobSyncError``::
     |   +-- InvalidTaskId                      task id that cannot be canonicalised
     +-- ConfigError (also ValueError)          configuration that cannot work
     |   +-- ConfigMismatch                     differs from the site's stored constants
+    |   +-- InvalidURL (also InvalidArgument)  a backend URL that cannot be parsed
     +-- BackendError                           the storage layer failed
     |   +-- BackendUnavailable                 transient: retried with backoff
     |   |   +-- LockTimeout                    a row stayed locked past the lock timeout
@@ -74,6 +75,11 @@ class ConfigMismatch(ConfigError):
     """A Job's total_tokens or hash function differ from the site's stored ones."""
 
 
+class InvalidURL(ConfigError, InvalidArgument):
+    """A backend URL (or libpq connection string) that cannot be parsed or has an
+    unknown option; both a ``ConfigError`` and an ``InvalidArgument``."""
+
+
 class BackendError(JobSyncError):
     """The storage layer failed in a way that is not the caller's input."""
 
@@ -127,6 +133,7 @@ __all__ = [
     "InvalidPattern",
     "InvalidTaskId",
     "InvalidTokenCount",
+    "InvalidURL",
     "JobSyncError",
     "LockTimeout",
     "NodeNameConflict",

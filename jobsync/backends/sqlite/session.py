@@ -35,6 +35,7 @@ from jobsync.backends.sqlite import rows as R
 from jobsync.backends.sqlite import schema
 from jobsync.backends.sqlite.rows import Row
 from jobsync.core.errors import (
+    BackendError,
     BackendUnavailable,
     ConflictError,
     InvalidArgument,
@@ -72,6 +73,9 @@ class _Session:
         if C.seconds("poll_interval", poll_interval) > MAX_POLL_INTERVAL:
             raise InvalidArgument(f"poll_interval must be at most 0.2 s, got {poll_interval!r}")
         self.path, self.client = os.fspath(path), client
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if self.path != ":memory:" and not os.path.isdir(folder):  # permanent: no retry
+            raise BackendError(f"SQLite: no folder {folder!r} for the database {self.path!r}")
         self._clock, self._poll_interval, self._busy = clock, float(poll_interval), busy
         self._lock = threading.RLock()  # the connection's; held for a whole transaction
         self._stats_lock = threading.Lock()  # the counters'; never held while waiting
