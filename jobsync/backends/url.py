@@ -26,6 +26,7 @@ is loaded only for PostgreSQL URLs.
 
 from __future__ import annotations
 
+import difflib
 import re
 import threading
 from typing import Any
@@ -34,7 +35,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import attrs
 
 from jobsync.backends.base import Backend
-from jobsync.core.errors import InvalidArgument
+from jobsync.core.errors import InvalidArgument, InvalidURL
 
 _stores: dict[str, object] = {}
 _stores_lock = threading.Lock()
@@ -72,13 +73,15 @@ class BackendURL:
 
 
 def parse_url(url: object, *, term: str = "backend URL") -> BackendURL:
-    """Take a backend URL apart, or raise InvalidArgument naming it (redacted).
+    """Take a backend URL apart, or raise InvalidURL (a ConfigError and an
+    InvalidArgument) naming it, redacted.  A PostgreSQL URL is also checked
+    the way libpq will read it, so a bad one fails here and not at connect.
 
     ``term`` is what the caller's users call the URL in error messages (the
     command line's ``--dsn`` says "DSN").
     """
     if not isinstance(url, str) or "://" not in url:
-        raise InvalidArgument(
+        raise InvalidURL(
             f"a {term} must look like memory://NAME, sqlite:///path/to/file.db or "
             f"postgresql://user@host/db, got {redact(repr(url))}"
         )
@@ -89,12 +92,12 @@ def parse_url(url: object, *, term: str = "backend URL") -> BackendURL:
     if scheme == "sqlite":
         path = url[len("sqlite:///") :] if url.lower().startswith("sqlite:///") else ""
         if not path:
-            raise InvalidArgument(
+            raise InvalidURL(
                 f"a SQLite {term} needs a path (sqlite:///path/to/file.db), got {redact(repr(url))}"
             )
         return BackendURL(scheme="sqlite", path=path)
     if scheme in ("postgresql", "postgres"):
-        dsn, options = _split_options(url)
+        dsn, options = _split_options(url, term)
         ms = options.get("lock_timeout")
         poll = options.get("poll_interval")
         return BackendURL(
@@ -106,7 +109,7 @@ def parse_url(url: object, *, term: str = "backend URL") -> BackendURL:
             pooler=pooler_mode("URL option jobsync_pooler", options.get("pooler", "none")),
             poll_interval=None if poll is None else _milliseconds("jobsync_poll_interval", poll),
         )
-    raise InvalidArgument(f"unknown {term} scheme {scheme!r} in {redact(repr(url))}")
+    raise InvalidURL(f"unknown {term} scheme {scheme!r} in {redact(repr(url))}")
 
 
 def open_backend(url: str, client: str = "") -> Backend:
@@ -162,15 +165,25 @@ def redact(text: object) -> str:
     return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", out)
 
 
-def _split_options(url: str) -> tuple[str, dict[str, str]]:
+def _split_options(url: str, term: str = "backend URL") -> tuple[str, dict[str, str]]:
     """A PostgreSQL URL without jobsync's query options, and those options (unprefixed)."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise InvalidURL(f"not a valid {term}: {exc}: {redact(repr(url))}") from None
     query = parse_qsl(parts.query, keep_blank_values=True)
     options: dict[str, str] = {}
     kept: list[tuple[str, str]] = []
     for key, value in query:
         if key in _OPTIONS:
             options[key.removeprefix("jobsync_")] = value
+        elif key.lower().startswith("jobsync"):
+            close = difflib.get_close_matches(key, _OPTIONS, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise InvalidURL(
+                f"unknown jobsync option {key!r} in the {term}{hint}; "
+                f"the options are {', '.join(_OPTIONS)}"
+            )
         else:
             kept.append((key, value))
     # quote, not quote_plus: libpq does not decode "+" as a space.
@@ -179,7 +192,20 @@ def _split_options(url: str) -> tuple[str, dict[str, str]]:
         # urlunsplit drops an empty authority ("postgresql:///db?host=/run/pg"
         # would lose its "//"), which libpq then cannot parse.
         dsn = f"{parts.scheme}://" + dsn[len(parts.scheme) + 1 :]
+    _check_libpq(dsn, term)
     return dsn, options
+
+
+def _check_libpq(dsn: str, term: str) -> None:
+    """Parse ``dsn`` as libpq will (a bad escape, an unknown query parameter)."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        conninfo_to_dict(dsn)
+    except ProgrammingError as exc:
+        detail = " ".join(str(exc).split())
+        raise InvalidURL(f"not a valid PostgreSQL {term}: {redact(detail)}") from None
 
 
 def pooler_mode(what: str, value: str) -> str:
@@ -194,7 +220,7 @@ def _milliseconds(option: str, value: str) -> float:
     """A URL option of whole milliseconds (at least 1), as seconds."""
     text = value.strip()
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 2**31 - 1:
-        raise InvalidArgument(
+        raise InvalidURL(
             f"URL option {option} must be a whole number of milliseconds between 1 and "
             f"{2**31 - 1}, got {value!r}"
         )

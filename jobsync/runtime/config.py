@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import quote
 
 import attrs
 
 from jobsync.core.errors import ConfigError
 from jobsync.core.hashing import DEFAULT_HASH, DEFAULT_TOTAL_TOKENS, HASH_FUNCTIONS
+from jobsync.runtime.legacy import LEGACY_FIELDS, translate_legacy
 
 
 def _positive(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
@@ -51,6 +53,11 @@ def _hash_name(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
         raise ConfigError(f"hash_function must be one of {known}, got {value!r}")
 
 
+def _legacy(validator: Callable[..., None] | None = None) -> Any:
+    """An original jobsync field: not compared, not shown, None once built."""
+    return attrs.field(default=None, validator=validator, repr=False, eq=False)
+
+
 @attrs.frozen(kw_only=True)
 class CoordinationConfig:
     """How a site's nodes coordinate.  Every time is in seconds.
@@ -59,6 +66,8 @@ class CoordinationConfig:
     ``ack_timeout_sec`` to 2 x the heartbeat interval; ``settle_window_sec``
     to one heartbeat interval.  ``rebalance_check_interval_sec`` only bounds
     the fallback reconciliation read: it never delays reaction to a change.
+    The original jobsync's fields are accepted with a ``DeprecationWarning`` or
+    refused with a ``ConfigError`` naming the replacement (``runtime/legacy.py``).
     """
 
     total_tokens: int = attrs.field(default=DEFAULT_TOTAL_TOKENS, validator=_total_tokens)
@@ -72,8 +81,32 @@ class CoordinationConfig:
     drain_timeout_sec: float = attrs.field(default=10.0, validator=_positive)
     callback_timeout_sec: float = attrs.field(default=5.0, validator=_positive)
     enabled: bool = True
+    # The original jobsync's fields (runtime/legacy.py): deprecated or refused,
+    # and None on every built config.
+    token_refresh_steady_interval_sec: float | None = _legacy(_optional_positive)
+    token_refresh_initial_interval_sec: float | None = _legacy()
+    dead_node_check_interval_sec: float | None = _legacy()
+    health_check_interval_sec: float | None = _legacy()
+    leader_lock_timeout_sec: float | None = _legacy()
+    stale_leader_lock_age_sec: float | None = _legacy()
+    stale_rebalance_lock_age_sec: float | None = _legacy()
+    token_distribution_timeout_sec: float | None = _legacy()
+    locks_enabled: bool | None = _legacy()
+    minimum_nodes: int | None = _legacy()
+    host: str | None = _legacy()
+    port: int | None = _legacy()
+    dbname: str | None = _legacy()
+    user: str | None = _legacy()
+    password: str | None = _legacy()
+    appname: str | None = _legacy()
 
     def __attrs_post_init__(self) -> None:
+        given = {name: getattr(self, name) for name in LEGACY_FIELDS}
+        if any(value is not None for value in given.values()):
+            cap = translate_legacy(given, self.rebalance_check_interval_sec, stacklevel=5)
+            object.__setattr__(self, "rebalance_check_interval_sec", cap)
+            for name in LEGACY_FIELDS:
+                object.__setattr__(self, name, None)
         margin = self.margin
         needed = 2 * self.heartbeat_interval_sec + margin
         if self.heartbeat_timeout_sec < needed:
@@ -142,24 +175,24 @@ _ENV_NAMES = {
 
 
 def _env_int(env: Mapping[str, str], var: str) -> int:
-    raw = env[var]
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{var} must be an integer, got {raw!r}") from None
-    if value < 1:
-        raise ConfigError(f"{var} must be positive, got {raw!r}")
-    return value
+    return int(_env_number(env, var, int, "integer"))
 
 
 def _env_seconds(env: Mapping[str, str], var: str) -> float:
+    return _env_number(env, var, float, "number of seconds")
+
+
+def _env_number(
+    env: Mapping[str, str], var: str, parse: Callable[[str], float], kind: str
+) -> float:
+    """A positive finite number from ``var``, or ConfigError naming it."""
     raw = env[var]
     try:
-        value = float(raw.strip())
+        value = parse(raw.strip())
     except ValueError:
-        raise ConfigError(f"{var} must be a number of seconds, got {raw!r}") from None
+        raise ConfigError(f"{var} must be a positive {kind}, got {raw!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{var} must be a positive number of seconds, got {raw!r}")
+        raise ConfigError(f"{var} must be a positive {kind}, got {raw!r}")
     return value
 
 

@@ -64,7 +64,7 @@ import psycopg
 from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from jobsync.core.errors import BackendUnavailable
+from jobsync.core.errors import BackendError, BackendUnavailable
 
 log = logging.getLogger("jobsync.postgres")
 
@@ -171,6 +171,10 @@ class Session:
             self._failures += 1
             delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (self._failures - 1))
             self._retry_at = time.monotonic() + delay * random.uniform(0.5, 1.0)
+            if permanent_connect_failure(exc):
+                raise BackendError(
+                    f"cannot connect to PostgreSQL, and retrying will not help: {exc}"
+                ) from exc
             raise BackendUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
         self._failures = 0
         self._retry_at = 0.0
@@ -507,3 +511,24 @@ def _weak_handler(session: Session) -> Callable[[psycopg.Notify], None]:
             target._on_notify(notify)
 
     return handler
+
+
+_PERMANENT = (
+    "authentication failed",  # password, ident, peer, ...
+    "no pg_hba.conf entry",
+    "no password supplied",
+    "invalid port number",
+    "invalid integer value",
+)
+
+
+def permanent_connect_failure(exc: Exception) -> bool:
+    """A connection attempt the same settings will never turn into a success: the
+    login or the database name is wrong (the server says so in its FATAL message,
+    which carries no SQLSTATE to the client).  A refused port, a timeout or a host
+    name that does not resolve stay transient: a database starting beside its
+    workers looks exactly like that."""
+    text = str(exc)
+    if "FATAL" in text and "does not exist" in text:  # database "x" / role "x"
+        return True
+    return any(marker in text for marker in _PERMANENT)
