@@ -67,9 +67,10 @@ def eventually(predicate: Callable[[], object], timeout: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def populated(path: Path) -> Iterator[Site]:
-    """Two live workers (w1 the elder), a lock pinning 'special' to w2, ten tasks done."""
-    url = f"sqlite:///{path}"
+def populated(path: Path, url: str | None = None) -> Iterator[Site]:
+    """Two live workers (w1 the elder), a lock pinning 'special' to w2, ten tasks done;
+    on the SQLite file ``path`` unless ``url`` names another database."""
+    url = url or f"sqlite:///{path}"
     with contextlib.ExitStack() as stack:
         jobs = {}
         for name in ("w1", "w2"):
