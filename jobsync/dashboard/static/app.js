@@ -175,7 +175,7 @@ function membership(entry) {
   const parts = [];
   if (joined.length) parts.push("joined: " + joined.join(", "));
   if (left.length) parts.push("gone: " + left.join(", "));
-  return parts.join("; ") || "same members: " + (entry.nodes_after.join(", ") || "(none)");
+  return parts.join("; ") || "members unchanged (a lock or a hand-off): " + (entry.nodes_after.join(", ") || "(none)");
 }
 
 function drawTimeline(doc) {
