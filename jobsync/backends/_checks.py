@@ -24,6 +24,7 @@ from jobsync.backends.base import (
     PlanCommit,
     Revoke,
 )
+from jobsync.core.capacity import validate_capacity
 from jobsync.core.errors import InvalidArgument, InvalidLock, InvalidTaskId
 from jobsync.core.patterns import validate_node_name, validate_pattern
 
@@ -295,6 +296,25 @@ def process_id(value: object) -> str:
     if not isinstance(value, str) or "\x00" in value or len(value) > 200:
         raise InvalidArgument(
             f"process must be a string of at most 200 characters without NUL, got {value!r}"
+        )
+    return value
+
+
+def capacity(value: object) -> float:
+    """A node's capacity: a finite number from 0.001 to 1e6 (``jobsync.core.capacity``)."""
+    return validate_capacity(value)
+
+
+def drain_duration(value: object) -> float | None:
+    """How long a drain lasts: positive finite seconds, or None for until undrained."""
+    return None if value is None else seconds("drain duration", value)
+
+
+def drain_note(value: object) -> str:
+    """Who drained a node and why: a string without NUL, at most 500 characters."""
+    if not isinstance(value, str) or "\x00" in value or len(value) > 500:
+        raise InvalidArgument(
+            f"drain note must be a string of at most 500 characters without NUL, got {value!r}"
         )
     return value
 

@@ -175,8 +175,13 @@ class CoordinationBackend(Protocol):
         *,
         process: str = "",
         known: int | None = None,
+        capacity: float = 1.0,
     ) -> Registration:
         """Register ``name`` as a new incarnation (``last_heartbeat`` = now, state active).
+
+        ``capacity`` is stored in the row (``jobsync.core.capacity`` validates
+        it); an operator's drain on the name's row carries over to the new
+        incarnation (``rules.takeover``).
 
         ``process`` identifies the calling process (an opaque string, the same
         for every registration one process makes; stored in the row).  The
@@ -201,6 +206,12 @@ class CoordinationBackend(Protocol):
         (SUPERSEDED), so an older process can never supersede a newer one by
         registering late.
         """
+        ...
+
+    def set_capacity(self, site: str, name: str, incarnation: int, capacity: float) -> bool:
+        """Store ``capacity`` in this incarnation's row and bump the counter (the leader
+        plans the new split).  False, writing nothing, if the row holds another
+        incarnation or none; True without a bump if the capacity is already that."""
         ...
 
     def heartbeat(self, site: str, name: str, incarnation: int) -> Heartbeat:
@@ -404,7 +415,8 @@ class CoordinationBackend(Protocol):
 
 @runtime_checkable
 class OperatorBackend(Protocol):
-    """The verbs operators' tools call (the command line): sites, history, pruning."""
+    """The verbs operators' tools call (the command line): sites, history, pruning,
+    planned maintenance."""
 
     def list_sites(self) -> tuple[str, ...]:
         """The names of every site in the store, sorted (for operators' views)."""
@@ -420,6 +432,26 @@ class OperatorBackend(Protocol):
 
     def read_history(self, site: str, limit: int = 50) -> tuple[HistoryRecord, ...]:
         """The latest rebalances, newest first."""
+        ...
+
+    def set_drain(
+        self,
+        site: str,
+        name: str,
+        drained: bool,
+        *,
+        duration: float | None = None,
+        note: str = "",
+    ) -> NodeRecord | None:
+        """Planned maintenance: drain the node ``name`` (or undrain it, ``drained`` False).
+
+        Draining records ``drained_at`` = now (backend clock), ``drain_until``
+        = now + ``duration`` (None: until undrained) and ``note`` (who and why)
+        in the name's row, whatever incarnation holds it; undraining clears
+        all three.  Bumps the counter, so the leader plans the node to zero
+        tokens (or its share back).  Returns the row as written, or None
+        (nothing written) if the site has no row for ``name``.
+        """
         ...
 
     def prune(self, site: str, older_than: float, batch_size: int = 10_000) -> Mapping[str, int]:

@@ -140,8 +140,12 @@ def takeover(
     now: float,
     process: str = "",
     known: int | None = None,
+    capacity: float = 1.0,
 ) -> NodeRecord:
     """The row a registration writes over ``old`` (the name's current row, if any).
+
+    The new row has ``capacity``; an operator's drain on ``old`` carries over
+    (planned maintenance outlasts a restart while the name's row exists).
 
     Raises NodeNameConflict when ``known`` (the caller's last incarnation) is
     older than ``old``'s and ``old`` belongs to another process.
@@ -166,7 +170,22 @@ def takeover(
         state=NODE_ACTIVE,
         fence_until=fence,
         process=process,
+        capacity=capacity,
+        drained_at=None if old is None else old.drained_at,
+        drain_until=None if old is None else old.drain_until,
+        drain_note="" if old is None else old.drain_note,
     )
+
+
+def drain(row: NodeRecord, now: float, duration: float | None, note: str) -> NodeRecord:
+    """``row`` drained from ``now``: for ``duration`` seconds, or until undrained (None)."""
+    until = None if duration is None else now + duration
+    return attrs.evolve(row, drained_at=now, drain_until=until, drain_note=note)
+
+
+def undrain(row: NodeRecord) -> NodeRecord:
+    """``row`` with no drain."""
+    return attrs.evolve(row, drained_at=None, drain_until=None, drain_note="")
 
 
 class Hold(enum.Enum):

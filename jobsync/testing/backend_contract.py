@@ -34,6 +34,7 @@ from collections.abc import Iterator
 import pytest
 
 from jobsync.backends.base import Backend
+from jobsync.testing._contract_capacity import CapacityContract, DrainContract
 from jobsync.testing._contract_claims import ClaimContract
 from jobsync.testing._contract_handoff import HandoffContract
 from jobsync.testing._contract_locks import LockContract
@@ -61,6 +62,8 @@ class BackendContract(
     LockContract,
     MaintenanceContract,
     SafetyContract,
+    CapacityContract,
+    DrainContract,
 ):
     """Every contract test; subclass as ``Test...`` and provide a ``harness`` fixture."""
 

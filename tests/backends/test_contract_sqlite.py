@@ -26,6 +26,7 @@ from jobsync.backends.base import (
     TransactionalCompletion,
 )
 from jobsync.backends.sqlite import SQLiteBackend
+from jobsync.backends.sqlite.schema import SCHEMA_VERSION
 from jobsync.core.errors import BackendUnavailable, InvalidArgument, LockTimeout, SchemaError
 from jobsync.testing.backend_contract import BackendContract
 from jobsync.testing.clock import ManualClock
@@ -122,7 +123,7 @@ def test_the_file_is_in_wal_mode_with_the_monitoring_names(
         assert rows == [("a", harness.clock(), harness.clock())]
         tokens = conn.execute("SELECT token_id, node FROM sync_token ORDER BY token_id").fetchall()
         assert tokens == [(t, "a") for t in range(4)]
-        assert conn.execute("SELECT version FROM sync_schema").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM sync_schema").fetchall() == [(SCHEMA_VERSION,)]
     finally:
         conn.close()
     assert incarnation == 1

@@ -923,6 +923,8 @@ def test_a_version_1_schema_is_migrated_keeping_its_rows(
     db = open_backend("a", migrate=False)
     _, nodes = db.read_nodes(SITE)
     assert [(n.name, n.incarnation, n.process) for n in nodes] == [("old", 7, "")]
+    # version 3: the old row has the default capacity and no drain
+    assert (nodes[0].capacity, nodes[0].drained_at, nodes[0].drain_note) == (1.0, None, "")
     assert db.heartbeat(SITE, "old", 7).outcome is HeartbeatOutcome.RENEWED
     reg = db.register(SITE, "old", 60.0, process="p")
     assert reg.fence_until > 0  # the version-1 row's process ('') is never the caller's

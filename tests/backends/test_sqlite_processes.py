@@ -19,6 +19,7 @@ import pytest
 
 from jobsync.backends.base import ClaimRequest, DirectAssign, PlanCommit
 from jobsync.backends.sqlite import SQLiteBackend
+from jobsync.backends.sqlite.schema import SCHEMA_VERSION
 from jobsync.core.errors import ConflictError
 from tests.backends.test_sqlite_safety import SITE as V1_SITE
 from tests.backends.test_sqlite_safety import write_v1_file
@@ -155,7 +156,7 @@ def test_schema_creation_race_gives_one_schema(tmp_path: Path) -> None:
     assert len({r[2] for r in results}) == 1  # one site, created once
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("SELECT version FROM sync_schema").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM sync_schema").fetchall() == [(SCHEMA_VERSION,)]
         assert conn.execute("SELECT COUNT(*) FROM sync_site").fetchone() == (1,)
         assert conn.execute("SELECT COUNT(*) FROM sync_token").fetchone() == (64,)
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -170,7 +171,7 @@ def test_upgrade_race_on_a_version_1_file_upgrades_it_once(tmp_path: Path) -> No
     assert [r[2] for r in results] == [[("old", 7, "")]] * PROCESSES
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("SELECT version FROM sync_schema").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM sync_schema").fetchall() == [(SCHEMA_VERSION,)]
         columns = [row[1] for row in conn.execute("PRAGMA table_info(sync_node)")]
         assert columns.count("process") == 1
         assert conn.execute("SELECT COUNT(*) FROM sync_token").fetchone() == (4,)

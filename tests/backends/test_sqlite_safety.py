@@ -29,6 +29,7 @@ from jobsync.backends.base import (
     PlanCommit,
 )
 from jobsync.backends.sqlite import SQLiteBackend
+from jobsync.backends.sqlite.schema import SCHEMA_VERSION
 from jobsync.core.errors import (
     BackendUnavailable,
     InvalidArgument,
@@ -197,11 +198,11 @@ def statuses(db: SQLiteBackend) -> dict[str, str]:
 
 
 # -- schema version 2 and the upgrade in place ---------------------------------------
-def test_a_fresh_file_is_at_version_2_with_the_process_column(
+def test_a_fresh_file_is_at_the_current_version_with_the_process_column(
     db: SQLiteBackend, path: Path
 ) -> None:
     db.register(SITE, "a", 60.0, process="host:1234:abc")
-    assert raw(path, "SELECT version FROM sync_schema") == [(2,)]
+    assert raw(path, "SELECT version FROM sync_schema") == [(SCHEMA_VERSION,)]
     assert raw(path, "SELECT name, process FROM sync_node") == [("a", "host:1234:abc")]
     columns = {row[1]: row for row in raw(path, "PRAGMA table_info(sync_node)")}
     assert columns["process"][2:5] == ("TEXT", 1, "''")  # type, NOT NULL, default
@@ -212,11 +213,13 @@ def test_a_version_1_file_upgrades_in_place_keeping_its_rows(
 ) -> None:
     write_v1_file(path, clock())
     db = handles()
-    assert raw(path, "SELECT version FROM sync_schema") == [(2,)]
+    assert raw(path, "SELECT version FROM sync_schema") == [(SCHEMA_VERSION,)]
     now, nodes = db.read_nodes(SITE)
     assert [(n.name, n.incarnation, n.state, n.process) for n in nodes] == [
         ("old", 7, NODE_ACTIVE, "")
     ]
+    # version 3: the old row has the default capacity and no drain
+    assert (nodes[0].capacity, nodes[0].drained_at, nodes[0].drain_note) == (1.0, None, "")
     assert nodes[0].is_live(now)
     view = db.read_cluster(SITE)
     assert view.nodes == nodes
@@ -229,8 +232,8 @@ def test_a_version_1_file_upgrades_in_place_keeping_its_rows(
     assert reg.incarnation == 8
     assert reg.fence_until == nodes[0].lease_expires
     assert raw(path, "SELECT incarnation, process FROM sync_node") == [(8, "p2")]
-    handles().close()  # a second open finds version 2 and changes nothing
-    assert raw(path, "SELECT version FROM sync_schema") == [(2,)]
+    handles().close()  # a second open finds the current version and changes nothing
+    assert raw(path, "SELECT version FROM sync_schema") == [(SCHEMA_VERSION,)]
 
 
 def test_an_old_file_is_read_by_an_old_handle_until_it_reopens(

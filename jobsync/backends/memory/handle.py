@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
+import attrs
+
 from jobsync.backends import _checks as checks
 from jobsync.backends.base import (
     AuditRecord,
@@ -33,6 +35,7 @@ from jobsync.backends.memory.records import ClaimKey
 from jobsync.backends.memory.site import SiteState
 from jobsync.backends.memory.transaction import MemoryTransaction
 from jobsync.backends.settle import HERE, Settlement, SettleVerbs
+from jobsync.core import rules
 from jobsync.core.errors import BackendUnavailable, InvalidArgument
 from jobsync.core.hashing import validate_hash_function, validate_total_tokens
 
@@ -43,6 +46,19 @@ _T = TypeVar("_T")
 
 _LOCAL_VERBS = frozenset({"wait_for_change", "now"})
 """``_settle`` outside any user transaction (``None`` is a connection it refuses)."""
+
+
+def _update_node(
+    state: SiteState, name: str, change: Callable[[NodeRecord], NodeRecord | None]
+) -> NodeRecord | None:
+    """Store ``change(row)`` as the name's row (None: no row, or ``change`` declined);
+    bump the counter if the row changed."""
+    row = state.nodes.get(name)
+    new = None if row is None else change(row)
+    if new is not None and new != row:
+        state.nodes[name] = new
+        state.bump()
+    return new
 
 
 class _HandleCore:
@@ -191,12 +207,26 @@ class _SiteVerbs(_HandleCore):
         *,
         process: str = "",
         known: int | None = None,
+        capacity: float = 1.0,
     ) -> Registration:
         self._begin("register")
         site, name = checks.site_name(site), checks.node_name(name)
         lease = checks.seconds("lease_timeout", lease_timeout)
         who, last = checks.process_id(process), checks.known_incarnation(known)
-        return self._run(site, lambda s, now: s.register(name, lease, now, who, last))
+        cap = checks.capacity(capacity)
+        return self._run(
+            site, lambda s, now: s.register(name, lease, now, process=who, known=last, capacity=cap)
+        )
+
+    def set_capacity(self, site: str, name: str, incarnation: int, capacity: float) -> bool:
+        self._begin("set_capacity")
+        site, name, inc = self._member(site, name, incarnation)
+        cap = checks.capacity(capacity)
+
+        def change(row: NodeRecord) -> NodeRecord | None:
+            return attrs.evolve(row, capacity=cap) if row.incarnation == inc else None
+
+        return self._run(site, lambda s, _: _update_node(s, name, change)) is not None
 
     def heartbeat(self, site: str, name: str, incarnation: int) -> Heartbeat:
         self._begin("heartbeat")
@@ -288,6 +318,26 @@ class _SiteVerbs(_HandleCore):
         self._begin("read_history")
         site, count = checks.site_name(site), checks.integer("limit", limit, minimum=1)
         return self._run(site, lambda s, _: s.read_history(count))
+
+    def set_drain(
+        self,
+        site: str,
+        name: str,
+        drained: bool,
+        *,
+        duration: float | None = None,
+        note: str = "",
+    ) -> NodeRecord | None:
+        self._begin("set_drain")
+        site, name = checks.site_name(site), checks.node_name(name)
+        until, text = checks.drain_duration(duration), checks.drain_note(note)
+
+        def run(state: SiteState, now: float) -> NodeRecord | None:
+            if drained:
+                return _update_node(state, name, lambda row: rules.drain(row, now, until, text))
+            return _update_node(state, name, rules.undrain)
+
+        return self._run(site, run)
 
     def prune(self, site: str, older_than: float, batch_size: int = 10_000) -> Mapping[str, int]:
         self._begin("prune")

@@ -319,7 +319,14 @@ class SiteState(_RecordVerbs):
 
     # -- membership -----------------------------------------------------------
     def register(
-        self, name: str, lease: float, now: float, process: str = "", known: int | None = None
+        self,
+        name: str,
+        lease: float,
+        now: float,
+        *,
+        process: str = "",
+        known: int | None = None,
+        capacity: float = 1.0,
     ) -> Registration:
         row = rules.takeover(
             self.nodes.get(name),
@@ -330,6 +337,7 @@ class SiteState(_RecordVerbs):
             now=now,
             process=process,
             known=known,
+            capacity=capacity,
         )
         self.next_incarnation += 1
         self.nodes[name] = row

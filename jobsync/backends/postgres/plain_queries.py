@@ -105,11 +105,38 @@ PRUNE_HISTORY = """WITH d AS (
     RETURNING 1)
 SELECT count(*) FROM d"""
 
+# -- the planner's inputs in a node row: capacity and an operator's drain -------------
+
+# The node's own incarnation only; (row held, capacity changed).
+SET_CAPACITY = """WITH old AS (
+    SELECT n.capacity FROM {node} n
+    WHERE n.site = %(site)s AND n.name = %(name)s AND n.incarnation = %(inc)s FOR UPDATE),
+upd AS (
+    UPDATE {node} n SET capacity = %(capacity)s FROM old
+    WHERE n.site = %(site)s AND n.name = %(name)s AND old.capacity <> %(capacity)s RETURNING 1)
+SELECT EXISTS (SELECT 1 FROM old), EXISTS (SELECT 1 FROM upd)"""
+
+# Whatever incarnation holds the name; a NULL duration drains until undrained.
+# Returns the row as READ_NODES reads it, and whether anything changed.
+SET_DRAIN = """WITH old AS (
+    SELECT n.drained_at FROM {node} n WHERE n.site = %(site)s AND n.name = %(name)s FOR UPDATE)
+UPDATE {node} n SET
+    drained_at = CASE WHEN %(drained)s THEN clock_timestamp() END,
+    drain_until = CASE WHEN %(drained)s
+        THEN clock_timestamp() + %(duration)s::float8 * interval '1 second' END,
+    drain_note = CASE WHEN %(drained)s THEN %(note)s::text ELSE '' END
+FROM old WHERE n.site = %(site)s AND n.name = %(name)s
+RETURNING n.name, n.incarnation, @EPOCH:n.created_on@, @EPOCH:n.last_heartbeat@,
+    n.lease_timeout, n.state, coalesce(@EPOCH:n.fence_until@, 0), n.process, n.capacity,
+    @EPOCH:n.drained_at@, @EPOCH:n.drain_until@, n.drain_note,
+    %(drained)s OR old.drained_at IS NOT NULL"""
+
 # -- plain reads ------------------------------------------------------------------
 
 READ_NODES = """SELECT @EPOCH:clock_timestamp()@, s.site IS NOT NULL, n.name, n.incarnation,
     @EPOCH:n.created_on@, @EPOCH:n.last_heartbeat@, n.lease_timeout, n.state,
-    coalesce(@EPOCH:n.fence_until@, 0), n.process
+    coalesce(@EPOCH:n.fence_until@, 0), n.process, n.capacity, @EPOCH:n.drained_at@,
+    @EPOCH:n.drain_until@, n.drain_note
 FROM (SELECT 1) AS one LEFT JOIN {site} s ON s.site = %(site)s
 LEFT JOIN {node} n ON n.site = s.site"""
 
@@ -141,11 +168,5 @@ FROM {site} s LEFT JOIN {audit} a ON a.site = s.site AND a.date = %(date)s
 WHERE s.site = %(site)s"""
 
 SITE_EXISTS = "SELECT 1 FROM {site} WHERE site = %(site)s"
-
-# A pooled handle's change signal: every statement that notifies the site's
-# channel also updates its site row, and an UPDATE writes a new row version
-# (a new xmin) even when no value changes (a plan that moved nothing).
-# Heartbeats and claims never write the site row.
-SITE_SIGNAL = "SELECT xmin::text FROM {site} WHERE site = %(site)s"
 
 NOW = "SELECT @EPOCH:clock_timestamp()@"

@@ -130,14 +130,15 @@ f AS (
     FROM o),
 ins AS (
     INSERT INTO {node} AS n (site, name, created_on, last_heartbeat, lease_timeout, incarnation,
-        state, fence_until, process)
+        state, fence_until, process, capacity)
     SELECT %(site)s, %(name)s, t.ts, t.ts, %(lease)s, %(inc)s, 'active', f.fence,
-        %(process)s::text
+        %(process)s::text, %(capacity)s::float8
     FROM t, f WHERE NOT f.refused
     ON CONFLICT (site, name) DO UPDATE SET created_on = excluded.created_on,
         last_heartbeat = excluded.last_heartbeat, lease_timeout = excluded.lease_timeout,
         incarnation = excluded.incarnation, state = 'active',
-        fence_until = excluded.fence_until, process = excluded.process
+        fence_until = excluded.fence_until, process = excluded.process,
+        capacity = excluded.capacity
     RETURNING @EPOCH:n.created_on@ AS at, coalesce(@EPOCH:n.fence_until@, 0) AS fence)
 SELECT f.refused, f.held, ins.at, ins.fence, (SELECT pg_notify(%(channel)s, 'join') FROM ins)
 FROM f LEFT JOIN ins ON true"""
@@ -234,7 +235,8 @@ SELECT @EPOCH:t.ts@, s.site, s.total_tokens, s.hash_function, s.generation, s.ch
     s.plan_basis, @EPOCH:s.created_at@,
     (SELECT json_agg(json_build_array(n.name, n.incarnation, @EPOCH:n.created_on@,
         @EPOCH:n.last_heartbeat@, n.lease_timeout, n.state,
-        coalesce(@EPOCH:n.fence_until@, 0), n.process)) FROM {node} n WHERE n.site = s.site),
+        coalesce(@EPOCH:n.fence_until@, 0), n.process, n.capacity, @EPOCH:n.drained_at@,
+        @EPOCH:n.drain_until@, n.drain_note)) FROM {node} n WHERE n.site = s.site),
     (SELECT json_agg(json_build_array(l.task_key, l.token_id, l.patterns, l.reason,
         l.created_by, @EPOCH:l.created_at@, @EPOCH:l.expires_at@))
         FROM {lock} l WHERE l.site = s.site AND (l.expires_at IS NULL OR l.expires_at > t.ts)),

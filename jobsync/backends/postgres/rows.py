@@ -53,6 +53,10 @@ def node(row: Sequence[Any]) -> NodeRecord:
         state=row[5],
         fence_until=float(row[6]),
         process=row[7],
+        capacity=float(row[8]),
+        drained_at=None if row[9] is None else float(row[9]),
+        drain_until=None if row[10] is None else float(row[10]),
+        drain_note=row[11],
     )
 
 

@@ -17,7 +17,9 @@ Tables (prefix ``sync_`` by default):
   backwards across a restart.
 - ``node``: one row per node name (``name``, ``created_on``,
   ``last_heartbeat`` as timestamptz, so the README's monitoring SQL works;
-  ``process``, the registering process's identity, since version 2).
+  ``process``, the registering process's identity, since version 2;
+  ``capacity`` and an operator's drain, ``drained_at``, ``drain_until`` (NULL:
+  until undrained) and ``drain_note``, since version 3).
   Heartbeats update only ``last_heartbeat`` (no index on it) and the table
   has a low fillfactor, so they are HOT updates.
 - ``token``: one row per token (``token_id``, ``node``, incarnation, epoch,
@@ -40,7 +42,7 @@ from jobsync.core.errors import InvalidArgument, SchemaError
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The version this library's code expects."""
 
 MIGRATION_LOCK_TIMEOUT_MS = 2_000
@@ -183,9 +185,18 @@ _V2 = [
     """ALTER TABLE {node} ADD COLUMN process text NOT NULL DEFAULT ''""",
 ]
 
+_V3 = [
+    """ALTER TABLE {node} ADD COLUMN capacity double precision NOT NULL DEFAULT 1
+        CHECK (capacity > 0)""",
+    """ALTER TABLE {node} ADD COLUMN drained_at timestamptz""",
+    """ALTER TABLE {node} ADD COLUMN drain_until timestamptz""",
+    """ALTER TABLE {node} ADD COLUMN drain_note text NOT NULL DEFAULT ''""",
+]
+
 MIGRATIONS: tuple[tuple[int, str, list[str]], ...] = (
     (1, "sites, nodes, tokens, locks, history, audit", _V1),
     (2, "node process identity", _V2),
+    (3, "node capacity and drain", _V3),
 )
 
 _INDEXES = (

@@ -10,6 +10,10 @@ locks the whole file for a write, so ``deregister`` never skips a claim row.
 
 from __future__ import annotations
 
+import sqlite3
+
+import attrs
+
 from jobsync.backends import _checks as C
 from jobsync.backends.base import (
     NODE_ACTIVE,
@@ -58,22 +62,27 @@ class _Membership(_Session):
 
     def register(
         self, site: str, name: str, lease_timeout: float, *, process: str = "",
-        known: int | None = None,
+        known: int | None = None, capacity: float = 1.0,
     ) -> Registration:  # fmt: skip
         C.site_name(site)
         C.node_name(name)
         lease = C.seconds("lease_timeout", lease_timeout)
         process = C.process_id(process)
         known = C.known_incarnation(known)
+        capacity = C.capacity(capacity)
         with self._tx("register") as conn:
             info, now = self._site(conn, site), self._clock()
             incarnation = info[R.INCARNATIONS] + 1
             node = rules.takeover(
                 self._nodes(conn, site).get(name), site=site, name=name,
                 incarnation=incarnation, lease=lease, now=now, process=process, known=known,
+                capacity=capacity,
             )  # fmt: skip
             fence = node.fence_until
-            row = (site, name, incarnation, now, now, lease, NODE_ACTIVE, fence, process)
+            row = (
+                site, name, incarnation, now, now, lease, NODE_ACTIVE, fence, process, capacity,
+                node.drained_at, node.drain_until, node.drain_note,
+            )  # fmt: skip
             conn.execute(Q.UPSERT_NODE, row)
             conn.execute(Q.TAKE_INCARNATION, (site, incarnation))
             conn.execute(Q.BUMP, (site,))
@@ -81,6 +90,47 @@ class _Membership(_Session):
             incarnation=incarnation, registered_at=now, change_counter=info[R.COUNTER] + 1,
             fence_until=fence,
         )  # fmt: skip
+
+    def set_capacity(self, site: str, name: str, incarnation: int, capacity: float) -> bool:
+        self._member(site, name, incarnation)
+        cap = C.capacity(capacity)
+        return self._change_node("set_capacity", site, name, incarnation, capacity=cap)
+
+    def set_drain(
+        self, site: str, name: str, drained: bool, *, duration: float | None = None,
+        note: str = "",
+    ) -> NodeRecord | None:  # fmt: skip
+        C.site_name(site)
+        C.node_name(name)
+        until, text = C.drain_duration(duration), C.drain_note(note)
+        with self._tx("set_drain") as conn:
+            self._site(conn, site)
+            node = self._nodes(conn, site).get(name)
+            if node is None:
+                return None
+            new = rules.drain(node, self._clock(), until, text) if drained else rules.undrain(node)
+            self._write_plan_inputs(conn, site, node, new)
+            return new
+
+    def _change_node(
+        self, verb: str, site: str, name: str, incarnation: int, *, capacity: float
+    ) -> bool:
+        with self._tx(verb) as conn:
+            self._site(conn, site)
+            node = self._nodes(conn, site).get(name)
+            if node is None or node.incarnation != incarnation:
+                return False
+            self._write_plan_inputs(conn, site, node, attrs.evolve(node, capacity=capacity))
+            return True
+
+    @staticmethod
+    def _write_plan_inputs(
+        conn: sqlite3.Connection, site: str, old: NodeRecord, new: NodeRecord
+    ) -> None:
+        if new != old:
+            params = (site, new.name, new.capacity, new.drained_at, new.drain_until)
+            conn.execute(Q.SET_NODE_PLAN_INPUTS, (*params, new.drain_note))
+            conn.execute(Q.BUMP, (site,))
 
     def heartbeat(self, site: str, name: str, incarnation: int) -> Heartbeat:
         self._member(site, name, incarnation)

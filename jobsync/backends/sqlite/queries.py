@@ -45,7 +45,12 @@ NEW_GENERATION = (
 TAKE_INCARNATION = "UPDATE sync_site SET incarnation_seq = ?2 WHERE site = ?1"
 UPSERT_NODE = (
     "INSERT OR REPLACE INTO sync_node (site, name, incarnation, created_on, last_heartbeat,"
-    " lease_timeout, state, fence_until, process) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " lease_timeout, state, fence_until, process, capacity, drained_at, drain_until,"
+    " drain_note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+SET_NODE_PLAN_INPUTS = (  # what an operator or the node itself changes: capacity and drain
+    "UPDATE sync_node SET capacity = ?3, drained_at = ?4, drain_until = ?5, drain_note = ?6"
+    " WHERE site = ?1 AND name = ?2"
 )
 RENEW = "UPDATE sync_node SET last_heartbeat = ?3 WHERE site = ?1 AND name = ?2"
 SET_STATE = "UPDATE sync_node SET state = ?3 WHERE site = ?1 AND name = ?2"

@@ -46,6 +46,7 @@ def node(row: Row) -> NodeRecord:
     return NodeRecord(
         name=row[0], incarnation=row[1], registered_at=row[2], last_heartbeat=row[3],
         lease_timeout=row[4], state=row[5], fence_until=row[6], process=row[7],
+        capacity=row[8], drained_at=row[9], drain_until=row[10], drain_note=row[11],
     )  # fmt: skip
 
 

@@ -17,7 +17,9 @@ created_on, last_heartbeat``; ``token_id, node``).  ``sync_site.signal``
 counts every change-counter bump and plan-basis update: the one value
 ``wait_for_change`` polls.  ``sync_site.epoch_floor`` is the epoch new token
 rows start at, so epochs never go backwards across ``reset_site``.
-``sync_node.process`` (version 2) is the registering process's identity.
+``sync_node.process`` (version 2) is the registering process's identity;
+``capacity`` and an operator's drain (``drained_at``, ``drain_until``,
+``drain_note``) are version 3.
 
 The ``*_COLUMNS`` lists are the column orders every statement (``queries``)
 selects and every row conversion (``rows``) reads.
@@ -33,7 +35,7 @@ from sqlite_utils import Database
 
 from jobsync.core.errors import SchemaError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The version this library's code expects: ``DDL`` plus every migration up to it."""
 MIN_SQLITE = (3, 24, 0)
 
@@ -80,6 +82,12 @@ DDL = (  # version 1; never edit it: append a migration instead
 MIGRATIONS: Mapping[int, tuple[str, ...]] = {
     # version -> the statements that take a file from version - 1 to it
     2: ("ALTER TABLE sync_node ADD COLUMN process TEXT NOT NULL DEFAULT ''",),
+    3: (
+        "ALTER TABLE sync_node ADD COLUMN capacity REAL NOT NULL DEFAULT 1",
+        "ALTER TABLE sync_node ADD COLUMN drained_at REAL",
+        "ALTER TABLE sync_node ADD COLUMN drain_until REAL",
+        "ALTER TABLE sync_node ADD COLUMN drain_note TEXT NOT NULL DEFAULT ''",
+    ),
 }
 
 SITE_COLUMNS = (
@@ -87,7 +95,8 @@ SITE_COLUMNS = (
     " signal, incarnation_seq, epoch_floor"
 )
 NODE_COLUMNS = (
-    "name, incarnation, created_on, last_heartbeat, lease_timeout, state, fence_until, process"
+    "name, incarnation, created_on, last_heartbeat, lease_timeout, state, fence_until, process,"
+    " capacity, drained_at, drain_until, drain_note"
 )
 TOKEN_COLUMNS = "token_id, node, incarnation, epoch, pending_to, pending_deadline"
 LOCK_COLUMNS = "task_key, token, patterns, reason, created_by, created_at, expires_at"
