@@ -9,10 +9,13 @@ commits are the ones predicted.
 from __future__ import annotations
 
 import contextlib
+import re
+import shlex
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import attrs
 import pytest
 
 from jobsync import Job, Task, token_for
@@ -209,3 +212,47 @@ def test_cockpit_commands_need_a_site_that_exists(
         for command in (["explain", "x"], ["plan"], ["dashboard", "--port", "0"]):
             result = run(capsys, *command, "--dsn", url, "--site", "nowhere")
             assert result.code == 2 and "site 'nowhere' does not exist" in result.err, command
+
+
+# -- the operator guide's examples ----------------------------------------------------------
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "OPERATOR_GUIDE.md"
+VARYING = re.compile(r"(incarnation|epoch|generation) \d+|\d{4}-\d\d-\d\d")
+
+
+@contextlib.contextmanager
+def guide_site(url: str) -> Iterator[dict[str, Job]]:
+    """The guide's scene: worker-01 (with three locks), worker-02 and gpu-01, 1,000 tokens,
+    two tasks done, one in progress."""
+    config = attrs.evolve(FAST, total_tokens=1000)
+    with contextlib.ExitStack() as stack:
+        jobs: dict[str, Job] = {}
+        for name in ("worker-01", "worker-02", "gpu-01"):
+            job = Job(name, "production", url, coordination_config=config, handle_sigterm=False)
+            jobs[name] = stack.enter_context(job)
+            if name == "worker-01":
+                job.register_lock("render-7", ["gpu-%"], reason="needs a GPU")
+                job.register_lock("report-9", ["eu-%", "worker-%"], reason="prefer the EU group")
+                job.register_lock("etl-eu", ["eu-%"], reason="EU data stays in the EU")
+        eventually(lambda: jobs["gpu-01"].can_claim_task(Task("render-7")))
+        for task in ("render-7", "report-9", "order-1002"):
+            eventually(lambda: any(j.can_claim_task(Task(task)) for j in jobs.values()))
+            job = next(j for j in jobs.values() if j.can_claim_task(Task(task)))
+            assert job.add_task(Task(task))
+            if task != "order-1002":
+                assert job.complete(Task(task))
+        yield jobs
+
+
+def test_the_operator_guide_shows_what_the_commands_print(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    examples = re.findall(
+        r"```text\n\$ (jobsync (?:explain|plan) [^\n]*)\n(.*?)\n```", GUIDE.read_text(), re.S
+    )
+    assert len(examples) == 3
+    url = f"sqlite:///{tmp_path / 'guide.db'}"
+    with guide_site(url):
+        for command, shown in examples:
+            result = run(capsys, *shlex.split(command)[1:], "--dsn", url)
+            assert result.code == 0, result.err
+            assert VARYING.sub("#", result.out.rstrip()) == VARYING.sub("#", shown), command
