@@ -8,14 +8,23 @@ reply may have been lost is retried as a registration, with the process
 identity and the last incarnation this node knows.  ``Node``
 (``runtime/node.py``) calls ``start``, ``reregister`` and ``heartbeat`` from
 its step; this class keeps what only membership needs.
+
+Continuity (``jobsync.core.continuity``): each renewal is checked against the
+highest state this node has seen (the server's timeline, when the backend
+reports one, and the site's counters).  A break (a promotion, or counters
+gone back after a failover that lost commits) fences the node and keeps its
+lease unpublished for one heartbeat timeout, so it answers False until every
+lease granted on the lost history has ended; then it claims from a fresh read.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 from jobsync.backends.base import Heartbeat, HeartbeatOutcome
+from jobsync.core import continuity
 from jobsync.core.errors import BackendUnavailable, NodeNameConflict
 from jobsync.core.lifecycle import NodeEvent, NodeState, transition
 from jobsync.runtime.agenda import NEVER
@@ -35,6 +44,8 @@ class Membership:
         self.known: int | None = None  # the latest incarnation register answered
         self.registering = False  # a registration failed transiently: retry it as one
         self.lapsed = False  # the local lease ran out before a heartbeat succeeded
+        self.lineage: continuity.Lineage | None = None  # the highest state seen
+        self.quarantine_until = -math.inf  # claims nothing before this (a continuity break)
 
     def start(self, now: float) -> None:
         node = self.node
@@ -91,6 +102,11 @@ class Membership:
             # The local lease ran out but the backend's had not: read our tokens again.
             self.lapsed = False
             node.agenda.want(REFRESH, reason="lease renewed after it lapsed")
+        if self.quarantined(sent_at):
+            return  # nothing is published: answer False until the quarantine ends
+        if self.quarantine_until > -math.inf:
+            self.quarantine_until = -math.inf
+            node.agenda.want(REFRESH, reason="the continuity quarantine ended")
         node.publisher.renew(sent_at + cfg.heartbeat_timeout_sec - cfg.margin)
 
     def heartbeat(self, now: float) -> None:
@@ -108,10 +124,41 @@ class Membership:
         elif beat.outcome is HeartbeatOutcome.EXPIRED:
             self.expired(now)
         else:
+            self.check_continuity(now, beat)
             self.renewed(now)
             if (beat.change_counter, beat.plan_basis) != node.seen:
                 node.agenda.want(REFRESH, reason="the heartbeat saw a change")
             self.after_renewal(now, beat)
+
+    def quarantined(self, now: float) -> bool:
+        return now < self.quarantine_until
+
+    def check_continuity(self, now: float, beat: Heartbeat) -> None:
+        """Keep the highest state seen; on a break, fence and quarantine (see above)."""
+        node = self.node
+        timeline = getattr(node.backend, "timeline", None)
+        observed = continuity.Lineage(
+            timeline=timeline() if callable(timeline) else None,
+            change_counter=beat.change_counter,
+            plan_basis=beat.plan_basis,
+        )
+        why = continuity.broken(self.lineage, observed)
+        if why is None:
+            self.lineage = continuity.advanced(self.lineage, observed)
+            return
+        self.lineage = observed
+        cfg = node.config
+        self.quarantine_until = continuity.quarantine_end(now, cfg.heartbeat_timeout_sec)
+        node.publisher.fence()
+        node.stats["continuity_breaks"] = node.stats.get("continuity_breaks", 0) + 1
+        node.agenda.want(REFRESH, reason="the database lost or replaced history")
+        node.agenda.want(LEAD, reason="the database lost or replaced history")
+        log.warning(
+            "node %s: %s; claiming nothing for %.1f s (one heartbeat timeout)",
+            node.name,
+            why,
+            cfg.heartbeat_timeout_sec,
+        )
 
     def after_renewal(self, now: float, beat: Heartbeat) -> None:
         """Notice a peer's death, which bumps no counter, and schedule the next look."""

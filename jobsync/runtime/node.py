@@ -331,7 +331,11 @@ class Node:
         claimable = {
             t: e for t, e in zip(owned.tokens, owned.epochs, strict=True) if t not in owned.pending
         }
-        if self.state in CLAIMING and not self._drain_requested:
+        if (
+            self.state in CLAIMING
+            and not self._drain_requested
+            and not self.membership.quarantined(now)
+        ):
             self.publisher.tokens(inc, claimable)
         if owned.pending:
             self._acknowledge(owned.pending, dict(zip(owned.tokens, owned.epochs, strict=True)))

@@ -316,11 +316,15 @@ class Cluster:
         site: str = "faults",
         schema: str | None = None,
         pooler: Any = None,
+        log_files: bool = False,
     ) -> None:
         """``pooler``: a ``tests.support.pgbouncer.PgBouncer`` in front of ``dsn``;
         workers then reach jobsync's tables through it in pooled mode
         (``jobsync_pooler=transaction``), while their own connection (which
-        psycopg would prepare statements on) and the log stay direct."""
+        psycopg would prepare statements on) and the log stay direct.
+        ``log_files``: PostgreSQL workers log ownership to files, not to the
+        database under test (a failover that loses commits would lose log
+        entries too, and with them the checker's evidence)."""
         if (dsn is None) == (sqlite_path is None):
             raise ValueError("give exactly one of dsn (PostgreSQL) or sqlite_path")
         self.workdir = workdir
@@ -334,6 +338,7 @@ class Cluster:
         self.site = site
         self.schema = schema or f"it_{uuid.uuid4().hex[:12]}"
         self.pooler = pooler
+        self.log_files = log_files
         self.procs: list[Proc] = []
         self.faults: list[Fault] = []
         self.proxies: list[TcpProxy] = []
@@ -546,9 +551,15 @@ class Cluster:
         info = _dsn_parts(dsn)
         user = info.get("user", "postgres")
         auth = user + (":" + info["password"] if info.get("password") else "")
+        hosts = info.get("host", "127.0.0.1").split(",")
+        ports = info.get("port", "5432").split(",")
+        netloc = ",".join(f"{h}:{p}" for h, p in zip(hosts, ports, strict=True))  # multi-host
+        extra = "".join(
+            f"&{key}={info[key]}" for key in ("target_session_attrs",) if key in info
+        )
         return (
-            f"postgresql://{auth}@{info.get('host', '127.0.0.1')}:{info.get('port', 5432)}/"
-            f"{info.get('dbname', 'postgres')}?jobsync_schema={self.schema}"
+            f"postgresql://{auth}@{netloc}/"
+            f"{info.get('dbname', 'postgres')}?jobsync_schema={self.schema}{extra}"
         )
 
     def spawn(
@@ -595,6 +606,8 @@ class Cluster:
                 cfg["url"] = self._url(self.pooler.dsn) + POOLED
             cfg["app_dsn"] = self.dsn if app_direct else route
             cfg["log"] = {"kind": "postgres", "dsn": self.dsn}
+            if self.log_files:
+                cfg["log"]["path"] = str(self.workdir / f"log-{self._seq}.jsonl")
         else:
             assert self.sqlite_path is not None
             cfg["url"] = f"sqlite:///{self.sqlite_path}"
@@ -724,7 +737,7 @@ class Cluster:
 
     # -- reading what the workers logged -----------------------------------------------
     def entries(self) -> list[dict[str, Any]]:
-        if self.backend == "postgres":
+        if self.backend == "postgres" and not self.log_files:
             rows = self.query(
                 f"SELECT node, pid, kind, t, t_prev, tokens, added, removed, info "
                 f"FROM {self.table('ownership_log')} ORDER BY t, id"

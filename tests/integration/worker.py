@@ -111,7 +111,7 @@ class Log:
     def start(self) -> None:
         if self.cfg["log"]["kind"] == "postgres":
             self.offset = self._measure_offset()
-        else:
+        if "path" in self.cfg["log"]:  # PostgreSQL too, with Cluster(log_files=True)
             self._file = open(self.cfg["log"]["path"], "a", encoding="utf-8")  # noqa: SIM115
         self._thread.start()
 

@@ -217,6 +217,11 @@ class _Handle:
     def _member(self, site: str, name: str, incarnation: int) -> tuple[str, str, int]:
         return checks.site_name(site), checks.node_name(name), checks.incarnation(incarnation)
 
+    def timeline(self) -> str | None:
+        """The WAL timeline of the server this handle last connected to (None behind a
+        transaction pooler): the runtime's continuity check (``core/continuity.py``)."""
+        return self._session.timeline
+
     def statistics(self) -> Mapping[str, int]:
         return self._session.statistics()
 

@@ -125,6 +125,9 @@ class Session:
         self.lock_timeout_ms = lock_timeout_ms
         self.pooled = pooled
         """Behind a transaction pooler: no state outlives a transaction."""
+        self.timeline: str | None = None
+        """The server's WAL timeline when this session connected (None when pooled):
+        a promotion starts a new one (``jobsync.core.continuity``)."""
         self._in_transaction = False
         # Weak, like the notify handler below: no reference cycle keeps an
         # abandoned handle (a crashed worker's) alive, and __del__ closes it.
@@ -450,6 +453,7 @@ class Session:
                 row = conn.execute(_SESSION_SETTINGS, self._settings()).fetchone()
                 if row is not None and row[2] != conn.info.backend_pid:
                     self._suspect_pooler(conn, int(row[2]))
+                self.timeline = None if row is None else row[3]
             on_connect = self._on_connect()
             if on_connect is None:
                 raise BackendUnavailable("the PostgreSQL backend handle is gone")
@@ -494,7 +498,9 @@ class Session:
 
 _SESSION_SETTINGS = (
     b"SELECT set_config('idle_in_transaction_session_timeout', %s, false), "
-    b"set_config('lock_timeout', %s, false), pg_backend_pid()"
+    b"set_config('lock_timeout', %s, false), pg_backend_pid(), "
+    b"CASE WHEN pg_is_in_recovery() THEN NULL "
+    b"ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END"
 )
 _LOCAL_SETTINGS = (
     b"SELECT set_config('idle_in_transaction_session_timeout', %s, true), "
