@@ -132,10 +132,13 @@ GRAPH = {name: _edges(name, path) for name, path in MODULES.items()}
 # Who may import whom, by layer (the first two components of a module's name).
 FORBIDDEN = {
     "jobsync.core": {"jobsync.backends", "jobsync.runtime", "jobsync.cli", "jobsync.sim",
-                     "jobsync.testing", "jobsync.errors", "jobsync.dashboard"},
+                     "jobsync.testing", "jobsync.errors", "jobsync.dashboard", "jobsync.upgrade"},
     "jobsync.backends": {"jobsync.runtime", "jobsync.cli", "jobsync.sim", "jobsync.testing",
-                         "jobsync.dashboard"},
-    "jobsync.runtime": {"jobsync.cli", "jobsync.sim", "jobsync.testing", "jobsync.dashboard"},
+                         "jobsync.dashboard", "jobsync.upgrade"},
+    "jobsync.runtime": {"jobsync.cli", "jobsync.sim", "jobsync.testing", "jobsync.dashboard",
+                        "jobsync.upgrade"},
+    "jobsync.upgrade": {"jobsync.runtime", "jobsync.cli", "jobsync.sim", "jobsync.testing",
+                        "jobsync.dashboard"},
     "jobsync.cli": {"jobsync.sim", "jobsync.testing"},
     "jobsync.dashboard": {"jobsync.sim", "jobsync.testing", "jobsync.runtime"},
     "jobsync.sim": {"jobsync.cli", "jobsync.testing", "jobsync.dashboard"},

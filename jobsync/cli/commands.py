@@ -373,13 +373,24 @@ def migrate(args: argparse.Namespace) -> int:
     url = resolve_url(args.dsn)
     target = parse_dsn(url)
     if target.scheme == "postgresql":
-        from jobsync.backends import postgres
+        from jobsync import upgrade
+        from jobsync.runtime.config import Settings
 
-        schema, prefix = target.schema, target.prefix
-        result = postgres.migrate(target.dsn, schema=schema, prefix=prefix)
-        before, after = result["from"], result["to"]
-        change = f"{before} -> {after}" if before != after else f"already at {after}"
-        print(f"PostgreSQL schema {schema!r}, table prefix {prefix!r}: version {change}")
+        coordination = Settings().coordination  # the workers' token count and hash
+        upgrade.migrate(
+            target.dsn,
+            schema=target.schema,
+            prefix=target.prefix,
+            site=args.site,
+            total_tokens=coordination.total_tokens,
+            hash_function=coordination.hash_function,
+            original_timeout=args.original_timeout,
+            timezone=args.timezone,
+            dry_run=args.dry_run,
+        )
+        return 0
+    if args.dry_run:
+        print(f"SQLite: would create or upgrade the schema in {target.path!r}")
         return 0
     backend = open_cli_backend(url, create=True)  # SQLite creates its schema on open
     backend.close()

@@ -153,7 +153,34 @@ def _maintenance(
     site: argparse.ArgumentParser,
     out: argparse.ArgumentParser,
 ) -> None:
-    p = sub.add_parser("migrate", parents=[conn], help="create or upgrade the schema")
+    p = sub.add_parser(
+        "migrate",
+        parents=[conn],
+        help="create or upgrade the schema, or upgrade from the original jobsync",
+    )
+    p.add_argument(
+        "--site",
+        help="where the original jobsync's locks and audit go (the site the new workers "
+        "use); needed only when its tables are found",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print what it would do and change nothing"
+    )
+    p.add_argument(
+        "--original-timeout",
+        type=_positive_float,
+        default=15.0,
+        metavar="SECONDS",
+        help="the original workers' heartbeat_timeout_sec: an original worker counts as "
+        "live while its heartbeat is younger (default 15)",
+    )
+    p.add_argument(
+        "--timezone",
+        default="US/Eastern",
+        metavar="ZONE",
+        help="the zone the original 1.1 layout's zone-less times are in (default "
+        "US/Eastern, the original's SYNC_SQL_TIMEZONE default)",
+    )
     p.set_defaults(handler=commands.migrate)
 
     p = sub.add_parser(
@@ -232,6 +259,16 @@ def _yes(p: argparse.ArgumentParser) -> None:
 
 MAX_INT = 2**63 - 1
 """The largest number an option takes: a 64-bit integer, as both databases store it."""
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:

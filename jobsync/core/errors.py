@@ -17,7 +17,9 @@ Every error the library raises on purpose is a ``JobSyncError``::
     +-- BackendError                           the storage layer failed
     |   +-- BackendUnavailable                 transient: retried with backoff
     |   |   +-- LockTimeout                    a row stayed locked past the lock timeout
+    |   |   +-- HandoverPending                original jobsync workers are still live
     |   +-- SchemaError                        the database schema is not what we need
+    |       +-- OriginalSchemaFound            the original jobsync's tables are in the way
     +-- ConflictError                          an optimistic write lost its race
     +-- NodeNameConflict                       a newer incarnation took this node's name
     +-- IllegalTransition                      a lifecycle event not allowed in a state
@@ -102,6 +104,16 @@ class SchemaError(BackendError):
     """The database schema is missing, newer than this library, or damaged."""
 
 
+class OriginalSchemaFound(SchemaError):
+    """The database holds the original jobsync's tables (PyPI ``jobsync`` 1.x) where
+    this library's would go; the message names the command that upgrades it."""
+
+
+class HandoverPending(BackendUnavailable):
+    """An upgrade from the original jobsync is armed and original workers still
+    heartbeat: new workers claim nothing until the last one stops or times out."""
+
+
 class ConflictError(JobSyncError):
     """An optimistic compare-and-set lost: what it read changed before it wrote."""
 
@@ -125,6 +137,7 @@ __all__ = [
     "ConfigMismatch",
     "ConflictError",
     "DuplicateNodeName",
+    "HandoverPending",
     "IllegalTransition",
     "InvalidArgument",
     "InvalidHashFunction",
@@ -138,5 +151,6 @@ __all__ = [
     "LockTimeout",
     "NodeNameConflict",
     "NotLeader",
+    "OriginalSchemaFound",
     "SchemaError",
 ]

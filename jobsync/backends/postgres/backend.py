@@ -67,6 +67,7 @@ from collections.abc import Mapping
 import psycopg
 
 from jobsync.backends import _checks as checks
+from jobsync.backends.postgres import original
 from jobsync.backends.postgres import schema as S
 from jobsync.backends.postgres.claims import _Claims
 from jobsync.backends.postgres.handle import connection_info, translate
@@ -90,7 +91,7 @@ def migrate(
     info = connection_info(dsn, "jobsync-migrate", timeout)
     try:
         with psycopg.connect(info, autocommit=True) as conn:
-            return S.apply_migrations(conn, schema, prefix)
+            return S.apply_migrations(conn, schema, prefix, upgrade=original.take_over)
     except psycopg.Error as exc:
         raise translate(exc) from exc
 

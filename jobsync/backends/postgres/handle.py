@@ -17,7 +17,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from jobsync.backends import _checks as checks
-from jobsync.backends.postgres import queries
+from jobsync.backends.postgres import original, queries
 from jobsync.backends.postgres import schema as S
 from jobsync.backends.postgres.session import (
     LOCK_TIMEOUT_MS,
@@ -161,8 +161,9 @@ class _Handle:
 
         if not self._schema_ready:
             if self._migrate:
-                S.apply_migrations(conn, self.schema, self.prefix, count)
+                S.apply_migrations(conn, self.schema, self.prefix, count, original.take_over)
             else:
+                original.refuse(conn, self.schema, self.prefix)
                 S.check_version(conn, self.schema, self.prefix, count)
             self._q = queries.render(conn, self.schema, self.prefix)
             self._schema_ready = True

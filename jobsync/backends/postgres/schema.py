@@ -217,6 +217,11 @@ def _format(template: str, schema: str, prefix: str) -> sql.Composed:
 
 
 Counter = Callable[[], None]
+Upgrade = Callable[[Conn, str, str], "Callable[[], None] | None"]
+"""A step run, with (conn, schema, prefix), inside the migrations' transaction
+under their advisory lock, before the tables are created; what it returns (if
+anything) runs after they are (``original.take_over``: the original jobsync's
+tables moved aside, then carried over)."""
 
 
 def _nothing() -> None:
@@ -237,14 +242,19 @@ def installed_version(conn: Conn, schema: str, prefix: str, count: Counter = _no
 
 
 def apply_migrations(
-    conn: Conn, schema: str, prefix: str, count: Counter = _nothing
+    conn: Conn,
+    schema: str,
+    prefix: str,
+    count: Counter = _nothing,
+    upgrade: Upgrade | None = None,
 ) -> Mapping[str, int]:
     """Bring (schema, prefix) to SCHEMA_VERSION on an autocommit connection.
 
     Returns ``{"from": version_before, "to": version_after}``, "before" as found
     under the lock (so of concurrent callers, one reports the upgrade).  Raises
     SchemaError if the database holds a newer version than this library knows.
-    ``count`` is called once per statement sent.
+    ``count`` is called once per statement sent; ``upgrade`` (see ``Upgrade``)
+    runs only when there is something to create.
     """
     validate_schema_name(schema)
     validate_prefix(prefix)
@@ -265,6 +275,7 @@ def apply_migrations(
         run("SET LOCAL lock_timeout = 0")
         run("SELECT pg_advisory_xact_lock(%s)", (advisory_key(schema, prefix),))
         run(f"SET LOCAL lock_timeout = {MIGRATION_LOCK_TIMEOUT_MS}")
+        carry = None if upgrade is None else upgrade(conn, schema, prefix)
         exists = run("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = %s", (schema,))
         if exists.fetchone() is None:
             run(_format("CREATE SCHEMA {schema}", schema, prefix))
@@ -289,6 +300,8 @@ def apply_migrations(
             for statement in statements:
                 run(_format(statement, schema, prefix))
             run(insert, (version, description))
+        if carry is not None:
+            carry()
     except BaseException:
         if not conn.closed and not conn.broken:
             run("ROLLBACK")
