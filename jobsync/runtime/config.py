@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import attrs
 
+from jobsync.core.capacity import DEFAULT_CAPACITY, MAX_CAPACITY, MIN_CAPACITY, validate_capacity
 from jobsync.core.errors import ConfigError
 from jobsync.core.hashing import DEFAULT_HASH, DEFAULT_TOTAL_TOKENS, HASH_FUNCTIONS
 from jobsync.runtime.legacy import LEGACY_FIELDS, translate_legacy
@@ -297,6 +298,21 @@ class Settings:
         explicit = env.get("SYNC_SQL_URL")
         url = explicit if explicit else self.database.url
         return _with_pooler(url, env.get("SYNC_SQL_POOLER"))
+
+    @property
+    def capacity(self) -> float:
+        """``SYNC_CAPACITY`` (default 1): this worker's share of tokens, in proportion
+        to the others' (``jobsync.core.capacity``); ConfigError naming a bad value."""
+        raw = self._env().get("SYNC_CAPACITY")
+        if raw is None:
+            return DEFAULT_CAPACITY
+        try:
+            return validate_capacity(float(raw.strip()), "SYNC_CAPACITY")
+        except ValueError:  # not a number, or out of range (InvalidArgument)
+            raise ConfigError(
+                f"SYNC_CAPACITY must be a finite number from {MIN_CAPACITY} to "
+                f"{MAX_CAPACITY:g}, got {raw!r}"
+            ) from None
 
     def reload(self) -> None:
         self._coordination = None

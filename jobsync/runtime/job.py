@@ -42,6 +42,7 @@ from jobsync.runtime.ledger import UNCERTAIN_LIMIT, ClaimLedger
 from jobsync.runtime.legacy import LegacyJobMethods
 from jobsync.runtime.locking import JobLocks, LockItem, LockMethods
 from jobsync.runtime.loop import Driver
+from jobsync.runtime.maintenance import CapacityMethods
 from jobsync.runtime.modes import Session
 from jobsync.runtime.node import Node
 from jobsync.runtime.options import job_options
@@ -62,12 +63,13 @@ __all__ = ["UNCERTAIN_LIMIT", "Job", "LockItem", "Task"]
 log = logging.getLogger("jobsync.job")
 
 
-class Job(LockMethods, ReportMethods, LegacyJobMethods):
+class Job(LockMethods, ReportMethods, LegacyJobMethods, CapacityMethods):
     """One worker of a site, used as a context manager.  See the README for the loop.
 
     The lock API is ``LockMethods`` (``runtime/locking.py``), what users read
     ``ReportMethods`` (``runtime/status.py``), the original jobsync's names
-    ``LegacyJobMethods`` (``runtime/legacy.py``)."""
+    ``LegacyJobMethods`` (``runtime/legacy.py``), capacity and planned
+    maintenance ``CapacityMethods`` (``runtime/maintenance.py``)."""
 
     def __init__(
         self,
@@ -88,12 +90,14 @@ class Job(LockMethods, ReportMethods, LegacyJobMethods):
         http_port: int | None = None,
         http_host: str = "127.0.0.1",
         db_connection: object = None,
+        capacity: float | None = None,
         _defences: Defences = PRODUCTION,
     ) -> None:
         """``db_connection`` (the original jobsync's argument) is handed back as
         ``job.connection`` for your queries; jobsync coordinates on a connection
-        of its own.  ``_defences`` is for jobsync's own tests of its defences;
-        never pass it."""
+        of its own.  ``capacity`` (default ``SYNC_CAPACITY`` with ``jobsync.config``,
+        else 1) sets this worker's share of tokens in proportion to the others'.
+        ``_defences`` is for jobsync's own tests of its defences; never pass it."""
         opts = job_options(
             node_name,
             site,
@@ -110,8 +114,10 @@ class Job(LockMethods, ReportMethods, LegacyJobMethods):
             http_port=http_port,
             http_host=http_host,
             defences=_defences,
+            capacity=capacity,
         )
         self._options = opts
+        self._capacity = opts.capacity
         self.name, self.site, self.observer = opts.name, opts.site, opts.observer
         self.config = opts.config
         self.health_server: HealthServer | None = None
@@ -207,6 +213,7 @@ class Job(LockMethods, ReportMethods, LegacyJobMethods):
             defences=opts.defences,
             on_rebalance=opts.on_rebalance,
             between_ticks=self._between_ticks,
+            capacity=self._capacity,
         )
         self._holder = node.publisher
         self._start_health()

@@ -12,6 +12,13 @@ left alone and the leader is told when to look again.  Who leads and what a
 holder is come from ``jobsync.core.rules`` (``oldest_live``, ``holding``), the
 same functions the backends judge by at commit.
 
+The planner's inputs from the node rows: each live active node's capacity
+(its share is proportional to it), and an operator's drain: a drained node
+stays live (it may lead) but is planned zero tokens, through the same fenced
+revoke and acknowledge as any move, until it is undrained or its drain runs
+out (the leader wakes then).  A plan that moves tokens off a drained node
+names the drain (who and why) in its history entry.
+
 Pure apart from the planner call: no I/O, no clock.  The node decides when to
 call it and sends what it returns.
 """
@@ -23,7 +30,7 @@ import attrs
 from jobsync.backends.base import ClusterView, DirectAssign, HistoryEntry, PlanCommit, Revoke
 from jobsync.core import rules
 from jobsync.core.locks import LockConflict, resolve_locks
-from jobsync.core.model import NODE_ACTIVE
+from jobsync.core.model import NODE_ACTIVE, NodeRecord
 from jobsync.core.planner import Plan, plan
 
 
@@ -52,14 +59,21 @@ def decide(
     leader = rules.oldest_live(view.nodes, now)
     if leader is None or leader.name != name or leader.incarnation != incarnation:
         return Decision(is_leader=False)
-    eligible = [n for n in view.nodes if rules.is_live(n, now) and n.state == NODE_ACTIVE]
+    live = [n for n in view.nodes if rules.is_live(n, now) and n.state == NODE_ACTIVE]
+    drained = [n for n in live if n.is_drained(now)]
+    eligible = [n for n in live if not n.is_drained(now)]
     current = {n.name: n.incarnation for n in eligible}
+    capacities = {n.name: n.capacity for n in eligible}
     resolved = resolve_locks(view.locks, now)
-    result = plan(view.site.total_tokens, view.tokens.owner, sorted(current), resolved.pins)
+    result = plan(
+        view.site.total_tokens, view.tokens.owner, sorted(current), resolved.pins, capacities
+    )
     assigns, revokes, wake, overdue = _writes(view, result, current)
     for lock in view.locks:
         if lock.expires_at is not None:
             wake = _earliest(wake, lock.expires_at)
+    for row in drained:
+        wake = _earliest(wake, row.drain_until)
     site = view.site
     commit: PlanCommit | None = None
     if assigns or revokes or site.plan_basis < site.change_counter:
@@ -67,7 +81,7 @@ def decide(
         if assigns or revokes:
             before = sorted({o for o in view.tokens.owner if o is not None})
             history = HistoryEntry(
-                trigger=trigger,
+                trigger=trigger + _drain_notes(drained, view.tokens.owner),
                 nodes_before=tuple(before),
                 nodes_after=tuple(sorted(current)),
                 moved=result.moved,
@@ -92,6 +106,17 @@ def decide(
         plan=result,
         conflicts=resolved.conflicts,
     )
+
+
+def _drain_notes(drained: list[NodeRecord], owners: tuple[str | None, ...]) -> str:
+    """``; drain NAME (NOTE)`` for each drained node that still holds tokens."""
+    holding = set(owners)
+    notes = [
+        f"; drain {row.name}" + (f" ({row.drain_note})" if row.drain_note else "")
+        for row in drained
+        if row.name in holding
+    ]
+    return "".join(notes)
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:

@@ -68,6 +68,7 @@ class Membership:
                 node.config.heartbeat_timeout_sec,
                 process=node.process,
                 known=self.known,
+                capacity=node.capacity,
             )
         except NodeNameConflict as exc:
             self.registering = False

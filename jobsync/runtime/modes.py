@@ -99,6 +99,7 @@ class Session:
         defences: Defences,
         on_rebalance: Callable[..., object] | None,
         between_ticks: Callable[[], None],
+        capacity: float = 1.0,
     ) -> Node:
         """Worker mode: create the site if new, then run ``locks`` (the lock
         provider's registrations) and write them, build the node and start the
@@ -120,6 +121,7 @@ class Session:
             self.config,
             plan_timer=self.clock.now,
             defences=defences,
+            capacity=capacity,
         )
         self.node = node
         if on_rebalance is not None:

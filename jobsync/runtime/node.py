@@ -122,11 +122,17 @@ class Node:
         plan_timer: Callable[[], float] | None = None,
         defences: Defences = PRODUCTION,
         process: str | None = None,
+        capacity: float = 1.0,
     ) -> None:
         """``process`` identifies the process this node runs in for ``register``
         (default: a fresh random identity, one per Node); the simulator passes
-        one per simulated process.  ``defences`` is for the simulator only."""
+        one per simulated process.  ``capacity`` is registered with every
+        incarnation (``set_capacity`` changes it).  ``defences`` is for the
+        simulator only."""
         self.backend = backend
+        self.capacity = capacity
+        self.drained = False  # an operator drained this node (its row, at the latest read)
+        self.held = 0  # tokens this incarnation held at the latest read
         self.defences = defences
         self.process = uuid.uuid4().hex if process is None else process
         self.site = site
@@ -199,6 +205,14 @@ class Node:
     @property
     def draining(self) -> bool:
         return self._drain_requested
+
+    @property
+    def maintenance(self) -> str | None:
+        """Planned maintenance (an operator's drain): None, ``"draining"`` while
+        tokens are still held, ``"drained"`` at zero (as of the latest read)."""
+        if not self.drained:
+            return None
+        return "draining" if self.held else "drained"
 
     @property
     def waiting_for(self) -> str:
@@ -328,9 +342,14 @@ class Node:
         if changed and self.is_leader and owned.plan_basis < owned.change_counter:
             self.agenda.want(LEAD, reason="changes not planned yet")
         self.seen = (owned.change_counter, owned.plan_basis)
+        mine = next((n for n in nodes if n.name == self.name and n.incarnation == inc), None)
+        self.drained = mine is not None and mine.is_drained(backend_now)
+        self.held = len(owned.tokens)
         claimable = {
             t: e for t, e in zip(owned.tokens, owned.epochs, strict=True) if t not in owned.pending
         }
+        if self.drained:  # planned maintenance: claim nothing while the leader moves them
+            claimable = {}
         if (
             self.state in CLAIMING
             and not self._drain_requested

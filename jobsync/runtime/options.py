@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from jobsync.backends.base import Backend
+from jobsync.core.capacity import DEFAULT_CAPACITY, validate_capacity
 from jobsync.core.defences import Defences
 from jobsync.core.errors import ConfigError, InvalidArgument
 from jobsync.core.patterns import validate_node_name
@@ -42,6 +43,7 @@ class JobOptions:
     observer: bool
     http: tuple[str, int | None]
     defences: Defences
+    capacity: float
 
 
 def job_options(
@@ -61,6 +63,7 @@ def job_options(
     http_port: int | None,
     http_host: str,
     defences: Defences,
+    capacity: float | None = None,
 ) -> JobOptions:
     """Check a Job's arguments (in the order the Job always checked them)."""
     name = validate_node_name(node_name)
@@ -84,6 +87,10 @@ def job_options(
         raise ConfigError(
             f"config must be jobsync.config, a backend URL or a Backend, got {config!r}"
         )
+    if capacity is not None:
+        share = validate_capacity(capacity)
+    else:  # SYNC_CAPACITY when the settings come from the environment
+        share = source.capacity if isinstance(source, Settings) else DEFAULT_CAPACITY
     return JobOptions(
         name=name,
         site=site,
@@ -100,4 +107,5 @@ def job_options(
         observer=bool(observer),
         http=(http_host, check_port(http_port, bool(observer))),
         defences=defences,
+        capacity=share,
     )
