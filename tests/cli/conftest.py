@@ -104,3 +104,17 @@ def fresh_site(tmp_path: Path) -> Iterator[Site]:
     """Tests that change the site get their own."""
     with populated(tmp_path / "jobsync.db") as site, site.stack:
         yield site
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
+    """``populated`` on a SQLite file, then on a PostgreSQL schema of the test's own."""
+    url = None
+    if request.param == "postgres":
+        from .test_postgres import url_of
+
+        dsn, schema = request.getfixturevalue("pg_dsn"), request.getfixturevalue("pg_schema")
+        url = url_of(dsn, schema)
+        assert main(["migrate", "--dsn", url]) == 0
+    with populated(tmp_path / "jobsync.db", url) as found, found.stack:
+        yield found

@@ -21,19 +21,12 @@ import pytest
 from jobsync import Job, Task, token_for
 from jobsync.cli import main
 
-from .conftest import FAST, SITE, Result, Site, eventually, populated, run
-from .test_postgres import url_of
+from .conftest import FAST, SITE, Result, Site, eventually, run
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
-    url = None
-    if request.param == "postgres":
-        dsn, schema = request.getfixturevalue("pg_dsn"), request.getfixturevalue("pg_schema")
-        url = url_of(dsn, schema)
-        assert main(["migrate", "--dsn", url]) == 0
-    with populated(tmp_path / "jobsync.db", url) as found, found.stack:
-        yield found
+@pytest.fixture
+def site(any_site: Site) -> Site:
+    return any_site
 
 
 def cli(site: Site, capsys: pytest.CaptureFixture[str], *args: str) -> Result:

@@ -14,7 +14,6 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,19 +24,12 @@ from jobsync.cli import main
 from jobsync.cli.connect import open_cli_backend
 from jobsync.dashboard import Dashboard, snapshot
 
-from .conftest import SITE, Site, eventually, populated
-from .test_postgres import url_of
+from .conftest import SITE, Site, eventually
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def site(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Site]:
-    url = None
-    if request.param == "postgres":
-        dsn, schema = request.getfixturevalue("pg_dsn"), request.getfixturevalue("pg_schema")
-        url = url_of(dsn, schema)
-        assert main(["migrate", "--dsn", url]) == 0
-    with populated(tmp_path / "jobsync.db", url) as found, found.stack:
-        yield found
+@pytest.fixture
+def site(any_site: Site) -> Site:
+    return any_site
 
 
 @pytest.fixture
