@@ -19,8 +19,11 @@ tables.  What must hold:
 from __future__ import annotations
 
 import datetime
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -285,3 +288,119 @@ def test_the_1_1_layout_upgrades_with_its_token_locks_and_zoneless_times(
         assert first["a"].completed_at == eastern_nine.timestamp()
     finally:
         backend.close()
+
+
+class _Feeder:
+    """New items every 50 ms until stopped, as a live system's work keeps arriving."""
+
+    def __init__(self, db: dict[str, str]) -> None:
+        self.db, self.last = db, 0
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with psycopg.connect(O.dsn(self.db), autocommit=True) as conn:
+            while not self.stopped.wait(0.05):
+                self.last += 1
+                O.add_items(conn, self.last, self.last)
+
+    def stop(self) -> int:
+        self.stopped.set()
+        self.thread.join(timeout=10)
+        return self.last
+
+
+def _count(db: dict[str, str], query: str, *params: object) -> Any:
+    with psycopg.connect(O.dsn(db), autocommit=True) as conn:
+        row = conn.execute(query, params or None).fetchone()
+    assert row is not None
+    return row[0]
+
+
+@pytest.mark.slow
+def test_zero_downtime_new_workers_claim_nothing_until_the_originals_stop_then_take_over(
+    original_python: Path, db: dict[str, str], tmp_path: Path
+) -> None:
+    O.prepare_items(db, 0)
+    feeder = _Feeder(db)
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        originals = [
+            O.original_worker(original_python, db, name, log=tmp_path / f"{name}.log")
+            for name in ("orig-1", "orig-2")
+        ]
+        processes += originals
+        processed_by = "SELECT count(*) FROM processed WHERE fleet = %s"
+        O.wait_for(lambda: _count(db, processed_by, "original") >= 20, 60, "originals at work")
+
+        armed = _cli(db, "--site", SITE, "--original-timeout", "4")
+        assert armed.returncode == 0 and "armed:" in armed.stdout, armed.stdout + armed.stderr
+        logs = [tmp_path / f"new-{i}.log" for i in (1, 2)]
+        news = [O.new_worker(db, f"new-{i}", SITE, log) for i, log in enumerate(logs, 1)]
+        processes += news
+        O.wait_for(
+            lambda: all(O.log_says(log, "original jobsync worker(s) to stop") for log in logs),
+            60,
+            "the new workers to wait for the originals",
+        )
+        # Both fleets run on one database: the originals go on, the new ones wait.
+        waiting = _count(db, processed_by, "original")
+        O.wait_for(lambda: _count(db, processed_by, "original") >= waiting + 20, 60, "more work")
+        assert _count(db, processed_by, "new") == 0
+
+        originals[0].send_signal(signal.SIGTERM)  # leaves cleanly: audit written, row gone
+        originals[1].send_signal(signal.SIGKILL)  # its heartbeat times out
+        assert originals[0].wait(timeout=30) == 0
+        originals[1].wait(timeout=30)
+        stopped = time.monotonic()
+        O.wait_for(lambda: all(O.log_says(log, "ready") for log in logs), 60, "the takeover")
+        O.wait_for(lambda: _count(db, processed_by, "new") > 0, 60, "the new workers' work")
+        took_over = time.monotonic() - stopped
+        last = feeder.stop()
+        O.wait_for(
+            lambda: _count(db, "SELECT count(DISTINCT item) FROM processed") == last,
+            60,
+            "every item processed",
+        )
+        # The original's monitoring SQL (its README) on the upgraded, single-site database.
+        live = "SELECT count(*) FROM sync_node WHERE last_heartbeat > now() - interval '15 seconds'"
+        assert _count(db, live) == 2
+        with psycopg.connect(O.dsn(db), autocommit=True) as conn:
+            per_worker = dict(
+                conn.execute("SELECT node, count(*) FROM sync_token GROUP BY node").fetchall()
+            )
+        assert set(per_worker) == {"new-1", "new-2"} and sum(per_worker.values()) == 10_000
+    finally:
+        feeder.stop()
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    with psycopg.connect(O.dsn(db), autocommit=True) as conn:
+        both = conn.execute(
+            "SELECT item FROM processed GROUP BY item"
+            " HAVING count(*) FILTER (WHERE fleet = 'original') > 0"
+            " AND count(*) FILTER (WHERE fleet = 'new') > 0"
+        ).fetchall()
+        twice_by_new = conn.execute(
+            "SELECT item FROM processed WHERE fleet = 'new' GROUP BY item HAVING count(*) > 1"
+        ).fetchall()
+        last_original, first_new = conn.execute(
+            "SELECT max(at) FILTER (WHERE fleet = 'original'),"
+            " min(at) FILTER (WHERE fleet = 'new') FROM processed"
+        ).fetchone()
+        carried = conn.execute(
+            "SELECT count(*) FROM sync_audit WHERE node = 'orig-1' AND status = 'done'"
+        ).fetchone()
+    assert both == [], f"processed by an original and a new worker: {both}"
+    assert twice_by_new == []
+    assert last_original < first_new  # nothing claimed while an original was live
+    assert carried is not None and carried[0] > 0  # orig-1's audit, written as it left
+    print(f"\nnew workers processing {took_over:.2f} s after the originals stopped")
