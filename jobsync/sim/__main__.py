@@ -43,6 +43,10 @@ def _parser() -> argparse.ArgumentParser:
         "--switch-off", action="append", default=[], choices=sorted(DEFENCES),
         help="turn a safety defence off (to watch the checker catch it)",
     )  # fmt: skip
+    p.add_argument(
+        "--capacities", action="store_true",
+        help="give each node a capacity (0.5, 1, 2 or 4, drawn per name) for --seed",
+    )  # fmt: skip
     return p
 
 
@@ -68,6 +72,7 @@ def _one(args: argparse.Namespace) -> int:
         steps=args.steps,
         duration=args.duration,
         defences_off=tuple(args.switch_off),
+        capacities=args.capacities,
     )
     result = run_scenario(spec)
     print(f"replay: {spec.command()}  (generator {GENERATOR})")

@@ -94,6 +94,7 @@ class VirtualCluster(Exits):
             rng=random.Random(self.rng.random()),
             defences=self.defences,
             process=handle.client,
+            capacity=1.0 if self.capacity is None else self.capacity(name),
         )
         key = self._key(name)
         sim = SimNode(

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from jobsync.backends.base import LockRecord, NodeRecord, PlanCommit
+from jobsync.core.capacity import weights
 from jobsync.core.errors import NodeNameConflict
 from jobsync.core.lifecycle import TERMINAL, NodeState
 from jobsync.core.locks import resolve_locks
@@ -350,7 +351,8 @@ class Checker:
         assert history is not None
         names = history.nodes_after
         pins = resolve_locks(entry.locks, entry.db_now).pins
-        intended = plan(self.total, entry.owner, names, pins)
+        caps = {n: entry.nodes[n].capacity for n in names if n in entry.nodes}
+        intended = plan(self.total, entry.owner, names, pins, caps)
         final = list(entry.owner)
         for t, destination in entry.pending_to.items():
             final[t] = destination
@@ -367,10 +369,15 @@ class Checker:
         if history.unowned != expected_unowned or history.moved != intended.moved:
             self.fail(4, f"history says moved {history.moved}, unowned {history.unowned}")
         if not pins and names:
-            loads = intended.loads
-            if None in intended.assignment or max(loads) - min(loads) > 1:
-                self.fail(4, f"plan over {len(names)} nodes is unbalanced: {sorted(loads)}")
-            bound = lower_bound_moves(self.total, entry.owner, names)
+            loads, weight = intended.loads, weights(intended.nodes, caps) or [1] * len(names)
+            quota = [
+                (self.total * w // sum(weight), -(-self.total * w // sum(weight))) for w in weight
+            ]
+            if None in intended.assignment or any(
+                not lo <= n <= hi for n, (lo, hi) in zip(loads, quota, strict=True)
+            ):
+                self.fail(4, f"plan over {len(names)} nodes is not proportional: {list(loads)}")
+            bound = lower_bound_moves(self.total, entry.owner, names, caps)
             if intended.moved != bound:
                 self.fail(4, f"plan moves {intended.moved}; the lower bound is {bound}")
         self.stats["plans_checked"] += 1

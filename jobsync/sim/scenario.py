@@ -80,6 +80,15 @@ class Spec:
     hash_function: str
     defences_off: tuple[str, ...] = ()
     """Safety defences switched off (the teeth tests); empty in every real run."""
+    capacities: bool = False
+    """Each node name gets a capacity (``capacity_of``).  Off by default, and drawn
+    from a generator of its own, so every seed's scenario without it is unchanged."""
+
+    def capacity_of(self, name: str) -> float:
+        """The capacity of node ``name`` in this run: 1 unless ``capacities``."""
+        if not self.capacities:
+            return 1.0
+        return random.Random(f"capacity:{self.seed}:{name}").choice((0.5, 1.0, 1.0, 2.0, 4.0))
 
     @property
     def defences(self) -> Defences:
@@ -101,6 +110,7 @@ class Spec:
             f"--nodes {self.nodes} --tokens {self.tokens} --steps {self.steps} "
             f"--duration {self.duration:g}"
             + "".join(f" --switch-off {name}" for name in self.defences_off)
+            + (" --capacities" if self.capacities else "")
         )
 
 
@@ -113,6 +123,7 @@ def make_spec(
     steps: int | None = None,
     duration: float | None = None,
     defences_off: tuple[str, ...] = (),
+    capacities: bool = False,
 ) -> Spec:
     """The scenario of ``seed`` under ``profile``; explicit arguments override the draw."""
     if profile not in PROFILES:
@@ -145,6 +156,7 @@ def make_spec(
         reconcile=rng.choice((5.0, 30.0)),
         hash_function=rng.choice(("xxh3", "xxh3", "xxh3", "md5")),
         defences_off=tuple(sorted(Defences.without(*defences_off).off())),
+        capacities=capacities,
     )
 
 
@@ -175,7 +187,13 @@ class Runner:
         self.spec = spec
         cfg = spec.config
         self.board = TaskBoard(cfg.total_tokens, cfg.hash_function, spec.tasks)
-        self.c = VirtualCluster(cfg, seed=spec.seed, board=self.board, defences=spec.defences)
+        self.c = VirtualCluster(
+            cfg,
+            seed=spec.seed,
+            board=self.board,
+            defences=spec.defences,
+            capacity=spec.capacity_of if spec.capacities else None,
+        )
         self.rng = random.Random(spec.seed * 104_729 + 1)
         self.script = Script(self.c, self.rng, max_nodes=max(2, spec.nodes * 3 // 2 + 2))
         self.script.nemesis = spec.profile == "teeth"
@@ -377,7 +395,9 @@ class Runner:
                 owners[t] = c.nodes[key].name
         names = sorted(s.name for s in c.nodes.values() if s.running)
         pins = resolve_locks(state.locks.visible(c.clock()), c.clock()).pins
-        rest = plan(self.spec.tokens, owners, names, pins)
+        rest = plan(
+            self.spec.tokens, owners, names, pins, {n: self.spec.capacity_of(n) for n in names}
+        )
         if rest.moved:
             self.fail(
                 4, f"claimable sets at rest are not balanced: the planner would move {rest.moved}"

@@ -48,8 +48,11 @@ class World:
         board: TaskBoard | None = None,
         user: Callable[[World, SimNode], User] | None = None,
         defences: Defences = PRODUCTION,
+        capacity: Callable[[str], float] | None = None,
     ) -> None:
         self.config = config
+        self.capacity = capacity
+        """Each node name's capacity (None: every node 1)."""
         self.site = site
         self.defences = defences
         self.rng = random.Random(seed)
