@@ -361,3 +361,50 @@ def test_environment_variables_are_read_as_the_original_read_them() -> None:
     assert (cfg.enabled, cfg.total_tokens) == (True, 10_000)
     assert (cfg.heartbeat_interval_sec, cfg.heartbeat_timeout_sec) == (5, 15)
     assert cfg.rebalance_check_interval_sec == 30
+
+
+# -- the usage guide's "after" forms ------------------------------------------------------
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "USAGE_GUIDE.md"
+
+
+def after_blocks() -> dict[str, str]:
+    """The migration section's ``<!-- compat -->`` blocks, by their first comment line."""
+    text = GUIDE.read_text(encoding="utf-8")
+    found = re.findall(r"<!-- compat -->\n```python\n# (.+?), after.*?\n(.*?)```", text, re.S)
+    return dict(found)
+
+
+def test_the_guide_shows_every_example_after() -> None:
+    titles = {title.split(" (")[0] for title in after_blocks()}
+    assert titles == set(PYTHON) - {"Lock Management APIs", "Custom Configuration"}  # unchanged
+
+
+@pytest.mark.parametrize("title", sorted(after_blocks()))
+def test_the_guide_after_forms_run_without_deprecations(database: Database, title: str) -> None:
+    with contextlib.closing(database.connect()) as conn:
+        conn.execute("CREATE TABLE tasks (task_id TEXT PRIMARY KEY, requires_gpu BOOLEAN)")
+        conn.execute("INSERT INTO tasks VALUES ('render-1', TRUE), ('etl-1', FALSE)")
+        if database.kind == "sqlite":
+            conn.commit()
+    done: list[object] = []
+    batches = [["render-1", "etl-1"]]
+    ns = base(
+        get_pending_items=lambda: ["item-1", "item-2"],
+        get_pending_tasks=lambda: batches.pop(0) if batches else [],
+        get_current_heavy_tasks=lambda: ["heavy-1"],
+        get_all_tasks=lambda: ["render-1", "etl-1"],
+        list_s3_files=lambda day: [f"s3://bucket/{day}/part-0.csv"],
+        extract_from_s3=lambda path: path,
+        transform_data=lambda data: data,
+        register_locks=lambda job: [("render-1", "%gpu%", "requires_gpu")],
+        time=types.SimpleNamespace(sleep=done.append),
+    )
+    for name in ("process_item", "process_tasks", "process_gpu_task", "process_task"):
+        ns[name] = done.append
+    ns["load_to_warehouse"] = ns["run_model_inference"] = done.append
+    code = compile(after_blocks()[title], f"<usage guide: {title}, after>", "exec")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        exec(code, ns)
+    assert [str(w.message) for w in caught] == []
+    assert done or title == "Health Monitoring"  # each did its work (that one asserts its own)
