@@ -46,9 +46,13 @@ def leader_of(nodes: Iterable[NodeRecord], now: float) -> NodeRecord | None:
 
 
 def eligible_names(view: ClusterView) -> list[str]:
-    """The nodes a plan gives tokens to: live and not leaving."""
+    """The nodes a plan gives tokens to: live, not leaving and not drained (as the leader's)."""
     now = view.now
-    return sorted(n.name for n in view.nodes if rules.is_live(n, now) and n.state == NODE_ACTIVE)
+    return sorted(
+        n.name
+        for n in view.nodes
+        if rules.is_live(n, now) and n.state == NODE_ACTIVE and not n.is_drained(now)
+    )
 
 
 def node_rows(view: ClusterView) -> list[Json]:

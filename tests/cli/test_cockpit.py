@@ -20,6 +20,7 @@ import pytest
 
 from jobsync import Job, Task, token_for
 from jobsync.cli import main
+from jobsync.cli.connect import open_cli_backend
 
 from .conftest import FAST, SITE, Result, Site, eventually, run
 
@@ -249,3 +250,21 @@ def test_the_operator_guide_shows_what_the_commands_print(
             result = run(capsys, *shlex.split(command)[1:], "--dsn", url)
             assert result.code == 0, result.err
             assert VARYING.sub("#", result.out.rstrip()) == VARYING.sub("#", shown), command
+
+
+def test_a_drained_worker_is_planned_as_the_leader_plans_it(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backend = open_cli_backend(site.url)
+    try:
+        assert backend.set_drain(SITE, "w1", True, note="by ops: kernel upgrade") is not None
+        eventually(lambda: "w1" not in owners(site, capsys).values())
+        report = cli(site, capsys, "plan", "--json").json()
+        assert report["nodes_now"] == ["w2"] and report["moved"] == 0
+        back = cli(site, capsys, "plan", "--add", "w1", "--json").json()
+        assert {w["name"]: w["tokens_after"] for w in back["workers"]} == {"w1": 50, "w2": 50}
+        assert cli(site, capsys, "plan", "--remove", "w1").code == 2
+        special = cli(site, capsys, "explain", "3", "--json").json()["tasks"][0]
+        assert special["pin"]["eligible"] == ["w2"] and special["owner"] == "w2"
+    finally:
+        backend.close()

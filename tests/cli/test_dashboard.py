@@ -23,6 +23,7 @@ from jobsync.backends.base import Backend
 from jobsync.cli import main
 from jobsync.cli.connect import open_cli_backend
 from jobsync.dashboard import Dashboard, snapshot
+from tests.integration.harness import wait_for
 
 from .conftest import SITE, Site, eventually
 
@@ -225,3 +226,17 @@ def test_pinned_tasks_are_claimable_where_the_map_says(board: Dashboard, site: S
     special = token_for("special", 100)
     owner = doc["map"]["owners"][doc["map"]["cells"][special]]
     assert site.jobs[owner].can_claim_task(Task("special"))
+
+
+def test_a_drain_shows_on_the_worker_row(board: Dashboard, backend: Backend) -> None:
+    assert backend.set_drain(SITE, "w2", True, duration=600, note="by ops: disk swap") is not None
+
+    def drained() -> dict[str, Any] | None:
+        rows = {n["name"]: n for n in state(board)["nodes"]}
+        return rows["w2"] if rows["w2"]["drained"] and rows["w2"]["tokens"] == 0 else None
+
+    row = wait_for(drained, 10, "w2 drained on the page's document")
+    assert row["draining"] is False and row["drain_note"] == "by ops: disk swap"
+    assert row["drain_until"] > state(board)["now"]
+    w1 = next(n for n in state(board)["nodes"] if n["name"] == "w1")
+    assert w1["drained"] is False and w1["tokens"] == 99  # the pin on w2 is left unowned
