@@ -23,6 +23,7 @@ import attrs
 from jobsync.core.capacity import DEFAULT_CAPACITY, MAX_CAPACITY, MIN_CAPACITY, validate_capacity
 from jobsync.core.errors import ConfigError
 from jobsync.core.hashing import DEFAULT_HASH, DEFAULT_TOTAL_TOKENS, HASH_FUNCTIONS
+from jobsync.runtime import original_env
 from jobsync.runtime.legacy import LEGACY_FIELDS, translate_legacy
 
 
@@ -149,7 +150,11 @@ class CoordinationConfig:
                 kwargs[field] = _env_seconds(env, var)
         caps = [
             _env_seconds(env, var)
-            for var in ("SYNC_REBALANCE_INTERVAL", "SYNC_TOKEN_REFRESH_STEADY")
+            for var in (
+                "SYNC_REBALANCE_INTERVAL",
+                "SYNC_TOKEN_REFRESH_STEADY",
+                "SYNC_TOKEN_REFRESH_INITIAL",
+            )
             if var in env
         ]
         if caps:
@@ -265,7 +270,9 @@ def _with_pooler(url: str, pooler: str | None) -> str:
 class Settings:
     """``jobsync.config``: the environment's settings, read on first use.
 
-    ``SYNC_SQL_URL`` (any backend URL) wins over the ``SYNC_SQL_*`` parts.
+    ``SYNC_SQL_URL`` (any backend URL) wins over the ``SYNC_SQL_*`` parts;
+    ``SYNC_SQL_APPNAME`` is the table prefix; the original jobsync's other
+    settings are honoured or refused as ``original_env`` says.
     ``SYNC_SQL_POOLER`` (``none`` or ``transaction``) adds ``jobsync_pooler``
     to a PostgreSQL URL that does not set it.  ``reload()`` forgets what was
     read so the next use reads again.
@@ -283,6 +290,7 @@ class Settings:
     def coordination(self) -> CoordinationConfig:
         # A racing first use reads the same environment twice: harmless.
         if self._coordination is None:
+            self._refuse_originals()
             self._coordination = CoordinationConfig.from_env(self._env())
         return self._coordination
 
@@ -295,9 +303,16 @@ class Settings:
     @property
     def url(self) -> str:
         env = self._env()
+        self._refuse_originals()
         explicit = env.get("SYNC_SQL_URL")
-        url = explicit if explicit else self.database.url
+        url = original_env.with_appname(explicit if explicit else self.database.url, env)
         return _with_pooler(url, env.get("SYNC_SQL_POOLER"))
+
+    def _refuse_originals(self) -> None:
+        """The original jobsync's settings are honoured or refused (``original_env``)."""
+        error = original_env.refusal(self._env())
+        if error is not None:
+            raise error
 
     @property
     def capacity(self) -> float:

@@ -34,6 +34,7 @@ import pytest
 from jobsync import Job, Task
 from jobsync.backends.url import open_backend
 from jobsync.core.errors import InvalidArgument, OriginalSchemaFound, SchemaError
+from jobsync.runtime.config import Settings
 from jobsync.upgrade import migrate
 from tests.integration import original as O
 
@@ -235,6 +236,9 @@ def test_a_custom_appname_is_the_table_prefix(
     _run_original_once(original_python, db, tmp_path, appname="myapp_")
     with pytest.raises(OriginalSchemaFound, match="myapp_node"):
         open_backend(O.url(db, jobsync_prefix="myapp_"), client="x").close()
+    env = {"SYNC_SQL_URL": O.url(db), "SYNC_SQL_APPNAME": "myapp_"}  # the original's variable
+    with pytest.raises(OriginalSchemaFound, match="myapp_node"):
+        open_backend(Settings(env).url, client="x").close()
     outcome, said = _migrate(db, prefix="myapp_", site=SITE)
     assert outcome.state == "upgraded", said
     with psycopg.connect(O.dsn(db), autocommit=True) as conn:
