@@ -95,6 +95,8 @@ class PgBouncer:
             "server_check_delay = 0\n"
             "server_login_retry = 1\n"
             "ignore_startup_parameters = extra_float_digits\n"
+            "log_connections = 0\n"
+            "log_disconnections = 0\n"
             f"logfile = {self.log}\n"
             f"pidfile = {self.root / 'pgbouncer.pid'}\n"
         )
@@ -106,8 +108,10 @@ class PgBouncer:
             kwargs.update(user=user, group=user, extra_groups=[])
         self._proc = subprocess.Popen(
             [binary, str(ini)],
+            # Not a pipe: PgBouncer also logs to stderr, and a pipe nobody reads
+            # fills up and stops it.  The log file has everything.
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             cwd=self.root,
             **kwargs,
         )
@@ -169,8 +173,6 @@ class PgBouncer:
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait(10)
-        if self._proc.stderr is not None:
-            self._proc.stderr.close()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> PgBouncer:
