@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from jobsync.backends.base import Backend
+from jobsync.backends.url import parse_url
 from jobsync.core.capacity import DEFAULT_CAPACITY, validate_capacity
 from jobsync.core.defences import Defences
 from jobsync.core.errors import ConfigError, InvalidArgument
@@ -87,6 +88,8 @@ def job_options(
         raise ConfigError(
             f"config must be jobsync.config, a backend URL or a Backend, got {config!r}"
         )
+    if isinstance(source, str):
+        parse_url(source)  # a malformed URL is InvalidURL (a ConfigError) here, not at enter
     if capacity is not None:
         share = validate_capacity(capacity)
     else:  # SYNC_CAPACITY when the settings come from the environment

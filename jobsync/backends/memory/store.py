@@ -151,7 +151,7 @@ class MemoryStore:
     def _site(self, site: str) -> SiteState:
         state = self._sites.get(site)
         if state is None:
-            raise InvalidArgument(f"unknown site {site!r}: ensure_site creates it")
+            raise InvalidArgument(f"unknown site {site!r}: no worker of it has started yet")
         return state
 
     def _publish(self, site: str, signals: int) -> None:

@@ -92,7 +92,7 @@ def _lock_timeout_ms(value: object) -> int:
 
 
 def unknown_site(site: str) -> InvalidArgument:
-    return InvalidArgument(f"unknown site {site!r}: ensure_site creates it")
+    return InvalidArgument(f"unknown site {site!r}: no worker of it has started yet")
 
 
 class _Handle:

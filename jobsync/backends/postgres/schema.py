@@ -317,8 +317,8 @@ def check_version(conn: Conn, schema: str, prefix: str, count: Counter = _nothin
     if version < SCHEMA_VERSION:
         raise SchemaError(
             f"jobsync schema {schema!r} (prefix {prefix!r}) is at version {version}, "
-            f"this library needs {SCHEMA_VERSION}: run `python -m jobsync migrate` "
-            "or connect with migrate=True"
+            f"this library needs {SCHEMA_VERSION}: run `python -m jobsync migrate`, "
+            "or start a worker (a Job), which upgrades it"
         )
 
 

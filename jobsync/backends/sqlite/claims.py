@@ -113,7 +113,7 @@ class _Claims(SettleVerbs, _Session):
                     f"connection is to {files.get('main')!r}, not to {self.path!r}"
                 )
             if conn.execute(Q.SELECT_SITE, (site,)).fetchone() is None:
-                raise InvalidArgument(f"unknown site {site!r}: ensure_site creates it")
+                raise InvalidArgument(f"unknown site {site!r}: no worker of it has started yet")
             (theirs,) = conn.execute("PRAGMA busy_timeout").fetchone()
             shortened = theirs > self._busy * 1000
             if shortened:

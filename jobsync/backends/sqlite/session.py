@@ -149,7 +149,7 @@ class _Session:
     def _site(self, conn: sqlite3.Connection, site: str) -> Row:
         found: Row | None = conn.execute(Q.SELECT_SITE, (site,)).fetchone()
         if found is None:
-            raise InvalidArgument(f"unknown site {site!r}: ensure_site creates it")
+            raise InvalidArgument(f"unknown site {site!r}: no worker of it has started yet")
         self._seen.setdefault(site, found[R.SIGNAL])
         return found
 
