@@ -413,3 +413,111 @@ def exact_pinned(
             return None
     moves = sum(g.flow(e) for e in to_hub)
     return FlowCheck(moves, tuple(sorted(loads.values(), reverse=True)))
+
+
+# -- capacities ------------------------------------------------------------------------------
+#
+# The planner's law with capacities (jobsync/core/capacity.py), computed here another
+# way: exact Fractions of the capacities as written (decimal), never the planner's
+# integer weights.
+#
+# - Unpinned: node i's quota is A * c_i / C for the A assignable tokens; each node gets
+#   the floor, and the "+1" slots go to the largest remainders (ties: the node holding
+#   the most, then by name).  Fewest moves: orphans + sum(max(0, held - target)).
+# - Pinned: each node's fractional share is its capacity times the density of its part
+#   of the weighted principal partition (peeled here by trying every union of node
+#   types, densest by tokens confined per unit of capacity); every node holds the
+#   floor or the ceiling of its share, and among all such assignments the fewest moves.
+
+
+def _exact(capacity: float) -> Fraction:
+    return Fraction(repr(float(capacity)))
+
+
+def proportional_targets(
+    total: int, owners: Owners, nodes: Sequence[str], capacities: Mapping[str, float]
+) -> dict[str, int]:
+    """Largest-remainder targets of an unpinned plan, by node name."""
+    live = set(nodes)
+    count = Counter(o for o in owners if o in live)
+    order = sorted(nodes)
+    caps = {n: _exact(capacities.get(n, 1.0)) for n in order}
+    whole = sum(caps.values())
+    quota = {n: total * caps[n] / whole for n in order}
+    target = {n: math.floor(quota[n]) for n in order}
+    extra = total - sum(target.values())
+    ranked = sorted(order, key=lambda n: (-(quota[n] - target[n]), -count.get(n, 0), n))
+    for n in ranked[:extra]:
+        target[n] += 1
+    return target
+
+
+def proportional_lower_bound(
+    total: int, owners: Owners, nodes: Sequence[str], capacities: Mapping[str, float]
+) -> int:
+    """Fewest moves onto the largest-remainder targets (no pins)."""
+    live = set(nodes)
+    count = Counter(o for o in owners if o in live)
+    orphans = total - sum(count.values())
+    target = proportional_targets(total, owners, nodes, capacities)
+    return orphans + sum(max(0, count.get(n, 0) - t) for n, t in target.items())
+
+
+def weighted_shares(
+    nodes: Sequence[str], elig: Sequence[frozenset[str] | None], capacities: Mapping[str, float]
+) -> dict[str, Fraction]:
+    """Each node's share of the weighted lexicographically optimal base (few node types)."""
+    caps = {n: _exact(capacities.get(n, 1.0)) for n in nodes}
+    classes = Counter(e for e in elig if e is not None)
+    sets = sorted(classes, key=sorted)
+    signature = {n: tuple(n in e for e in sets) for n in nodes}
+    types = sorted(set(signature.values()))
+    members = {ty: [n for n in nodes if signature[n] == ty] for ty in types}
+    groups = []
+    for e, count in classes.items():
+        mask = sum(1 << i for i, ty in enumerate(types) if members[ty][0] in e)
+        groups.append((count, mask))
+    share: dict[str, Fraction] = {}
+    left = (1 << len(types)) - 1
+    while left:
+        best: tuple[Fraction, int] | None = None
+        sub = left
+        while sub:
+            width = sum(caps[n] for i, ty in enumerate(types) if sub >> i & 1 for n in members[ty])
+            confined = sum(c for c, m in groups if m and m & ~sub == 0)
+            density = confined / width
+            if best is None or density > best[0] or (density == best[0] and sub > best[1]):
+                best = (density, sub)
+            sub = (sub - 1) & left
+        assert best is not None
+        density, chosen = best
+        for i, ty in enumerate(types):
+            if chosen >> i & 1:
+                for n in members[ty]:
+                    share[n] = density * caps[n]
+        groups = [(c, m & ~chosen) for c, m in groups if not (m and m & ~chosen == 0)]
+        left &= ~chosen
+    return share
+
+
+def brute_force_weighted(
+    total: int,
+    owners: Owners,
+    nodes: Sequence[str],
+    locks: Locks,
+    capacities: Mapping[str, float],
+) -> tuple[dict[str, tuple[int, int]], int]:
+    """Every node's (floor, ceiling) of its share, and the fewest moves of any assignment
+    honouring the pins with every load inside those bounds (tiny instances)."""
+    elig = eligibility(total, locks, nodes)
+    share = weighted_shares(nodes, elig, capacities)
+    box = {n: (math.floor(s), math.ceil(s)) for n, s in share.items()}
+    choices: list[Sequence[str | None]] = [sorted(e) if e else [None] for e in elig]
+    best: int | None = None
+    for pick in itertools.product(*choices):
+        count = Counter(p for p in pick if p is not None)
+        if all(lo <= count.get(n, 0) <= hi for n, (lo, hi) in box.items()):
+            moves = sum(1 for o, p in zip(owners, pick, strict=True) if p is not None and o != p)
+            best = moves if best is None else min(best, moves)
+    assert best is not None, "the shares' floor/ceiling box admits no assignment"
+    return box, best
