@@ -31,8 +31,8 @@ from jobsync.cli.report import (
 from jobsync.core import rules
 from jobsync.core.errors import ConflictError, InvalidArgument
 from jobsync.core.hashing import canonical, token_function
-from jobsync.core.locks import conflicting_keys, resolve_locks
 from jobsync.core.patterns import validate_node_name, validate_pattern
+from jobsync.runtime.task import lock_views
 
 DEFAULT_CREATOR = "jobsync-cli"
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -73,6 +73,19 @@ def emit(args: argparse.Namespace, data: object, text: Callable[[], str]) -> Non
         print(json.dumps(data, indent=2, sort_keys=True, default=str))
     else:
         print(text())
+
+
+def confirmed(
+    args: argparse.Namespace,
+    question: str,
+    change: Callable[[], Json],
+    text: Callable[[Json], str],
+) -> int:
+    """Ask ``question`` (unless ``--yes``), make the change, report it with the site."""
+    confirm(question, args.yes)
+    done = {"site": args.site, **change()}
+    emit(args, done, lambda: text(done))
+    return 0
 
 
 def require_site(backend: Backend, site: str, url: str) -> SiteInfo:
@@ -247,20 +260,9 @@ def _site_json(info: SiteInfo) -> Json:
 @with_backend
 def locks_list(args: argparse.Namespace, backend: Backend, url: str) -> int:
     require_site(backend, args.site, url)
-    records = backend.list_locks(args.site)
-    losers = conflicting_keys(resolve_locks(records))
     rows: list[Json] = [
-        {
-            "task_id": r.task_key,
-            "token": r.token,
-            "patterns": list(r.patterns),
-            "reason": r.reason,
-            "created_by": r.created_by,
-            "created_at": r.created_at,
-            "expires_at": r.expires_at,
-            "conflict_with": losers.get(r.task_key),
-        }
-        for r in records
+        {**row, "token": r.token, "patterns": list(r.patterns)}
+        for r, row in lock_views(backend.list_locks(args.site))
     ]
     emit(args, {"site": args.site, "locks": rows}, lambda: _locks_text(rows))
     return 0
@@ -314,14 +316,12 @@ def locks_clear(args: argparse.Namespace, backend: Backend, url: str) -> int:
         r for r in backend.list_locks(args.site) if creator is None or r.created_by == creator
     ]
     whose = "every lock" if creator is None else f"the locks created by {creator!r}"
-    confirm(f"clear {whose} ({len(present)}) in site {args.site!r}", args.yes)
-    cleared = backend.clear_locks(args.site, creator)
-    emit(
+    return confirmed(
         args,
-        {"site": args.site, "creator": creator, "cleared": cleared},
-        lambda: f"cleared {cleared} lock(s)",
+        f"clear {whose} ({len(present)}) in site {args.site!r}",
+        lambda: {"creator": creator, "cleared": backend.clear_locks(args.site, creator)},
+        lambda done: f"cleared {done['cleared']} lock(s)",
     )
-    return 0
 
 
 # -- maintenance --------------------------------------------------------------------
@@ -329,19 +329,19 @@ def locks_clear(args: argparse.Namespace, backend: Backend, url: str) -> int:
 def prune(args: argparse.Namespace, backend: Backend, url: str) -> int:
     require_site(backend, args.site, url)
     seconds = args.older_than
-    confirm(
+
+    def summary(done: Json) -> str:
+        counts = done["deleted"]
+        assert isinstance(counts, dict)
+        return "deleted " + (", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing")
+
+    return confirmed(
+        args,
         f"delete audit rows and rebalance history older than {render.age(seconds)} "
         f"from site {args.site!r}",
-        args.yes,
+        lambda: {"older_than_sec": seconds, "deleted": dict(backend.prune(args.site, seconds))},
+        summary,
     )
-    counts = dict(backend.prune(args.site, seconds))
-    summary = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "nothing"
-    emit(
-        args,
-        {"site": args.site, "older_than_sec": seconds, "deleted": counts},
-        lambda: f"deleted {summary}",
-    )
-    return 0
 
 
 @with_backend

@@ -19,7 +19,7 @@ names what to do instead; none is silently ignored (docs/USAGE_GUIDE.md,
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from jobsync.core.errors import ConfigError
@@ -127,15 +127,8 @@ class _Job(Protocol):
 
     def add_tasks(self, tasks: Iterable[object]) -> set[object]: ...
 
-    def register_lock(
-        self,
-        task_id: object,
-        patterns: str | Sequence[str],
-        reason: str | None = None,
-        expires_in_days: float | None = None,
-    ) -> int: ...
-
-    def register_task_locks_bulk(self, items: Iterable[Any]) -> int: ...
+    register_lock: Callable[..., int]
+    register_task_locks_bulk: Callable[[Iterable[Any]], int]
 
 
 class LegacyJobMethods:

@@ -118,23 +118,37 @@ def lock_spec(
     )
 
 
-def lock_rows(records: Iterable[LockRecord]) -> list[dict[str, object]]:
-    """``list_locks()``'s rows, with the lock that decides each token on conflict."""
+def lock_views(records: Iterable[LockRecord]) -> list[tuple[LockRecord, dict[str, object]]]:
+    """Each lock with the fields every view of it shows, the task whose lock decides
+    its token on conflict (``conflict_with``) included."""
     records = tuple(records)
     losers = conflicting_keys(resolve_locks(records))
     return [
+        (
+            r,
+            {
+                "task_id": r.task_key,
+                "reason": r.reason,
+                "created_by": r.created_by,
+                "created_at": r.created_at,
+                "expires_at": r.expires_at,
+                "conflict_with": losers.get(r.task_key),
+            },
+        )
+        for r in records
+    ]
+
+
+def lock_rows(records: Iterable[LockRecord]) -> list[dict[str, object]]:
+    """``list_locks()``'s rows."""
+    return [
         {
-            "task_id": r.task_key,
+            **row,
             "token_id": r.token,
             "node_pattern": r.patterns[0],
             "node_patterns": list(r.patterns),
-            "reason": r.reason,
-            "created_by": r.created_by,
-            "created_at": r.created_at,
-            "expires_at": r.expires_at,
-            "conflict_with": losers.get(r.task_key),
         }
-        for r in records
+        for r, row in lock_views(records)
     ]
 
 
