@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from jobsync.backends.url import redact
-from jobsync.cli import cockpit, commands
+from jobsync.cli import cockpit, commands, drain
 from jobsync.cli.connect import one_line
 from jobsync.core.errors import JobSyncError
 from jobsync.core.hashing import HASH_FUNCTIONS
@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _locks(sub, conn, site, out)
     _maintenance(sub, conn, site, out)
+    drain.add_commands(sub, conn, site, out)
     cockpit.add_commands(sub, conn, site, out)
     _demo(sub)
     return parser

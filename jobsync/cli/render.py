@@ -60,14 +60,15 @@ def nodes_table(nodes: Sequence[Json]) -> str:
     if not nodes:
         return "(no nodes)"
     return table(
-        ["NODE", "STATE", "HEARTBEAT", "UP", "TOKENS", "PENDING", "INCARNATION", "LEADER"],
+        ["NODE", "STATE", "HEARTBEAT", "UP", "TOKENS", "CAPACITY", "PENDING", "INCARN", "LEADER"],
         [
             [
                 n["name"],
-                n["state"],
+                f"{n['state']}, {n['maintenance']}" if n.get("maintenance") else n["state"],
                 age(n["heartbeat_age_sec"]) + " ago",
                 age(n["uptime_sec"]) if n["uptime_sec"] is not None else "- (dead)",
                 n["tokens"],
+                f"{n.get('capacity', 1.0):g}",
                 n["pending_releases"],
                 n["incarnation"],
                 n["leader"],

@@ -77,6 +77,13 @@ def node_rows(view: ClusterView) -> list[Json]:
             "lived_sec": round(n.last_heartbeat - n.registered_at, 3),
             "tokens": held.get(n.name, 0),
             "pending_releases": pending.get(n.name, 0),
+            "capacity": n.capacity,
+            # planned maintenance: None, "draining" (tokens still held) or "drained"
+            "maintenance": (
+                ("draining" if held.get(n.name, 0) else "drained") if n.is_drained(now) else None
+            ),
+            "drain_until": n.drain_until if n.is_drained(now) else None,
+            "drain_note": n.drain_note if n.is_drained(now) else "",
         }
         for n in view.nodes
     ]

@@ -95,8 +95,8 @@ class Job(LockMethods, ReportMethods, LegacyJobMethods, CapacityMethods):
     ) -> None:
         """``db_connection`` (the original jobsync's argument) is handed back as
         ``job.connection`` for your queries; jobsync coordinates on a connection
-        of its own.  ``capacity`` (default ``SYNC_CAPACITY`` with ``jobsync.config``,
-        else 1) sets this worker's share of tokens in proportion to the others'.
+        of its own.  ``capacity`` (default ``SYNC_CAPACITY``, else 1) sets this
+        worker's share of tokens in proportion to the others'.
         ``_defences`` is for jobsync's own tests of its defences; never pass it."""
         opts = job_options(
             node_name,

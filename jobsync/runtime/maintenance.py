@@ -22,10 +22,12 @@ the row, planned at once), ``start_maintenance``, ``end_maintenance`` and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from jobsync.backends.base import ClusterView, NodeRecord, OperatorBackend
+from jobsync.backends.url import open_backend
 from jobsync.core import rules
 from jobsync.core.capacity import validate_capacity
 from jobsync.core.errors import ConflictError, InvalidArgument
@@ -70,7 +72,7 @@ def drain_problems(view: ClusterView, name: str) -> tuple[str, ...]:
 
 
 def drain_node(
-    backend: OperatorBackend | Backend,
+    backend: Backend | str,
     site: str,
     name: str,
     *,
@@ -81,33 +83,49 @@ def drain_node(
 ) -> NodeRecord:
     """Drain worker ``name`` of ``site``: the leader plans it to zero tokens.
 
-    For ``duration`` seconds (None: until ``undrain_node``).  ``by`` and
-    ``reason`` are recorded with the drain and named in the rebalance history.
-    Raises ``DrainRefused`` naming what ``drain_problems`` found, unless
-    ``force``; InvalidArgument for a bad argument.  Returns the row as written.
+    ``backend`` is a Backend or a backend URL (opened for this call and
+    closed).  For ``duration`` seconds (None: until ``undrain_node``).  ``by``
+    and ``reason`` are recorded with the drain and named in the rebalance
+    history.  Raises ``DrainRefused`` naming what ``drain_problems`` found,
+    unless ``force``; InvalidArgument for a bad argument or an unknown node.
+    Returns the row as written.
     """
     note = _note(by, reason)
-    problems = drain_problems(_read(backend).read_cluster(site), name)
-    if problems and not force:
-        raise DrainRefused(f"drain of {name!r} refused: {'; '.join(problems)} (force to drain)")
-    row = backend.set_drain(site, name, True, duration=duration, note=note)
+    with _opened(backend) as db:
+        problems = drain_problems(db.read_cluster(site), name)
+        if problems and not force:
+            raise DrainRefused(
+                f"drain of {name!r} refused: {'; '.join(problems)} (force to drain anyway)"
+            )
+        return _written(db.set_drain(site, name, True, duration=duration, note=note), site, name)
+
+
+def undrain_node(backend: Backend | str, site: str, name: str) -> NodeRecord:
+    """End ``name``'s drain: the leader gives it its share back with the fewest moves.
+
+    ``backend`` is a Backend or a backend URL; InvalidArgument for an unknown node."""
+    with _opened(backend) as db:
+        return _written(db.set_drain(site, name, False), site, name)
+
+
+@contextlib.contextmanager
+def _opened(target: Backend | str) -> Iterator[Backend]:
+    if not isinstance(target, str):
+        if not isinstance(target, OperatorBackend) or not hasattr(target, "read_cluster"):
+            raise InvalidArgument(f"expected a Backend or a backend URL, got {target!r}")
+        yield target
+        return
+    db = open_backend(target, "jobsync-maintenance")
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def _written(row: NodeRecord | None, site: str, name: str) -> NodeRecord:
     if row is None:
         raise InvalidArgument(f"site {site!r} has no node named {name!r}")
     return row
-
-
-def undrain_node(backend: OperatorBackend | Backend, site: str, name: str) -> NodeRecord:
-    """End ``name``'s drain: the leader gives it its share back with the fewest moves."""
-    row = backend.set_drain(site, name, False)
-    if row is None:
-        raise InvalidArgument(f"site {site!r} has no node named {name!r}")
-    return row
-
-
-def _read(backend: object) -> Backend:
-    if not hasattr(backend, "read_cluster"):
-        raise InvalidArgument(f"a drain needs a backend that can read the cluster, got {backend!r}")
-    return backend  # type: ignore[return-value]
 
 
 def _note(by: object, reason: object) -> str:

@@ -15,7 +15,7 @@ import attrs
 
 from jobsync.backends.base import Backend
 from jobsync.backends.url import parse_url
-from jobsync.core.capacity import DEFAULT_CAPACITY, validate_capacity
+from jobsync.core.capacity import validate_capacity
 from jobsync.core.defences import Defences
 from jobsync.core.errors import ConfigError, InvalidArgument
 from jobsync.core.patterns import validate_node_name
@@ -92,8 +92,8 @@ def job_options(
         parse_url(source)  # a malformed URL is InvalidURL (a ConfigError) here, not at enter
     if capacity is not None:
         share = validate_capacity(capacity)
-    else:  # SYNC_CAPACITY when the settings come from the environment
-        share = source.capacity if isinstance(source, Settings) else DEFAULT_CAPACITY
+    else:  # SYNC_CAPACITY, read as the timings are (from the default settings for a URL)
+        share = (source if isinstance(source, Settings) else default_settings).capacity
     return JobOptions(
         name=name,
         site=site,
