@@ -13,8 +13,12 @@ What each endpoint answers (docs/USAGE_GUIDE.md, "Health"):
 - ``/health/ready``: 200 while ``job.am_i_healthy()`` (live, not draining,
   holding what the latest plan gives it, lease valid); else 503.  Both carry
   a JSON body; a 503 says why (``reason``, ``state``, ``waiting_for``).
+- A worker an operator drained (planned maintenance, ``jobsync drain``)
+  stays live and ready; both bodies then carry ``"maintenance"``:
+  ``"draining"`` while it still holds tokens, ``"drained"`` at zero.
 - ``/metrics``: the Prometheus text format (0.0.4): the node's gauges
-  (tokens owned, leader, generation, heartbeat age, state, open claims) and
+  (tokens owned, leader, generation, heartbeat age, state, open claims,
+  capacity, drained) and
   every counter of ``job.statistics()`` as ``jobsync_*_total``, with
   ``jobsync_metrics_errors_total`` (scrapes that could not read the history).
 
@@ -134,6 +138,8 @@ def liveness(job: Job) -> tuple[bool, dict[str, object]]:
     status = job.get_coordination_status()
     state = status["state"]
     body: dict[str, object] = {"node": job.name, "site": job.site, "state": state}
+    if job.maintenance is not None:  # "draining" or "drained": live all the same
+        body["maintenance"] = job.maintenance
     if state == "standalone":  # coordination disabled: live while entered
         live = job.am_i_healthy()
         reason = None if live else "the Job is not entered"
@@ -164,6 +170,8 @@ def readiness(job: Job) -> tuple[bool, dict[str, object]]:
         "tokens": status["tokens"],
         "leader": status["leader"],
     }
+    if job.maintenance is not None:  # a drained worker is ready: it holds what the plan gives
+        body["maintenance"] = job.maintenance
     if not ready:
         body["reason"] = _not_ready_reason(job, status)
         body["waiting_for"] = status["waiting_for"]
@@ -242,6 +250,8 @@ _GAUGES: Mapping[str, str] = {
     "heartbeat_interval_seconds": "Configured heartbeat interval.",
     "heartbeat_timeout_seconds": "Configured heartbeat timeout (the lease).",
     "total_tokens": "The site's number of tokens.",
+    "capacity": "This node's capacity: its share of tokens is proportional to it.",
+    "drained": "1 while an operator's drain (planned maintenance) keeps this node at zero tokens.",
     "unowned_tokens": "Leader only: tokens the latest plan left unowned (unsatisfiable pins).",
     "last_plan_moved_tokens": "Leader only: tokens the latest committed plan moved.",
     "last_plan_duration_seconds": "Leader only: time the latest committed plan took to compute.",
@@ -269,6 +279,8 @@ def render_metrics(job: Job, probe: _Probe | None = None) -> str:
         "heartbeat_interval_seconds": cfg.heartbeat_interval_sec,
         "heartbeat_timeout_seconds": cfg.heartbeat_timeout_sec,
         "total_tokens": cfg.total_tokens,
+        "capacity": job.capacity,
+        "drained": job.maintenance is not None,
     }
     if probe is not None:
         gauges.update(probe.leader_values(status))
