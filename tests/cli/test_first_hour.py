@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -163,3 +166,52 @@ def test_every_option_and_argument_has_help() -> None:
         if not (action.help and action.help.strip())
     ]
     assert missing == []
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _three_terminals() -> list[str]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Three workers in three terminals", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_the_three_terminal_section_works_when_pasted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's commands, as pasted: the venv activated, one worker started as
+    written (from the repository root, its database in a scratch folder), then its
+    status command names the workers' site and finds the worker there."""
+    lines = _three_terminals()
+    assert lines[0] == ". .venv/bin/activate"
+    workers = [line for line in lines if line.startswith("python examples/worker.py")]
+    status = next(line for line in lines if line.startswith("python -m jobsync status"))
+    assert len(workers) == 3 and len({w.split("--dsn ")[1] for w in workers}) == 1
+    argv = workers[0].split()[2:]
+    db = tmp_path / "jobs.db"
+    argv = [f"sqlite:///{db}" if arg == "sqlite:///jobs.db" else arg for arg in argv]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNC_")}
+    env.update(SYNC_HEARTBEAT_INTERVAL="0.2", SYNC_HEARTBEAT_TIMEOUT="1")
+    with subprocess.Popen(
+        [sys.executable, str(ROOT / "examples" / "worker.py"), *argv],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as worker:
+        try:
+            assert worker.stdout is not None
+            first = worker.stdout.readline()
+            assert "ready" in first, worker.stderr.read() if worker.stderr else first
+            args = [a if a != "sqlite:///jobs.db" else f"sqlite:///{db}" for a in status.split()]
+            result = run(capsys, *args[3:], "--json")
+            assert result.code == 0, result.err
+            report = result.json()
+            assert report["site"] == "production"
+            assert [n["name"] for n in report["nodes"]] == ["worker-01"]
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
