@@ -92,7 +92,6 @@ class PgBouncer:
             f"default_pool_size = {pool_size}\n"
             f"max_client_conn = {max_client_conn}\n"
             "max_db_connections = 0\n"
-            "server_check_delay = 0\n"
             "server_login_retry = 1\n"
             "ignore_startup_parameters = extra_float_digits\n"
             "log_connections = 0\n"
