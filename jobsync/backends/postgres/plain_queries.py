@@ -169,4 +169,10 @@ WHERE s.site = %(site)s"""
 
 SITE_EXISTS = "SELECT 1 FROM {site} WHERE site = %(site)s"
 
+# A pooled handle's change signal: every statement that notifies the site's
+# channel also updates its site row, and an UPDATE writes a new row version
+# (a new xmin) even when no value changes (a plan that moved nothing).
+# Heartbeats and claims never write the site row.
+SITE_SIGNAL = "SELECT xmin::text FROM {site} WHERE site = %(site)s"
+
 NOW = "SELECT @EPOCH:clock_timestamp()@"
