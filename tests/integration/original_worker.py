@@ -7,9 +7,10 @@ public API, as its README does: ``CoordinationConfig``, ``Job``,
 
 It processes the pending items of the table ``items`` (those with no row in
 ``processed``), recording each in ``processed`` with fleet ``original``;
-prints ``ready`` once entered; leaves its ``with`` block cleanly on SIGTERM
-(the original installs no handler of its own, so without this a SIGTERM would
-end it before its audit is written and its row deleted).
+prints ``ready`` once entered; leaves its ``with`` block cleanly on SIGTERM,
+after the item in hand (the original installs no handler of its own, so
+without this a SIGTERM would end it before its audit is written and its row
+deleted).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import time
+import threading
 import types
 
 import psycopg
@@ -27,8 +28,11 @@ from jobsync import CoordinationConfig, Job, Task  # the original's
 RECORD = "INSERT INTO processed (item, worker, fleet) VALUES (%s, %s, 'original')"
 
 
+STOP = threading.Event()
+
+
 def _stop(_signum: int, _frame: types.FrameType | None) -> None:
-    raise SystemExit(0)
+    STOP.set()  # the loop ends and the with block is left, as after a day's work
 
 
 def main() -> int:
@@ -40,7 +44,7 @@ def main() -> int:
     p.add_argument("--appname", default="sync_")
     p.add_argument("--name", required=True)
     p.add_argument("--interval", type=int, default=1, help="heartbeat interval, s")
-    p.add_argument("--timeout", type=int, default=4, help="heartbeat timeout, s")
+    p.add_argument("--timeout", type=int, default=10, help="heartbeat timeout, s")
     p.add_argument("--once", action="store_true", help="one pass over the items, then leave")
     p.add_argument(
         "--lock",
@@ -88,9 +92,8 @@ def main() -> int:
                 if job.can_claim_task(task):
                     job.add_task(task)
                     conn.execute(RECORD, (item, a.name))
-            if a.once:
+            if a.once or STOP.wait(0.05):
                 break
-            time.sleep(0.05)
     return 0
 
 

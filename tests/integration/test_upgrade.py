@@ -19,6 +19,7 @@ tables.  What must hold:
 from __future__ import annotations
 
 import datetime
+import re
 import signal
 import subprocess
 import sys
@@ -65,6 +66,8 @@ def _run_original_once(python: Path, db: dict[str, str], tmp: Path, **kw: Any) -
         args.append(f"--appname={kw['appname']}")
     worker = O.original_worker(python, db, "orig-1", *args, log=tmp / "orig-1.log")
     assert worker.wait(timeout=120) == 0, (tmp / "orig-1.log").read_text()
+    done = _count(db, "SELECT count(DISTINCT item) FROM processed")
+    assert done == ITEMS, (tmp / "orig-1.log").read_text()
 
 
 def _snapshot(db: dict[str, str]) -> dict[str, object]:
@@ -138,6 +141,12 @@ def test_a_dry_run_prints_the_plan_and_changes_nothing(
     assert f"carry {ITEMS} audit row(s)" in out
     assert "dry run: nothing was changed" in out
     assert _snapshot(db) == before
+    # The operator guide shows this very output (the schema version aside).
+    guide = (O.ROOT / "docs" / "OPERATOR_GUIDE.md").read_text()
+    shown = re.search(r"<!-- upgrade: dry-run -->\n```text\n(.*?)\n```", guide, re.S)
+    assert shown is not None
+    version = re.compile(r"version 0 -> \d+")
+    assert version.sub("", shown.group(1)) == version.sub("", out.strip())
 
 
 def test_migrate_without_a_site_names_the_option(
@@ -331,14 +340,16 @@ def test_zero_downtime_new_workers_claim_nothing_until_the_originals_stop_then_t
     processes: list[subprocess.Popen[str]] = []
     try:
         originals = [
-            O.original_worker(original_python, db, name, log=tmp_path / f"{name}.log")
+            O.original_worker(
+                original_python, db, name, "--timeout=6", log=tmp_path / f"{name}.log"
+            )
             for name in ("orig-1", "orig-2")
         ]
         processes += originals
         processed_by = "SELECT count(*) FROM processed WHERE fleet = %s"
         O.wait_for(lambda: _count(db, processed_by, "original") >= 20, 60, "originals at work")
 
-        armed = _cli(db, "--site", SITE, "--original-timeout", "4")
+        armed = _cli(db, "--site", SITE, "--original-timeout", "6")
         assert armed.returncode == 0 and "armed:" in armed.stdout, armed.stdout + armed.stderr
         logs = [tmp_path / f"new-{i}.log" for i in (1, 2)]
         news = [O.new_worker(db, f"new-{i}", SITE, log) for i, log in enumerate(logs, 1)]
