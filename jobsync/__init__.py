@@ -18,12 +18,14 @@ from jobsync.core.errors import JobSyncError, NodeNameConflict
 from jobsync.runtime.config import CoordinationConfig, Settings, config
 from jobsync.runtime.health import serve_health
 from jobsync.runtime.job import Job, Task
+from jobsync.runtime.maintenance import DrainRefused, drain_node, undrain_node
 from jobsync.runtime.node import RebalanceEvent
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CoordinationConfig",
+    "DrainRefused",
     "Job",
     "JobSyncError",
     "NodeNameConflict",
@@ -32,8 +34,10 @@ __all__ = [
     "Task",
     "__version__",
     "config",
+    "drain_node",
     "errors",
     "match_pattern",
     "serve_health",
     "token_for",
+    "undrain_node",
 ]
