@@ -27,7 +27,13 @@ from jobsync.backends.base import (
 )
 from jobsync.backends.sqlite import SQLiteBackend
 from jobsync.backends.sqlite.schema import SCHEMA_VERSION
-from jobsync.core.errors import BackendUnavailable, InvalidArgument, LockTimeout, SchemaError
+from jobsync.core.errors import (
+    BackendError,
+    BackendUnavailable,
+    InvalidArgument,
+    LockTimeout,
+    SchemaError,
+)
 from jobsync.testing.backend_contract import BackendContract
 from jobsync.testing.clock import ManualClock
 
@@ -235,9 +241,12 @@ def test_a_file_that_is_not_a_database_is_a_schema_error(tmp_path: Path) -> None
     assert isinstance(caught.value.__cause__, sqlite3.DatabaseError)
 
 
-def test_a_missing_directory_is_backend_unavailable(tmp_path: Path) -> None:
-    with pytest.raises(BackendUnavailable):
+def test_a_missing_directory_is_an_error_retrying_cannot_fix(tmp_path: Path) -> None:
+    """Not BackendUnavailable: a worker's enter would retry it for wait_on_enter."""
+    with pytest.raises(BackendError, match="no folder") as caught:
         SQLiteBackend(tmp_path / "no" / "such" / "dir.db")
+    assert not isinstance(caught.value, BackendUnavailable)
+    assert not (tmp_path / "no").exists()
 
 
 @pytest.mark.parametrize(
