@@ -22,15 +22,18 @@
 #    own (the largest capacity first, then the one needing the fewest moves),
 #    and unit is recomputed over the rest (water-filling), so the hot nodes'
 #    normalised load is the least any plan can give those tokens.  Every
-#    other token with any load leaves a hot node.  Then every node above its TRIGGER sheds
-#    down to its CEILING: each step moves the smallest movable token at
-#    least as heavy as what is still over, or else the heaviest, onto the
-#    node whose normalised load after it is least among those it keeps at
-#    or under their ceiling.  Nodes between ceiling and trigger are left
-#    alone (hysteresis: estimate noise does not move anything).
+#    other token with any load leaves a hot node.  Then, once any node is
+#    above its TRIGGER (or a hot token is not yet alone), every node above
+#    its CEILING sheds down to it: each step moves the smallest movable
+#    token at least as heavy as what is still over, or else the heaviest,
+#    onto the node whose normalised load after it is least among those it
+#    keeps at or under their ceiling.  While every node is at or under its
+#    trigger nothing moves (hysteresis: estimate noise moves nothing, and
+#    after a plan every node has (band - hysteresis) of room to drift).
 #
-# What is optimal (exact): a node above its trigger must lose tokens worth
-# at least (load - ceiling), so it loses at least k_i tokens, k_i being how
+# What is optimal (exact): once triggered, a node above its ceiling must
+# lose tokens worth at least (load - ceiling), so it loses at least k_i
+# tokens, k_i being how
 # many of its heaviest movable tokens it takes to cover that; tokens leave
 # one node each, so sum(k_i) (plus the tokens on hot nodes and the hot
 # tokens not yet home) is a lower bound for any plan.  The shedding rule
@@ -51,7 +54,7 @@
 #
 # Also: pins are always honoured; a token never moves twice in one plan;
 # re-planning a finished plan's result with the same loads moves nothing
-# (every node is at or under its ceiling, hence its trigger); the same inputs
+# (every node is at or under its ceiling, below its trigger); the same inputs
 # give the same plan (ties break by token id and node name order).
 """Load-driven balancing: move the fewest tokens to keep measured load within a band."""
 
@@ -210,7 +213,7 @@ class _State:
         self.unit = 0.0
         self.budget = 0
         self.ceiling: list[float] = []
-        self.shedding: set[int] = set()
+        self.triggered = False
         self.last = -1  # the token of the latest load move
 
     def eligible(self, t: int, i: int) -> bool:
@@ -324,7 +327,14 @@ class _State:
         self._find_hot()
         trigger = [(1 + policy.band) * c * self.unit for c in self.caps]
         self.ceiling = [(1 + policy.band - policy.hysteresis) * c * self.unit for c in self.caps]
-        self.lower = self._lower_bound(trigger)
+        self.triggered = any(
+            self._loaded(j, t) or self.owner[t] != j for j, t in self.dedicated.items()
+        ) or any(
+            self.load[i] > trigger[i] for i in range(len(self.names)) if i not in self.dedicated
+        )
+        if not self.triggered:
+            return
+        self.lower = self._lower_bound()
         left = budget
         for j, t in sorted(self.dedicated.items(), key=lambda item: (-self.w[item[1]], item[1])):
             if self.owner[t] != j:
@@ -336,7 +346,7 @@ class _State:
         heapq.heapify(heap)
         while heap:
             _, i = heapq.heappop(heap)
-            over = self._excess(i, trigger)
+            over = self._excess(i)
             if over is None:
                 continue
             if not left:
@@ -351,13 +361,11 @@ class _State:
             for k in (i, self.owner[self.last]):
                 heapq.heappush(heap, (-self.load[k] / self.caps[k], k))
 
-    def _excess(self, i: int, trigger: list[float]) -> float | None:
+    def _excess(self, i: int) -> float | None:
         """What node ``i`` must still lose (None: nothing)."""
         if i in self.dedicated:
-            others = [t for t in self.held[i] if t != self.dedicated[i] and self.w[t] > 0]
-            return math.inf if others else None
-        if self.load[i] > trigger[i] or (i in self.shedding and self.load[i] > self.ceiling[i]):
-            self.shedding.add(i)
+            return math.inf if self._loaded(i, self.dedicated[i]) else None
+        if self.load[i] > self.ceiling[i]:
             return self.load[i] - self.ceiling[i]
         return None
 
@@ -408,7 +416,7 @@ class _State:
                 return self._load_move(t, j)
         return None
 
-    def _lower_bound(self, trigger: list[float]) -> int:
+    def _lower_bound(self) -> int:
         """Fewest load moves any plan needs for these ceilings (the module's law)."""
         load = list(self.load)
         count = 0
@@ -424,7 +432,7 @@ class _State:
             if i in self.dedicated:
                 count += sum(1 for t in mine if t not in free)
                 continue
-            if load[i] <= trigger[i]:
+            if load[i] <= self.ceiling[i]:
                 continue
             need = load[i] - self.ceiling[i] - sum(self.w[t] for t in mine if t in free)
             mine = [t for t in mine if t not in free]
