@@ -233,9 +233,9 @@ def test_every_registration_names_the_process_and_what_it_knew() -> None:
     handle = store.connect("a")
     real = handle.register
 
-    def register(*args: Any, process: str, known: int | None) -> Any:
+    def register(*args: Any, process: str, known: int | None, **more: Any) -> Any:
         seen.append((process, known))
-        return real(*args, process=process, known=known)
+        return real(*args, process=process, known=known, **more)
 
     handle.register = register  # type: ignore[method-assign]
     node = Node(handle, SITE, "a", CFG, process="proc-1")
