@@ -55,11 +55,13 @@ class SettleVerbs:
     def complete(
         self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
     ) -> frozenset[str]:
+        self._entering("complete")
         return self._settle(Settlement.checked("complete", site, date, incarnation, task_keys))
 
     def release(
         self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
     ) -> frozenset[str]:
+        self._entering("release")
         return self._settle(Settlement.checked("release", site, date, incarnation, task_keys))
 
     def complete_in(
@@ -67,6 +69,7 @@ class SettleVerbs:
         task_keys: Sequence[str],
     ) -> frozenset[str]:  # fmt: skip
         """``complete`` inside ``connection``'s open transaction."""
+        self._entering("complete")
         args = Settlement.checked("complete", site, date, incarnation, task_keys)
         return self._settle(args, connection)
 
@@ -75,8 +78,12 @@ class SettleVerbs:
         task_keys: Sequence[str],
     ) -> frozenset[str]:  # fmt: skip
         """``release`` inside ``connection``'s open transaction."""
+        self._entering("release")
         args = Settlement.checked("release", site, date, incarnation, task_keys)
         return self._settle(args, connection)
+
+    def _entering(self, verb: str) -> None:
+        """Called before the arguments are checked (see joining.RegisterVerb)."""
 
     def _settle(self, settlement: Settlement, inside: object = HERE) -> frozenset[str]:
         """Settle the open claims of ``settlement``: on jobsync's own connection when

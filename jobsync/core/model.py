@@ -64,6 +64,24 @@ batch, and deleting it would let its task be claimed again."""
 
 
 @attrs.frozen(kw_only=True)
+class Joining:
+    """What ``register`` asks for: a new incarnation of ``name`` on ``site``.
+
+    ``process`` identifies the asking process (empty: unknown); ``known`` is the
+    last incarnation of the name that process was told of (None: none), so a
+    retry whose first reply was lost takes its own row over unfenced and a late
+    one is refused (``rules.takeover``).
+    """
+
+    site: str
+    name: str
+    lease_timeout: float
+    process: str = ""
+    known: int | None = None
+    capacity: float = 1.0
+
+
+@attrs.frozen(kw_only=True)
 class Registration:
     """The result of ``register``."""
 

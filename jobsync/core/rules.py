@@ -64,6 +64,7 @@ from jobsync.core.model import (
     NODE_LEAVING,
     DirectAssign,
     HeartbeatOutcome,
+    Joining,
     NodeRecord,
     PlanCommit,
     Revoke,
@@ -130,32 +131,22 @@ def same_process(row: NodeRecord, process: str) -> bool:
     return process != "" and row.process == process
 
 
-def takeover(
-    old: NodeRecord | None,
-    *,
-    site: str,
-    name: str,
-    incarnation: int,
-    lease: float,
-    now: float,
-    process: str = "",
-    known: int | None = None,
-    capacity: float = 1.0,
-) -> NodeRecord:
+def takeover(old: NodeRecord | None, joining: Joining, incarnation: int, now: float) -> NodeRecord:
     """The row a registration writes over ``old`` (the name's current row, if any).
 
-    The new row has ``capacity``; an operator's drain on ``old`` carries over
+    The new row has ``joining.capacity``; an operator's drain on ``old`` carries over
     (planned maintenance outlasts a restart while the name's row exists).
 
-    Raises NodeNameConflict when ``known`` (the caller's last incarnation) is
-    older than ``old``'s and ``old`` belongs to another process.
+    Raises NodeNameConflict when ``joining.known`` (the caller's last
+    incarnation) is older than ``old``'s and ``old`` belongs to another process.
     """
+    name, process, known = joining.name, joining.process, joining.known
     fence = 0.0
     if old is not None:
         mine = same_process(old, process)
         if known is not None and old.incarnation > known and not mine:
             raise NodeNameConflict(
-                f"node name {name!r} of site {site!r} is held by incarnation "
+                f"node name {name!r} of site {joining.site!r} is held by incarnation "
                 f"{old.incarnation} of another process, newer than this process's {known}"
             )
         fence = old.fence_until
@@ -166,11 +157,11 @@ def takeover(
         incarnation=incarnation,
         registered_at=now,
         last_heartbeat=now,
-        lease_timeout=lease,
+        lease_timeout=joining.lease_timeout,
         state=NODE_ACTIVE,
         fence_until=fence,
         process=process,
-        capacity=capacity,
+        capacity=joining.capacity,
         drained_at=None if old is None else old.drained_at,
         drain_until=None if old is None else old.drain_until,
         drain_note="" if old is None else old.drain_note,

@@ -36,6 +36,7 @@ from jobsync.backends.memory import MemoryStore
 from jobsync.backends.sqlite import SQLiteBackend
 from jobsync.core import rules
 from jobsync.core.errors import ConflictError
+from jobsync.core.model import Joining
 from jobsync.testing.clock import ManualClock
 
 SITE_TOKENS = 4
@@ -226,9 +227,8 @@ def _heartbeat(storage: Store, shape: Shape) -> str | None:
 def _takeover(storage: Store, shape: Shape) -> str | None:
     db, site, _, _ = _scene(storage, shape)
     now, row = _row(db, site, "h")
-    expected = rules.takeover(
-        row, site=site, name="h", incarnation=0, lease=LEASE, now=now, process="third"
-    ).fence_until
+    joining = Joining(site=site, name="h", lease_timeout=LEASE, process="third")
+    expected = rules.takeover(row, joining, 0, now).fence_until
     got = db.register(site, "h", LEASE, process="third").fence_until
     return None if abs(got - expected) < 1e-3 else f"{shape}: fence {got}, rule {expected}"
 

@@ -16,6 +16,7 @@ from jobsync.core.model import (
     DEAD_NODE_RETENTION,
     DirectAssign,
     HeartbeatOutcome,
+    Joining,
     NodeRecord,
     PlanCommit,
     Revoke,
@@ -76,42 +77,40 @@ def test_heartbeat_outcomes() -> None:
     )
 
 
+def take(
+    old: NodeRecord | None, inc: int, now: float, process: str = "", known: int | None = None
+) -> NodeRecord:
+    """``rules.takeover`` of name "a" on site "s" with a 10 s lease."""
+    joining = Joining(site="s", name="a", lease_timeout=10, process=process, known=known)
+    return rules.takeover(old, joining, inc, now)
+
+
 def test_takeover_fences_another_processs_live_incarnation_only() -> None:
     old = row(beat=NOW, lease=10.0, process="p1", fence_until=3.0)
-    new = rules.takeover(
-        old, site="s", name="a", incarnation=2, lease=10, now=NOW + 1, process="p2"
-    )
+    new = take(old, 2, NOW + 1, process="p2")
     assert (new.incarnation, new.fence_until, new.process, new.state) == (
         2,
         NOW + 10,
         "p2",
         "active",
     )
-    mine = rules.takeover(old, site="s", name="a", incarnation=2, lease=10, now=NOW, process="p1")
+    mine = take(old, 2, NOW, process="p1")
     assert mine.fence_until == 3.0  # the stored fence stays; its own incarnation adds none
     dead = attrs.evolve(old, state="dead")
-    assert (
-        rules.takeover(dead, site="s", name="a", incarnation=2, lease=10, now=NOW).fence_until
-        == 3.0
-    )
+    assert take(dead, 2, NOW).fence_until == 3.0
     anonymous = attrs.evolve(old, process="")
     assert (
-        rules.takeover(anonymous, site="s", name="a", incarnation=2, lease=10, now=NOW).fence_until
-        == NOW + 10
+        take(anonymous, 2, NOW).fence_until == NOW + 10
     )  # an empty identity is nobody's, not the caller's
 
 
 def test_a_late_reregistration_is_refused_by_a_newer_process_only() -> None:
     newer = row(inc=7, process="p2")
     with pytest.raises(NodeNameConflict, match="7"):
-        rules.takeover(
-            newer, site="s", name="a", incarnation=8, lease=10, now=NOW, process="p1", known=5
-        )
+        take(newer, 8, NOW, process="p1", known=5)
     own = attrs.evolve(newer, process="p1")  # its own lost registration
-    assert rules.takeover(
-        own, site="s", name="a", incarnation=8, lease=10, now=NOW, process="p1", known=5
-    )
-    assert rules.takeover(newer, site="s", name="a", incarnation=8, lease=10, now=NOW, process="p1")
+    assert take(own, 8, NOW, process="p1", known=5)
+    assert take(newer, 8, NOW, process="p1")
 
 
 def test_holding_classes_and_their_boundaries() -> None:

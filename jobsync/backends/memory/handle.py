@@ -31,6 +31,7 @@ from jobsync.backends.base import (
     Registration,
     SiteInfo,
 )
+from jobsync.backends.joining import RegisterVerb
 from jobsync.backends.memory.records import ClaimKey
 from jobsync.backends.memory.site import SiteState
 from jobsync.backends.memory.transaction import MemoryTransaction
@@ -38,6 +39,7 @@ from jobsync.backends.settle import HERE, Settlement, SettleVerbs
 from jobsync.core import rules
 from jobsync.core.errors import BackendUnavailable, InvalidArgument
 from jobsync.core.hashing import validate_hash_function, validate_total_tokens
+from jobsync.core.model import Joining
 
 if TYPE_CHECKING:
     from jobsync.backends.memory.store import MemoryStore
@@ -72,6 +74,9 @@ class _HandleCore:
         self._verb = ""
         self._seen: dict[str, int] = {}
         """Per site, the signal count this handle has been told of (edge trigger)."""
+
+    def _entering(self, verb: str) -> None:
+        self._begin(verb)
 
     def _begin(self, verb: str) -> None:
         self._verb = verb
@@ -156,7 +161,7 @@ class _HandleCore:
         self._closed = True
 
 
-class _SiteVerbs(_HandleCore):
+class _SiteVerbs(_HandleCore, RegisterVerb):
     """Sites, membership, planning, hand-off, locks and history."""
 
     # -- sites ------------------------------------------------------------------
@@ -199,24 +204,8 @@ class _SiteVerbs(_HandleCore):
 
     # -- membership -------------------------------------------------------------
 
-    def register(
-        self,
-        site: str,
-        name: str,
-        lease_timeout: float,
-        *,
-        process: str = "",
-        known: int | None = None,
-        capacity: float = 1.0,
-    ) -> Registration:
-        self._begin("register")
-        site, name = checks.site_name(site), checks.node_name(name)
-        lease = checks.seconds("lease_timeout", lease_timeout)
-        who, last = checks.process_id(process), checks.known_incarnation(known)
-        cap = checks.capacity(capacity)
-        return self._run(
-            site, lambda s, now: s.register(name, lease, now, process=who, known=last, capacity=cap)
-        )
+    def _register(self, joining: Joining) -> Registration:
+        return self._run(joining.site, lambda s, now: s.register(joining, now))
 
     def set_capacity(self, site: str, name: str, incarnation: int, capacity: float) -> bool:
         self._begin("set_capacity")
@@ -347,7 +336,7 @@ class _SiteVerbs(_HandleCore):
         return self._run(site, lambda s, now: s.prune(age, now))
 
 
-class _ClaimVerbs(SettleVerbs, _HandleCore):
+class _ClaimVerbs(_HandleCore, SettleVerbs):
     """Claims, completion (here or in a user's transaction) and reaping."""
 
     def claim(
@@ -372,7 +361,6 @@ class _ClaimVerbs(SettleVerbs, _HandleCore):
         Either way the verb is counted, and faults meet it, by its kind's name."""
         kind, site, day = settlement.kind, settlement.site, settlement.day
         inc, keys = settlement.incarnation, settlement.keys
-        self._begin(kind)
         if inside is not HERE:
             tx = self._transaction(inside)
             return self._run(site, lambda s, _: tx.stage(s, kind, day, inc, keys))

@@ -72,6 +72,7 @@ from jobsync.core.errors import (
     NotLeader,
 )
 from jobsync.core.hashing import token_for
+from jobsync.core.model import Joining
 
 _RUNNING = (NODE_ACTIVE, NODE_LEAVING)
 _K = TypeVar("_K")
@@ -318,29 +319,10 @@ class SiteState(_RecordVerbs):
         return self.info()
 
     # -- membership -----------------------------------------------------------
-    def register(
-        self,
-        name: str,
-        lease: float,
-        now: float,
-        *,
-        process: str = "",
-        known: int | None = None,
-        capacity: float = 1.0,
-    ) -> Registration:
-        row = rules.takeover(
-            self.nodes.get(name),
-            site=self.name,
-            name=name,
-            incarnation=self.next_incarnation,
-            lease=lease,
-            now=now,
-            process=process,
-            known=known,
-            capacity=capacity,
-        )
+    def register(self, joining: Joining, now: float) -> Registration:
+        row = rules.takeover(self.nodes.get(joining.name), joining, self.next_incarnation, now)
         self.next_incarnation += 1
-        self.nodes[name] = row
+        self.nodes[joining.name] = row
         self.bump()
         return Registration(
             incarnation=row.incarnation,

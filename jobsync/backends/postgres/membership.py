@@ -20,34 +20,33 @@ from jobsync.backends.base import (
     NodeRecord,
     Registration,
 )
+from jobsync.backends.joining import RegisterVerb
 from jobsync.backends.postgres import rows as V
 from jobsync.backends.postgres.handle import Queries, _Handle, unknown_site
 from jobsync.backends.postgres.session import Session
 from jobsync.core.errors import (
     NodeNameConflict,
 )
+from jobsync.core.model import Joining
 
 _RUNNING = (NODE_ACTIVE, NODE_LEAVING)
 _RowWrite = Callable[[Session, Queries, dict[str, object]], "str | bool"]
 
 
-class _Membership(_Handle):
+class _Membership(RegisterVerb, _Handle):
     """The verbs of a node's own row."""
 
-    def register(
-        self,
-        site: str,
-        name: str,
-        lease_timeout: float,
-        *,
-        process: str = "",
-        known: int | None = None,
-        capacity: float = 1.0,
-    ) -> Registration:
-        site, name = checks.site_name(site), checks.node_name(name)
-        lease = checks.seconds("lease_timeout", lease_timeout)
-        who, last = checks.process_id(process), checks.known_incarnation(known)
-        cap = checks.capacity(capacity)
+    def _register(self, joining: Joining) -> Registration:
+        site, name, last = joining.site, joining.name, joining.known
+        params = {
+            "site": site,
+            "name": name,
+            "lease": joining.lease_timeout,
+            "process": joining.process,
+            "known": last,
+            "capacity": joining.capacity,
+            "channel": self._channel(site),
+        }
 
         def body(s: Session, q: Queries) -> Registration:
             # A refusal raises inside the transaction, which rolls back the
@@ -57,17 +56,7 @@ class _Membership(_Handle):
                 if row is None:
                     raise unknown_site(site)
                 inc, counter = row
-                params = {
-                    "site": site,
-                    "name": name,
-                    "lease": lease,
-                    "inc": inc,
-                    "process": who,
-                    "known": last,
-                    "capacity": cap,
-                    "channel": self._channel(site),
-                }
-                node = s.execute(q["UPSERT_NODE"], params).fetchone()
+                node = s.execute(q["UPSERT_NODE"], {**params, "inc": inc}).fetchone()
                 assert node is not None
                 refused, held, registered_at, fence = node[:4]
                 if refused:

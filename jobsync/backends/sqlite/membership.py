@@ -25,15 +25,17 @@ from jobsync.backends.base import (
     Registration,
     SiteInfo,
 )
+from jobsync.backends.joining import RegisterVerb
 from jobsync.backends.sqlite import queries as Q
 from jobsync.backends.sqlite import rows as R
 from jobsync.backends.sqlite.session import _Session
 from jobsync.core import rules
 from jobsync.core.errors import ConfigMismatch
 from jobsync.core.hashing import validate_hash_function, validate_total_tokens
+from jobsync.core.model import Joining
 
 
-class _Membership(_Session):
+class _Membership(RegisterVerb, _Session):
     """Sites and the node rows' lifecycle."""
 
     def ensure_site(self, site: str, total_tokens: int, hash_function: str) -> SiteInfo:
@@ -60,28 +62,16 @@ class _Membership(_Session):
                 return None
             return R.site_info(self._site(conn, site))
 
-    def register(
-        self, site: str, name: str, lease_timeout: float, *, process: str = "",
-        known: int | None = None, capacity: float = 1.0,
-    ) -> Registration:  # fmt: skip
-        C.site_name(site)
-        C.node_name(name)
-        lease = C.seconds("lease_timeout", lease_timeout)
-        process = C.process_id(process)
-        known = C.known_incarnation(known)
-        capacity = C.capacity(capacity)
+    def _register(self, joining: Joining) -> Registration:
+        site, name = joining.site, joining.name
         with self._tx("register") as conn:
             info, now = self._site(conn, site), self._clock()
             incarnation = info[R.INCARNATIONS] + 1
-            node = rules.takeover(
-                self._nodes(conn, site).get(name), site=site, name=name,
-                incarnation=incarnation, lease=lease, now=now, process=process, known=known,
-                capacity=capacity,
-            )  # fmt: skip
+            node = rules.takeover(self._nodes(conn, site).get(name), joining, incarnation, now)
             fence = node.fence_until
             row = (
-                site, name, incarnation, now, now, lease, NODE_ACTIVE, fence, process, capacity,
-                node.drained_at, node.drain_until, node.drain_note,
+                site, name, incarnation, now, now, node.lease_timeout, NODE_ACTIVE, fence,
+                node.process, node.capacity, node.drained_at, node.drain_until, node.drain_note,
             )  # fmt: skip
             conn.execute(Q.UPSERT_NODE, row)
             conn.execute(Q.TAKE_INCARNATION, (site, incarnation))
