@@ -9,10 +9,12 @@
 # - Without effective pins the target is the largest-remainder split of the
 #   assignable tokens A (Hamilton's method): node i's exact quota is
 #   A * w_i / W; it gets the floor, and the A - sum(floors) "+1" slots go to
-#   the largest remainders, ties to the node holding the most (fewest moves),
-#   then by name.  Every node ends within one token of its exact quota, and
-#   the moves are orphans + sum(max(0, held - target)), the fewest for that
-#   target.  With equal weights every remainder ties, which is exactly the
+#   the largest remainders, ties to the node holding the most beyond its
+#   floor (a "+1" there saves a move; and re-planning a plan's own result
+#   keeps its slots, so it moves nothing), then by name.  Every node ends
+#   within one token of its exact quota, and the moves are orphans +
+#   sum(max(0, held - target)), the fewest for that target.  With equal
+#   weights every remainder and every floor tie, which is exactly the
 #   unweighted rule (the "+1" slots to the nodes holding the most).
 # - With pins, the fractional shares are the lexicographically optimal base
 #   with respect to the weights (Fujishige 1980): the principal partition by
@@ -84,14 +86,14 @@ def weights(names: Sequence[str], capacities: Mapping[str, float]) -> list[int] 
 def proportional_targets(held: Sequence[int], assignable: int, weight: Sequence[int]) -> list[int]:
     """Largest-remainder split of ``assignable`` tokens by ``weight``.
 
-    Ties of remainder go to the node holding the most, then to the first in
-    order (``held`` and ``weight`` are in name order).
+    Ties of remainder go to the node holding the most beyond its floor, then
+    to the first in order (``held`` and ``weight`` are in name order).
     """
     total = sum(weight)
     target = [assignable * w // total for w in weight]
     remainder = [assignable * w % total for w in weight]
     extra = assignable - sum(target)
-    order = sorted(range(len(weight)), key=lambda i: (-remainder[i], -held[i]))
+    order = sorted(range(len(weight)), key=lambda i: (-remainder[i], target[i] - held[i]))
     for i in order[:extra]:
         target[i] += 1
     return target

@@ -105,7 +105,7 @@ def test_three_workers_one_one_two_over_a_thousand_tokens() -> None:
     assert all(new == "w2" for _, _, new in q.moves)
 
 
-def test_remainder_ties_go_to_the_node_holding_the_most_then_by_name() -> None:
+def test_remainder_ties_go_to_the_node_holding_the_most_beyond_its_floor() -> None:
     # 3 tokens over capacities 1, 1, 2: quotas 0.75, 0.75, 1.5; floors 0, 0, 1;
     # remainders 3/4, 3/4, 1/2: the two "+1" slots go to a and b, w3 keeps 1.
     p = plan(3, [None] * 3, ["a", "b", "c"], capacities={"a": 1, "b": 1, "c": 2})
@@ -117,6 +117,13 @@ def test_remainder_ties_go_to_the_node_holding_the_most_then_by_name() -> None:
     # and b already holds one: b keeps it.
     r = plan(2, [None, "b"], ["a", "b", "c"], capacities={"a": 1, "b": 1, "c": 2})
     assert dict(r.targets) == {"a": 0, "b": 1, "c": 1} and r.moved == 1
+    # Regression: 10 tokens over capacities 1 and 3 (quotas 2.5 and 7.5, a tie).
+    # From all on a, a keeps the "+1" (3 and 7); re-planning that keeps it too,
+    # although b then holds more: the slot goes to the node above its floor.
+    first = plan(10, ["a"] * 10, ["a", "b"], capacities={"a": 1, "b": 3})
+    assert dict(first.targets) == {"a": 3, "b": 7} and first.moved == 7
+    again = plan(10, first.assignment, ["a", "b"], capacities={"a": 1, "b": 3})
+    assert again.moved == 0
 
 
 def test_pins_with_capacities_follow_the_weighted_shares() -> None:

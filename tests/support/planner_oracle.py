@@ -423,7 +423,7 @@ def exact_pinned(
 #
 # - Unpinned: node i's quota is A * c_i / C for the A assignable tokens; each node gets
 #   the floor, and the "+1" slots go to the largest remainders (ties: the node holding
-#   the most, then by name).  Fewest moves: orphans + sum(max(0, held - target)).
+#   the most beyond its floor, then by name).  Fewest moves: orphans + sum(max(0, held - target)).
 # - Pinned: each node's fractional share is its capacity times the density of its part
 #   of the weighted principal partition (peeled here by trying every union of node
 #   types, densest by tokens confined per unit of capacity); every node holds the
@@ -446,7 +446,7 @@ def proportional_targets(
     quota = {n: total * caps[n] / whole for n in order}
     target = {n: math.floor(quota[n]) for n in order}
     extra = total - sum(target.values())
-    ranked = sorted(order, key=lambda n: (-(quota[n] - target[n]), -count.get(n, 0), n))
+    ranked = sorted(order, key=lambda n: (-(quota[n] - target[n]), target[n] - count.get(n, 0), n))
     for n in ranked[:extra]:
         target[n] += 1
     return target
