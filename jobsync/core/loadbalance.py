@@ -5,8 +5,10 @@
 # L is the load of every owned token, C the capacity of every live node, and
 # unit = L / C is the fair load per unit of capacity (after hot tokens, below,
 # take their nodes: unit = what is left over what is left).  Node i's fair
-# share is c_i * unit, its TRIGGER (1 + band) * c_i * unit and its CEILING
-# (1 + band - hysteresis) * c_i * unit.  max/mean is max_i(load_i / c_i) / unit.
+# share is c_i * unit, its TRIGGER (1 + band - margin) * c_i * unit and its
+# CEILING (trigger - hysteresis) * c_i * unit (`LoadPolicy`): the band is the
+# promise, the margin is room left for load to drift between plans.
+# max/mean is max_i(load_i / c_i) / unit.
 #
 # 1. Orphans (never throttled).  A token whose owner is not live, or not
 #    eligible under its pin, moves: heaviest first, to the eligible node whose
@@ -29,7 +31,7 @@
 #    onto the node whose normalised load after it is least among those it
 #    keeps at or under their ceiling.  While every node is at or under its
 #    trigger nothing moves (hysteresis: estimate noise moves nothing, and
-#    after a plan every node has (band - hysteresis) of room to drift).
+#    after a plan every node has margin + hysteresis of room to drift).
 #
 # What is optimal (exact): once triggered, a node above its ceiling must
 # lose tokens worth at least (load - ceiling), so it loses at least k_i
@@ -44,9 +46,9 @@
 # What is a bounded heuristic, and the bound: which node receives is
 # bin packing (NP-hard), so a step may find no node with room for the token
 # the rule picks; it then takes the next token that fits (a detour).  The total
-# room under the ceilings is at least (band - hysteresis) * L minus one token
+# room under the ceilings is at least (ceiling - 1) * L minus one token
 # per donor, so without pins, cool-downs or hot tokens a receiver ALWAYS has
-# room when every token weighs at most (band - hysteresis) * L / n (n the
+# room when every token weighs at most (ceiling - 1) * L / n (n the
 # number of nodes): then the plan finishes within the band with the fewest
 # moves.  Otherwise a step may detour, or, when no token fits anywhere, move
 # the heaviest token whose least loaded receiver ends below the donor (the
@@ -325,8 +327,8 @@ class _State:
         if sum(self.load) <= 0:
             return
         self._find_hot()
-        trigger = [(1 + policy.band) * c * self.unit for c in self.caps]
-        self.ceiling = [(1 + policy.band - policy.hysteresis) * c * self.unit for c in self.caps]
+        trigger = [policy.trigger * c * self.unit for c in self.caps]
+        self.ceiling = [policy.ceiling * c * self.unit for c in self.caps]
         self.triggered = any(
             self._loaded(j, t) or self.owner[t] != j for j, t in self.dedicated.items()
         ) or any(

@@ -26,16 +26,19 @@ def _fraction(name: str, value: float, *, upper: float, closed: bool = True) -> 
 class LoadPolicy:
     """How `balance_load` paces itself; every field is validated.
 
-    ``band``: nodes above ``(1 + band)`` of their fair share shed load.
-    ``hysteresis``: they shed down to ``(1 + band - hysteresis)``, and
-    receivers fill only that far, so noise below ``hysteresis`` moves
-    nothing.  ``budget``: load moves per plan, a fraction of the tokens (at
-    least one).  ``cooldown``: plans a moved token sits out before a load
-    move may take it again.
+    ``band``: the balance promised, no node above ``(1 + band)`` of its fair
+    share.  ``margin``: room kept under the band for load to drift between
+    plans: a node above ``1 + band - margin`` (its TRIGGER) starts a
+    shedding.  ``hysteresis``: nodes then shed down to ``hysteresis`` under
+    the trigger (the CEILING) and receivers fill only that far, so noise
+    smaller than ``hysteresis`` moves nothing.  ``budget``: load moves per
+    plan, a fraction of the tokens (at least one).  ``cooldown``: plans a
+    moved token sits out before a load move may take it again.
     """
 
     band: float = 0.10
-    hysteresis: float = 0.05
+    margin: float = 0.03
+    hysteresis: float = 0.04
     budget: float = 0.02
     cooldown: int = 3
 
@@ -43,7 +46,13 @@ class LoadPolicy:
         band = _fraction("band", self.band, upper=10.0)
         if band <= 0:
             raise InvalidArgument(f"band must be positive, got {self.band!r}")
-        _fraction("hysteresis", self.hysteresis, upper=band, closed=False)
+        margin = _fraction("margin", self.margin, upper=band, closed=False)
+        hysteresis = _fraction("hysteresis", self.hysteresis, upper=band)
+        if margin + hysteresis >= band:
+            raise InvalidArgument(
+                f"margin + hysteresis must be below band, got {self.margin!r} + "
+                f"{self.hysteresis!r} >= {self.band!r}"
+            )
         budget = _fraction("budget", self.budget, upper=1.0)
         if budget <= 0:
             raise InvalidArgument(f"budget must be positive, got {self.budget!r}")
@@ -53,6 +62,16 @@ class LoadPolicy:
             )
         if self.cooldown < 0:
             raise InvalidArgument(f"cooldown must be >= 0, got {self.cooldown!r}")
+
+    @property
+    def trigger(self) -> float:
+        """A node above this multiple of its fair share starts a shedding."""
+        return 1 + self.band - self.margin
+
+    @property
+    def ceiling(self) -> float:
+        """Shedding nodes go down to, and receivers fill up to, this multiple."""
+        return 1 + self.band - self.margin - self.hysteresis
 
     def moves_allowed(self, total_tokens: int) -> int:
         """The budget in tokens: ``budget * total_tokens``, at least one."""
