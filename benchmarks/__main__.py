@@ -4,7 +4,7 @@
 
 Runs each benchmark module of this directory that exists, in this order:
 core_hash, core_plan, rebalance, runtime, plan_commit, load, scale,
-failover (then any other module here with a ``__main__`` guard), each in a
+failover, balance (then any other module here with a ``__main__`` guard), each in a
 process of its own (``python -m benchmarks.NAME``), its table printed as it
 comes.  With ``--quick``, each module's quick variant: ``--quick``, or for a
 module without that flag the arguments listed in ``QUICK_ARGS``.  Without
@@ -34,6 +34,7 @@ ORDER = (
     "load",
     "scale",
     "failover",
+    "balance",
 )
 NOT_BENCHMARKS = {"__init__", "__main__", "_common", "alternatives"}
 QUICK_ARGS: dict[str, list[str]] = {

@@ -181,3 +181,33 @@ def test_runner_reports_failure_and_timeout() -> None:
     assert bench_all.run_one([sys.executable, "-c", "raise SystemExit(3)"], 30) == 3
     code = bench_all.run_one([sys.executable, "-c", "import time; time.sleep(30)"], 0.5)
     assert code != 0
+
+
+# -- balance ----------------------------------------------------------------------------
+
+
+def test_balance_quick_meets_its_targets(tmp_path: Path) -> None:
+    import json
+    import subprocess
+
+    out = tmp_path / "balance.json"
+    command = [sys.executable, "-m", "benchmarks.balance", "--quick", "--quiet", "--json", str(out)]
+    subprocess.run(command, check=True, cwd=Path(__file__).resolve().parents[1], timeout=600)
+    rows = json.loads(out.read_text())
+    algorithms = {r["algorithm"] for r in rows}
+    assert algorithms == {"jobsync", "count", "slicer", "bounded-ring", "two-choices"}
+    assert {"scenario", "algorithm", "nodes", "round", "max_over_mean_load", "moved"} <= set(
+        rows[0]
+    )
+    mine = [r for r in rows if r["algorithm"] == "jobsync"]
+    # Load moves never exceed the budget (2% of 10,000 tokens a plan).
+    assert all(r["load_moves"] <= r["budget"] == 200 for r in mine)
+    # From round 3 on, max/mean <= 1.10 wherever the hottest token is under 10% of a share...
+    judged = [r for r in mine if r["round"] >= 3 and r["target_applies"]]
+    assert {r["scenario"] for r in judged} >= {"mixed-caps", "hot-drift", "join-crash"}
+    assert all(r["max_over_mean_load"] <= 1.10 for r in judged), judged
+    # ...and where a token is hot, within 10% of what any placement can reach.
+    assert all(r["max_over_mean_load"] <= 1.10 * r["floor"] for r in mine if r["round"] >= 3)
+    # Count-only balance misses the target where load is skewed (what the benchmark shows).
+    count = [r for r in rows if r["algorithm"] == "count" and r["round"] >= 3]
+    assert max(r["max_over_mean_load"] for r in count if r["scenario"] == "zipf-0.8") > 1.10
