@@ -68,6 +68,18 @@ def seconds(what: str, value: object, *, allow_zero: bool = False) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
+MAX_COMPLETIONS = 100_000
+
+
+def completion_window(after: object, limit: object) -> tuple[float, int]:
+    """``read_completions``' arguments: a finite time and a batch of 1..100,000."""
+    if isinstance(after, bool) or not isinstance(after, (int, float)) or not math.isfinite(after):
+        raise InvalidArgument(f"after must be a finite time in seconds, got {after!r}")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_COMPLETIONS:
+        raise InvalidArgument(f"limit must be an integer in 1..{MAX_COMPLETIONS}, got {limit!r}")
+    return float(after), limit
+
+
 def claim_date(value: object) -> datetime.date:
     if isinstance(value, datetime.datetime) or not isinstance(value, datetime.date):
         raise InvalidArgument(f"date must be a datetime.date (not a datetime), got {value!r}")

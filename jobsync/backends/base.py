@@ -468,6 +468,30 @@ class Backend(CoordinationBackend, OperatorBackend, Protocol):
     """Every verb: what each shipped backend implements."""
 
 
+@attrs.frozen(kw_only=True)
+class Completion:
+    """A completed claim as the leader's load estimate reads it: its token, and when it
+    was claimed and completed (backend time, seconds)."""
+
+    token: int
+    claimed_at: float
+    completed_at: float
+
+
+@runtime_checkable
+class CompletionFeed(Protocol):
+    """A backend that lists completions in the order they finished, in bounded batches:
+    what the leader's per-token load estimate reads (``jobsync.core.loadestimate``)."""
+
+    def read_completions(self, site: str, after: float, limit: int) -> tuple[Completion, ...]:
+        """At most ``limit`` completions of any date with ``completed_at > after``,
+        oldest first (one round trip; on PostgreSQL and SQLite an index range scan).
+        A caller pages on by passing the last ``completed_at`` it got; completions
+        sharing that instant beyond a full batch are skipped (the estimate tolerates
+        it).  InvalidArgument names a bad ``after`` or ``limit`` (1..100,000)."""
+        ...
+
+
 @runtime_checkable
 class TransactionalCompletion(Protocol):
     """A backend that can complete or release claims inside the caller's own open

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import math
 import random
 
-from jobsync.backends.base import ClaimRequest
+import pytest
+
+from jobsync.backends.base import ClaimRequest, CompletionFeed
+from jobsync.core.errors import InvalidArgument, JobSyncError
 from jobsync.core.hashing import canonical
 from jobsync.testing.scene import DAY, SHORT_LEASE, Node, Scene, run_threads
 
@@ -133,6 +137,36 @@ class ClaimContract:
         assert [r.task_key for r in scene.db.read_audit(scene.site, DAY)] == sorted(
             [*keys_a, key_b]
         )
+
+    def test_completions_are_read_in_bounded_batches_in_the_order_they_finished(
+        self, scene: Scene
+    ) -> None:
+        if not isinstance(scene.db, CompletionFeed):
+            return  # an optional capability
+        a, b = _pair(scene)
+        keys = [scene.key_on(t, p) for p in ("x", "y") for t in (0, 1)]
+        assert scene.claim(a, keys[0], keys[2]) == {keys[0], keys[2]}
+        assert scene.claim(b, keys[1], keys[3]) == {keys[1], keys[3]}
+        open_ = scene.key_on(0, "open")
+        assert scene.claim(a, open_) == {open_}  # never completed: never read
+        finished = []
+        for key, node in zip(keys, (a, b, a, b), strict=True):
+            assert scene.db.complete(scene.site, DAY, node.incarnation, [key]) == {key}
+            finished.append(scene.token_of(key))
+            scene.wait_until(scene.now() + 0.01)
+        every = scene.db.read_completions(scene.site, 0.0, 100)
+        assert [c.token for c in every] == finished
+        assert all(c.claimed_at <= c.completed_at <= scene.now() for c in every)
+        first = scene.db.read_completions(scene.site, 0.0, 3)
+        assert first == every[:3]
+        rest = scene.db.read_completions(scene.site, first[-1].completed_at, 3)
+        assert rest == every[3:]
+        assert scene.db.read_completions(scene.site, every[-1].completed_at, 3) == ()
+        for bad in ((math.nan, 3), (0.0, 0), (0.0, 100_001), (0.0, True)):
+            with pytest.raises(InvalidArgument):
+                scene.db.read_completions(scene.site, *bad)
+        with pytest.raises(JobSyncError):
+            scene.db.read_completions("no-such-site", 0.0, 3)
 
     def test_reap_releases_open_claims_of_dead_incarnations_only(self, scene: Scene) -> None:
         a, b = _pair(scene, SHORT_LEASE)

@@ -21,6 +21,7 @@ from jobsync.backends.base import (
     AuditRecord,
     ClaimRequest,
     ClusterView,
+    Completion,
     Heartbeat,
     HistoryRecord,
     LockRecord,
@@ -392,6 +393,12 @@ class _ClaimVerbs(_HandleCore, SettleVerbs):
         site, day = checks.site_name(site), checks.claim_date(date)
         node = checks.optional_node_name(name)
         return self._run(site, lambda s, _: s.claims.audit(day, node))
+
+    def read_completions(self, site: str, after: float, limit: int) -> tuple[Completion, ...]:
+        self._begin("read_completions")
+        site = checks.site_name(site)
+        after, limit = checks.completion_window(after, limit)
+        return self._run(site, lambda s, _: s.claims.completions(after, limit))
 
     def reap_claims(self, site: str) -> int:
         self._begin("reap_claims")

@@ -16,7 +16,7 @@ from typing import Literal
 
 import attrs
 
-from jobsync.backends.base import AuditRecord, LockRecord, LockSpec
+from jobsync.backends.base import AuditRecord, Completion, LockRecord, LockSpec
 
 ClaimKey = tuple[datetime.date, str]
 Settle = Literal["complete", "release"]
@@ -137,6 +137,15 @@ class ClaimLedger:
         ]
         records.sort(key=lambda r: r.task_key)
         return tuple(records)
+
+    def completions(self, after: float, limit: int) -> tuple[Completion, ...]:
+        """Completions after ``after``, oldest first, at most ``limit``."""
+        done = sorted(
+            (row.completed_at, row.token, row.claimed_at)
+            for row in self._rows.values()
+            if row.completed_at is not None and row.completed_at > after
+        )
+        return tuple(Completion(token=t, claimed_at=c, completed_at=d) for d, t, c in done[:limit])
 
     def prune(self, cutoff: float) -> int:
         """Delete completions finished before ``cutoff``; open claims stay."""

@@ -22,6 +22,7 @@ from jobsync.backends.base import (
     DEAD_NODE_RETENTION,
     AuditRecord,
     ClaimRequest,
+    Completion,
 )
 from jobsync.backends.postgres import rows
 from jobsync.backends.postgres.handle import Queries, Row, _Handle, translate, unknown_site
@@ -158,6 +159,24 @@ class _Claims(SettleVerbs, _Handle):
             return tuple(records)
 
         return self._call("read_audit", site, body)
+
+    def read_completions(self, site: str, after: float, limit: int) -> tuple[Completion, ...]:
+        site = checks.site_name(site)
+        after, limit = checks.completion_window(after, limit)
+
+        def body(s: Session, q: Queries) -> tuple[Completion, ...]:
+            params = {"site": site, "after": after, "limit": limit}
+            found = s.execute(q["READ_COMPLETIONS"], params).fetchall()
+            if not found:
+                raise unknown_site(site)
+            # to_timestamp may round ``after`` down a microsecond: drop the row it read.
+            return tuple(
+                Completion(token=r[1], claimed_at=r[2], completed_at=r[3])
+                for r in found
+                if r[1] is not None and r[3] > after
+            )
+
+        return self._call("read_completions", site, body)
 
     def reap_claims(self, site: str) -> int:
         site = checks.site_name(site)

@@ -167,6 +167,15 @@ FROM {site} s LEFT JOIN {audit} a ON a.site = s.site AND a.date = %(date)s
     AND (%(name)s::text IS NULL OR a.node = %(name)s)
 WHERE s.site = %(site)s"""
 
+# The leader's load estimate: completions in the order they finished, from the
+# partial index on (site, completed_at) WHERE status = 'done'.
+READ_COMPLETIONS = """SELECT s.site, a.token_id, @EPOCH:a.claimed_at@, @EPOCH:a.completed_at@
+FROM {site} s LEFT JOIN LATERAL (
+    SELECT token_id, claimed_at, completed_at FROM {audit}
+    WHERE site = s.site AND status = 'done' AND completed_at > to_timestamp(%(after)s)
+    ORDER BY completed_at LIMIT %(limit)s) AS a ON true
+WHERE s.site = %(site)s"""
+
 SITE_EXISTS = "SELECT 1 FROM {site} WHERE site = %(site)s"
 
 # A pooled handle's change signal: every statement that notifies the site's

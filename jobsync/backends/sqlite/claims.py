@@ -19,7 +19,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 
 from jobsync.backends import _checks as C
-from jobsync.backends.base import AuditRecord, ClaimRequest
+from jobsync.backends.base import AuditRecord, ClaimRequest, Completion
 from jobsync.backends.settle import HERE, Settlement, SettleVerbs
 from jobsync.backends.sqlite import queries as Q
 from jobsync.backends.sqlite import rows as R
@@ -148,6 +148,14 @@ class _Claims(SettleVerbs, _Session):
         with self._tx("read_audit", write=False) as conn:
             self._site(conn, site)
             return tuple(R.audit(row) for row in conn.execute(Q.SELECT_AUDIT, (site, day, name)))
+
+    def read_completions(self, site: str, after: float, limit: int) -> tuple[Completion, ...]:
+        C.site_name(site)
+        after, limit = C.completion_window(after, limit)
+        with self._tx("read_completions", write=False) as conn:
+            self._site(conn, site)
+            found = conn.execute(Q.SELECT_COMPLETIONS, (site, after, limit))
+            return tuple(Completion(token=t, claimed_at=c, completed_at=d) for t, c, d in found)
 
     def reap_claims(self, site: str) -> int:
         C.site_name(site)

@@ -125,6 +125,10 @@ SELECT_AUDIT = (
     f"SELECT {AUDIT_COLUMNS} FROM sync_audit WHERE site = ?1 AND date = ?2"
     " AND (?3 IS NULL OR node = ?3) ORDER BY task_key"
 )
+SELECT_COMPLETIONS = (
+    "SELECT token, claimed_at, completed_at FROM sync_audit"
+    " WHERE site = ?1 AND status = 'done' AND completed_at > ?2 ORDER BY completed_at LIMIT ?3"
+)
 # Whoever registers a lock last owns it; an existing lock keeps its created_at
 # (expired ones are purged first, so re-registering one starts anew).
 UPSERT_LOCK = (
