@@ -18,18 +18,16 @@ from jobsync.backends.base import Backend
 from jobsync.cli import render
 from jobsync.cli.commands import emit, require_site, with_backend
 from jobsync.cli.insight import WhatIf, explain_report, parse_capacity, parse_pin, plan_report
+from jobsync.cli.parsers import Shared, Subparsers
 from jobsync.cli.report import Json, ranges
 
 
-def add_commands(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    conn: argparse.ArgumentParser,
-    site: argparse.ArgumentParser,
-    out: argparse.ArgumentParser,
-) -> None:
+def add_commands(sub: Subparsers, shared: Shared) -> None:
     """Register ``dashboard``, ``explain`` and ``plan`` on the main parser."""
     p = sub.add_parser(
-        "dashboard", parents=[conn, site], help="serve a live, read-only web page of the site"
+        "dashboard",
+        parents=[shared.conn, shared.site],
+        help="serve a live, read-only web page of the site",
     )
     p.add_argument(
         "--port", type=_port, default=8080, help="TCP port (default 8080; 0 picks a free one)"
@@ -43,7 +41,7 @@ def add_commands(
     p.set_defaults(handler=dashboard)
 
     p = sub.add_parser(
-        "explain", parents=[conn, site, out], help="why each task is where it is, and its claim"
+        "explain", parents=shared.site_json, help="why each task is where it is, and its claim"
     )
     p.add_argument("task_ids", metavar="TASK_ID", nargs="+", help="task ids to explain")
     p.add_argument(
@@ -55,7 +53,7 @@ def add_commands(
     p.set_defaults(handler=explain)
 
     p = sub.add_parser(
-        "plan", parents=[conn, site, out], help="what the leader would do if ... (changes nothing)"
+        "plan", parents=shared.site_json, help="what the leader would do if ... (changes nothing)"
     )
     p.add_argument(
         "--add", action="append", default=[], metavar="NAME", help="a worker joins (repeatable)"

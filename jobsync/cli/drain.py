@@ -19,6 +19,7 @@ import time
 from jobsync.backends.base import Backend, NodeRecord
 from jobsync.cli import render
 from jobsync.cli.commands import CommandRefused, emit, parse_duration, require_site, with_backend
+from jobsync.cli.parsers import Shared, Subparsers
 from jobsync.cli.report import Json
 from jobsync.core import rules
 from jobsync.runtime.maintenance import DrainRefused, drain_node, undrain_node
@@ -26,16 +27,11 @@ from jobsync.runtime.maintenance import DrainRefused, drain_node, undrain_node
 WAIT_POLL = 0.1
 
 
-def add_commands(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    conn: argparse.ArgumentParser,
-    site: argparse.ArgumentParser,
-    out: argparse.ArgumentParser,
-) -> None:
+def add_commands(sub: Subparsers, shared: Shared) -> None:
     """Register ``drain`` and ``undrain`` on the main parser."""
     p = sub.add_parser(
         "drain",
-        parents=[conn, site, out],
+        parents=shared.site_json,
         help="move a running worker's tokens to the others and keep it at zero (maintenance)",
     )
     p.add_argument("node", metavar="NODE", help="the worker's node name")
@@ -66,7 +62,7 @@ def add_commands(
     p.set_defaults(handler=drain)
 
     p = sub.add_parser(
-        "undrain", parents=[conn, site, out], help="end a worker's drain: it gets its share back"
+        "undrain", parents=shared.site_json, help="end a worker's drain: it gets its share back"
     )
     p.add_argument("node", metavar="NODE", help="the worker's node name")
     p.set_defaults(handler=undrain)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from jobsync.backends.url import redact
 from jobsync.cli import cockpit, commands, drain
 from jobsync.cli.connect import one_line
+from jobsync.cli.parsers import Shared, Subparsers
 from jobsync.core.errors import JobSyncError
 from jobsync.core.hashing import HASH_FUNCTIONS
 
@@ -59,13 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    conn = _connection_options()
-    site = _site_options()
-    out = _json_option()
+    shared = Shared.build()
+    conn, out = shared.conn, shared.out
 
     p = sub.add_parser("sites", parents=[conn, out], help="every site in the database")
     p.set_defaults(handler=commands.sites)
-    p = sub.add_parser("status", parents=[conn, site, out], help="the site at a glance")
+    p = sub.add_parser("status", parents=shared.site_json, help="the site at a glance")
     p.add_argument(
         "--history",
         type=_positive_int,
@@ -80,18 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=commands.status)
 
-    p = sub.add_parser("nodes", parents=[conn, site, out], help="node rows and their leases")
+    p = sub.add_parser("nodes", parents=shared.site_json, help="node rows and their leases")
     p.set_defaults(handler=commands.nodes)
 
-    p = sub.add_parser("tokens", parents=[conn, site, out], help="who owns which token")
+    p = sub.add_parser("tokens", parents=shared.site_json, help="who owns which token")
     p.add_argument("--node", help="only this node's tokens")
     p.set_defaults(handler=commands.tokens)
 
-    p = sub.add_parser("which", parents=[conn, site, out], help="a task's token and owner")
+    p = sub.add_parser("which", parents=shared.site_json, help="a task's token and owner")
     p.add_argument("task_id", metavar="TASK_ID", help="the task id, as the workers pass it")
     p.set_defaults(handler=commands.which)
 
-    p = sub.add_parser("history", parents=[conn, site, out], help="the rebalance log")
+    p = sub.add_parser("history", parents=shared.site_json, help="the rebalance log")
     p.add_argument(
         "--limit",
         type=_positive_int,
@@ -101,25 +101,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=commands.history)
 
-    _locks(sub, conn, site, out)
-    _maintenance(sub, conn, site, out)
-    drain.add_commands(sub, conn, site, out)
-    cockpit.add_commands(sub, conn, site, out)
+    _locks(sub, shared)
+    _maintenance(sub, shared)
+    drain.add_commands(sub, shared)
+    cockpit.add_commands(sub, shared)
     _demo(sub)
     return parser
 
 
-def _locks(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    conn: argparse.ArgumentParser,
-    site: argparse.ArgumentParser,
-    out: argparse.ArgumentParser,
-) -> None:
+def _locks(sub: Subparsers, shared: Shared) -> None:
     locks = sub.add_parser("locks", help="list, add or clear task locks (pins)")
     actions = locks.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = actions.add_parser("list", parents=[conn, site, out], help="every unexpired lock")
+    p = actions.add_parser("list", parents=shared.site_json, help="every unexpired lock")
     p.set_defaults(handler=commands.locks_list)
-    p = actions.add_parser("add", parents=[conn, site, out], help="pin a task's token")
+    p = actions.add_parser("add", parents=shared.site_json, help="pin a task's token")
     p.add_argument("task_id", metavar="TASK_ID", help="the task whose token to pin")
     p.add_argument(
         "patterns",
@@ -140,7 +135,7 @@ def _locks(
         help="for example 7d or 12h (default: never)",
     )
     p.set_defaults(handler=commands.locks_add)
-    p = actions.add_parser("clear", parents=[conn, site, out], help="delete locks")
+    p = actions.add_parser("clear", parents=shared.site_json, help="delete locks")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--creator", help="delete this creator's locks")
     which.add_argument("--all", action="store_true", help="delete every lock of the site")
@@ -148,12 +143,8 @@ def _locks(
     p.set_defaults(handler=commands.locks_clear)
 
 
-def _maintenance(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    conn: argparse.ArgumentParser,
-    site: argparse.ArgumentParser,
-    out: argparse.ArgumentParser,
-) -> None:
+def _maintenance(sub: Subparsers, shared: Shared) -> None:
+    conn = shared.conn
     p = sub.add_parser(
         "migrate",
         parents=[conn],
@@ -185,7 +176,7 @@ def _maintenance(
     p.set_defaults(handler=commands.migrate)
 
     p = sub.add_parser(
-        "prune", parents=[conn, site, out], help="delete old audit rows and rebalance history"
+        "prune", parents=shared.site_json, help="delete old audit rows and rebalance history"
     )
     p.add_argument(
         "--older-than",
@@ -199,11 +190,11 @@ def _maintenance(
 
     site_cmd = sub.add_parser("site", help="show or reset a site's constants")
     actions = site_cmd.add_subparsers(dest="action", metavar="ACTION", required=True)
-    p = actions.add_parser("show", parents=[conn, site, out], help="the site's stored constants")
+    p = actions.add_parser("show", parents=shared.site_json, help="the site's stored constants")
     p.set_defaults(handler=commands.site_show)
     p = actions.add_parser(
         "reset",
-        parents=[conn, site, out],
+        parents=shared.site_json,
         help="change total tokens and hash (no node may be live)",
     )
     p.add_argument(
@@ -220,38 +211,12 @@ def _maintenance(
     p.set_defaults(handler=commands.site_reset)
 
 
-def _demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _demo(sub: Subparsers) -> None:
     from jobsync.cli import demo
 
     p = sub.add_parser("demo", help="run workers on SQLite: kill one, add one, check the work")
     demo.add_arguments(p)
     p.set_defaults(handler=demo.run)
-
-
-def _connection_options() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument(
-        "--dsn",
-        metavar="URL",
-        help="sqlite:///path or postgresql://...; default: SYNC_SQL_URL or SYNC_SQL_*",
-    )
-    return p
-
-
-def _site_options() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument(
-        "--site",
-        default=None,
-        help="the site (the Job's second argument); may be left out when there is only one",
-    )
-    return p
-
-
-def _json_option() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-    return p
 
 
 def _yes(p: argparse.ArgumentParser) -> None:
