@@ -145,6 +145,7 @@ def balance_load(
     locks: Mapping[int, Sequence[str]] | None = None,
     cooling: Mapping[int, int] | None = None,
     policy: LoadPolicy | None = None,
+    load_moves: int | None = None,
 ) -> LoadPlan:
     """Move tokens of ``assignment`` so that measured load is within the band.
 
@@ -152,7 +153,9 @@ def balance_load(
     token; ``capacities`` maps every live node to its capacity (finite,
     > 0); ``locks`` are pins as `jobsync.core.planner.plan` takes them;
     ``cooling`` maps a token to the plans it still sits out (the previous
-    plan's ``cooling``).  Every input is validated before any work.
+    plan's ``cooling``).  ``load_moves`` caps this plan's load moves (default:
+    the policy's budget; 0 keeps to orphans and joins, for a caller pacing
+    load moves by time).  Every input is validated before any work.
     """
     policy = LoadPolicy() if policy is None else policy
     if isinstance(loads, (str, bytes)) or not isinstance(loads, Sequence):
@@ -170,7 +173,11 @@ def balance_load(
     state = _State(names, caps, weights, current, masks=masks, cooling=cool)
     state.place_orphans()
     state.fill_new(policy)
-    state.shed(policy, policy.moves_allowed(total))
+    if load_moves is None:
+        load_moves = policy.moves_allowed(total)
+    elif isinstance(load_moves, bool) or not isinstance(load_moves, int) or load_moves < 0:
+        raise InvalidArgument(f"load_moves must be an integer >= 0, got {load_moves!r}")
+    state.shed(policy, load_moves)
     return state.result(policy, current)
 
 
@@ -324,7 +331,7 @@ class _State:
 
     def shed(self, policy: LoadPolicy, budget: int) -> None:
         self.budget = budget
-        if sum(self.load) <= 0:
+        if sum(self.load) <= 0 or not budget:
             return
         self._find_hot()
         trigger = [policy.trigger * c * self.unit for c in self.caps]

@@ -82,6 +82,8 @@ class CoordinationConfig:
     settle_window_sec: float | None = attrs.field(default=None, validator=_optional_positive)
     drain_timeout_sec: float = attrs.field(default=10.0, validator=_positive)
     callback_timeout_sec: float = attrs.field(default=5.0, validator=_positive)
+    load_half_life_sec: float | None = attrs.field(default=None, validator=_optional_positive)
+    """Set (seconds), the leader balances measured load too (``runtime/loadtrack.py``)."""
     enabled: bool = True
     # The original jobsync's fields (runtime/legacy.py): deprecated or refused,
     # and None on every built config.

@@ -29,9 +29,11 @@ import attrs
 
 from jobsync.backends.base import ClusterView, DirectAssign, HistoryEntry, PlanCommit, Revoke
 from jobsync.core import rules
+from jobsync.core.loadbalance import LoadPlan, balance_load
 from jobsync.core.locks import LockConflict, resolve_locks
 from jobsync.core.model import NODE_ACTIVE, NodeRecord
 from jobsync.core.planner import Plan, plan
+from jobsync.runtime.loadtrack import LoadInputs
 
 
 @attrs.frozen(kw_only=True)
@@ -45,6 +47,8 @@ class Decision:
     """Backend time at which the leader should look again (deadlines, fences, expiries)."""
     plan: Plan | None = None
     conflicts: tuple[LockConflict, ...] = ()
+    load_plan: LoadPlan | None = None
+    """The load plan behind ``plan`` when measured load was balanced."""
 
 
 def decide(
@@ -53,8 +57,14 @@ def decide(
     incarnation: int,
     ack_timeout: float,
     trigger: str,
+    *,
+    load: LoadInputs | None = None,
 ) -> Decision:
-    """Plan from ``view`` if (name, incarnation) is the oldest live node."""
+    """Plan from ``view`` if (name, incarnation) is the oldest live node.
+
+    With ``load`` (measured per-token load, ``runtime/loadtrack.py``) the plan
+    is ``jobsync.core.loadbalance.balance_load``'s from the current table:
+    orphans and joins at once, load moves within ``load.load_moves``."""
     now = view.now
     leader = rules.oldest_live(view.nodes, now)
     if leader is None or leader.name != name or leader.incarnation != incarnation:
@@ -65,9 +75,22 @@ def decide(
     current = {n.name: n.incarnation for n in eligible}
     capacities = {n.name: n.capacity for n in eligible}
     resolved = resolve_locks(view.locks, now)
-    result = plan(
-        view.site.total_tokens, view.tokens.owner, sorted(current), resolved.pins, capacities
-    )
+    load_plan = None
+    if load is not None and current:
+        load_plan = balance_load(
+            view.tokens.owner,
+            load.rates,
+            capacities,
+            locks=resolved.pins,
+            cooling=load.cooling,
+            policy=load.policy,
+            load_moves=load.load_moves,
+        )
+        result = _as_plan(load_plan)
+    else:
+        result = plan(
+            view.site.total_tokens, view.tokens.owner, sorted(current), resolved.pins, capacities
+        )
     assigns, revokes, wake, overdue = _writes(view, result, current)
     for lock in view.locks:
         if lock.expires_at is not None:
@@ -105,6 +128,20 @@ def decide(
         next_check=wake,
         plan=result,
         conflicts=resolved.conflicts,
+        load_plan=load_plan,
+    )
+
+
+def _as_plan(result: LoadPlan) -> Plan:
+    """A load plan in the count planner's shape (what ``_writes`` and the history read)."""
+    return Plan(
+        total_tokens=len(result.assignment),
+        nodes=result.nodes,
+        assignment=result.assignment,
+        moves=result.moves,
+        unowned=result.unowned,
+        loads=result.counts,
+        lower_bound=result.forced + result.filled + result.lower_bound,
     )
 
 

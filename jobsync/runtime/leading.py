@@ -23,6 +23,7 @@ from jobsync.core import rules
 from jobsync.core.errors import ConflictError, NotLeader
 from jobsync.core.locks import LockConflict
 from jobsync.runtime import leader as leadership
+from jobsync.runtime.loadtrack import LoadInputs, LoadTracker
 
 if TYPE_CHECKING:
     from jobsync.runtime.node import Node
@@ -56,6 +57,14 @@ class Leading:
         self.conflicts: tuple[LockConflict, ...] = ()
         self._members: frozenset[tuple[str, int]] = frozenset()  # live at the last read
         self._reaped: frozenset[tuple[str, int]] = frozenset()
+        half_life = node.config.load_half_life_sec
+        interval = 2 * node.config.rebalance_check_interval_sec
+        self.load = (
+            None
+            if half_life is None
+            else LoadTracker(node.config.total_tokens, half_life, interval)
+        )
+        """Measured load (``runtime/loadtrack.py``), when ``load_half_life_sec`` is set."""
 
     # -- when to look ----------------------------------------------------------
     def schedule_peer_check(self, now: float, expiry: float | None) -> None:
@@ -98,8 +107,12 @@ class Leading:
         if view.now < settle_end:
             agenda.not_before(LEAD, settle_end - node.offset, reason="settle window")
             return
+        inputs = None
+        if self.load is not None:
+            self.load.refresh(node.backend, node.site, view.now)
+            inputs = self.load.inputs(view.now)
         decision = leadership.decide(
-            view, node.name, reg.incarnation, node.config.ack_timeout, self._trigger()
+            view, node.name, reg.incarnation, node.config.ack_timeout, self._trigger(), load=inputs
         )
         # The intent to plan is kept until a plan commits: a transient error below
         # (evict, reap, the commit itself) retries it rather than forgetting it.
@@ -120,7 +133,12 @@ class Leading:
         else:
             when = decision.next_check - node.offset
             agenda.at(LEAD, when, reason="a deadline, fence or lease end in the plan")
+        if self.load is not None:
+            due = self.load.due() - node.offset
+            if due < agenda.when(LEAD):
+                agenda.at(LEAD, max(due, now + MIN_RECHECK), reason="measured load")
         if decision.commit is None:
+            self._loaded(decision, inputs, view.now)
             return
         commit = decision.commit
         if commit.history is not None and self.plan_timer is not None:
@@ -137,6 +155,7 @@ class Leading:
             agenda.defer(until, reason="the plan lost its race")
             return
         agenda.met(LEAD)
+        self._loaded(decision, inputs, view.now)
         if commit.assigns or commit.revokes:
             node.stats["plans_committed"] += 1
         if commit.revokes and not node.defences.revoke_before_assign:  # test only
@@ -201,6 +220,10 @@ class Leading:
                     conflict.winner,
                     ", ".join(conflict.losers),
                 )
+
+    def _loaded(self, decision: leadership.Decision, inputs: LoadInputs | None, now: float) -> None:
+        if self.load is not None and inputs is not None and decision.load_plan is not None:
+            self.load.planned(decision.load_plan, inputs, now, self.node.site)
 
     def _trigger(self) -> str:
         return "leader-change" if self.node.generation == 0 else "membership-or-locks"

@@ -1,0 +1,104 @@
+"""The leader's measured load: a decayed per-token estimate from completed claims.
+
+Turned on by ``CoordinationConfig.load_half_life_sec`` on a backend with the
+``CompletionFeed`` capability.  The leader reads completions in order, at
+most ``BATCH`` a read and at most one read per ``interval`` (twice the
+reconciliation interval: 2 requests a minute more for the leader at the
+defaults, none for the followers), folds each claim's duration (completed
+minus claimed) into ``jobsync.core.loadestimate.LoadEstimate`` and hands the
+planner the per-token rates (``inputs``).  Load moves are paced the same
+way: at most one plan with load moves per ``interval``; orphans, joins,
+leaves and pin changes are planned whenever they happen (``load_moves=0``
+between load passes keeps the plan to those).  A new leader starts from the
+completions of the last few half-lives.  ``hot`` names the tokens the last
+load plan found hot, for the status output.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+
+from jobsync.backends.base import CompletionFeed
+from jobsync.core.loadbalance import LoadPlan
+from jobsync.core.loadestimate import LoadEstimate
+from jobsync.core.loadpolicy import LoadPolicy
+
+log = logging.getLogger("jobsync.node")
+
+BATCH = 10_000
+"""Completions read at most per request (one index range scan)."""
+LOOKBACK = 4
+"""Half-lives of history a new leader reads back."""
+
+
+@attrs.frozen(kw_only=True)
+class LoadInputs:
+    """What the planner needs for a load plan."""
+
+    rates: tuple[float, ...]
+    cooling: dict[int, int]
+    policy: LoadPolicy
+    load_moves: int
+
+
+class LoadTracker:
+    """Leader-only: the estimate, the read cursor, the cool-downs and the pacing."""
+
+    def __init__(self, total_tokens: int, half_life: float, interval: float) -> None:
+        self.estimate = LoadEstimate.empty(total_tokens, half_life)
+        self.interval = interval
+        self.policy = LoadPolicy()
+        self.cursor: float | None = None
+        self.next_read = 0.0
+        self.next_moves = 0.0
+        self.cooling: dict[int, int] = {}
+        self.hot: tuple[int, ...] = ()
+
+    def due(self) -> float:
+        """Backend time of the next read or load pass."""
+        return min(self.next_read, self.next_moves)
+
+    def refresh(self, backend: object, site: str, now: float) -> None:
+        """One bounded read of new completions, if one is due (``now``: backend time)."""
+        if not isinstance(backend, CompletionFeed) or now < self.next_read:
+            return
+        after = self.cursor
+        if after is None:
+            after = now - LOOKBACK * self.estimate.half_life
+        batch = backend.read_completions(site, after, BATCH)
+        costs = [(c.token, max(0.0, c.completed_at - c.claimed_at), c.completed_at) for c in batch]
+        self.estimate = self.estimate.observe(now, costs)
+        self.cursor = batch[-1].completed_at if batch else after
+        # A full batch leaves more to read: read again at the next pass.
+        self.next_read = now if len(batch) == BATCH else now + self.interval
+
+    def inputs(self, now: float) -> LoadInputs | None:
+        """The planner's load inputs, or None while nothing is measured."""
+        if not self.estimate.measured:
+            return None
+        moves = self.policy.moves_allowed(len(self.estimate.sums)) if now >= self.next_moves else 0
+        return LoadInputs(
+            rates=self.estimate.rates(now),
+            cooling=self.cooling,
+            policy=self.policy,
+            load_moves=moves,
+        )
+
+    def planned(self, result: LoadPlan, inputs: LoadInputs, now: float, site: str) -> None:
+        """Record a committed load plan: its cool-downs and hot tokens, the next load pass."""
+        if not inputs.load_moves:
+            return
+        self.cooling = dict(result.cooling)
+        self.next_moves = now + self.interval
+        if result.hot != self.hot:
+            self.hot = result.hot
+            if result.hot:
+                sample = ", ".join(str(t) for t in result.hot[:10])
+                log.warning(
+                    "site %s: hot token(s) %s each carry more than a node's share of the "
+                    "measured load; spread their tasks (add a salt to the task id)",
+                    site,
+                    sample,
+                )
