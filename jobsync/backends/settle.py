@@ -18,6 +18,7 @@ from typing import Literal
 import attrs
 
 from jobsync.backends import _checks as checks
+from jobsync.backends.node_verbs import Entering
 
 Kind = Literal["complete", "release"]
 
@@ -49,7 +50,7 @@ class Settlement:
         )
 
 
-class SettleVerbs:
+class SettleVerbs(Entering):
     """The four settling verbs over one hook; a backend's claims class inherits it."""
 
     def complete(
@@ -81,9 +82,6 @@ class SettleVerbs:
         self._entering("release")
         args = Settlement.checked("release", site, date, incarnation, task_keys)
         return self._settle(args, connection)
-
-    def _entering(self, verb: str) -> None:
-        """Called before the arguments are checked (see joining.RegisterVerb)."""
 
     def _settle(self, settlement: Settlement, inside: object = HERE) -> frozenset[str]:
         """Settle the open claims of ``settlement``: on jobsync's own connection when

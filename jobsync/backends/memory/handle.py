@@ -32,10 +32,10 @@ from jobsync.backends.base import (
     Registration,
     SiteInfo,
 )
-from jobsync.backends.joining import RegisterVerb
 from jobsync.backends.memory.records import ClaimKey
 from jobsync.backends.memory.site import SiteState
 from jobsync.backends.memory.transaction import MemoryTransaction
+from jobsync.backends.node_verbs import DrainOrder, DrainVerb, RegisterVerb
 from jobsync.backends.settle import HERE, Settlement, SettleVerbs
 from jobsync.core import rules
 from jobsync.core.errors import BackendUnavailable, InvalidArgument
@@ -162,7 +162,7 @@ class _HandleCore:
         self._closed = True
 
 
-class _SiteVerbs(_HandleCore, RegisterVerb):
+class _SiteVerbs(_HandleCore, RegisterVerb, DrainVerb):
     """Sites, membership, planning, hand-off, locks and history."""
 
     # -- sites ------------------------------------------------------------------
@@ -309,25 +309,15 @@ class _SiteVerbs(_HandleCore, RegisterVerb):
         site, count = checks.site_name(site), checks.integer("limit", limit, minimum=1)
         return self._run(site, lambda s, _: s.read_history(count))
 
-    def set_drain(
-        self,
-        site: str,
-        name: str,
-        drained: bool,
-        *,
-        duration: float | None = None,
-        note: str = "",
-    ) -> NodeRecord | None:
-        self._begin("set_drain")
-        site, name = checks.site_name(site), checks.node_name(name)
-        until, text = checks.drain_duration(duration), checks.drain_note(note)
+    def _set_drain(self, order: DrainOrder) -> NodeRecord | None:
+        name, until, text = order.name, order.duration, order.note
 
         def run(state: SiteState, now: float) -> NodeRecord | None:
-            if drained:
+            if order.drained:
                 return _update_node(state, name, lambda row: rules.drain(row, now, until, text))
             return _update_node(state, name, rules.undrain)
 
-        return self._run(site, run)
+        return self._run(order.site, run)
 
     def prune(self, site: str, older_than: float, batch_size: int = 10_000) -> Mapping[str, int]:
         self._begin("prune")

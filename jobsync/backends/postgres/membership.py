@@ -20,7 +20,7 @@ from jobsync.backends.base import (
     NodeRecord,
     Registration,
 )
-from jobsync.backends.joining import RegisterVerb
+from jobsync.backends.node_verbs import DrainOrder, DrainVerb, RegisterVerb
 from jobsync.backends.postgres import rows as V
 from jobsync.backends.postgres.handle import Queries, _Handle, unknown_site
 from jobsync.backends.postgres.session import Session
@@ -33,7 +33,7 @@ _RUNNING = (NODE_ACTIVE, NODE_LEAVING)
 _RowWrite = Callable[[Session, Queries, dict[str, object]], "str | bool"]
 
 
-class _Membership(RegisterVerb, _Handle):
+class _Membership(RegisterVerb, DrainVerb, _Handle):
     """The verbs of a node's own row."""
 
     def _register(self, joining: Joining) -> Registration:
@@ -123,19 +123,10 @@ class _Membership(RegisterVerb, _Handle):
 
         return self._own_row("set_capacity", site, name, incarnation, write)
 
-    def set_drain(
-        self,
-        site: str,
-        name: str,
-        drained: bool,
-        *,
-        duration: float | None = None,
-        note: str = "",
-    ) -> NodeRecord | None:
-        site, name = checks.site_name(site), checks.node_name(name)
-        until, text = checks.drain_duration(duration), checks.drain_note(note)
-        params = {"site": site, "name": name, "drained": bool(drained)}
-        params.update(duration=until, note=text)
+    def _set_drain(self, order: DrainOrder) -> NodeRecord | None:
+        site, drained = order.site, order.drained
+        params = {"site": site, "name": order.name, "drained": drained}
+        params.update(duration=order.duration, note=order.note)
 
         def body(s: Session, q: Queries) -> NodeRecord | None:
             with s.transaction():

@@ -25,7 +25,7 @@ from jobsync.backends.base import (
     Registration,
     SiteInfo,
 )
-from jobsync.backends.joining import RegisterVerb
+from jobsync.backends.node_verbs import DrainOrder, DrainVerb, RegisterVerb
 from jobsync.backends.sqlite import queries as Q
 from jobsync.backends.sqlite import rows as R
 from jobsync.backends.sqlite.session import _Session
@@ -35,7 +35,7 @@ from jobsync.core.hashing import validate_hash_function, validate_total_tokens
 from jobsync.core.model import Joining
 
 
-class _Membership(RegisterVerb, _Session):
+class _Membership(RegisterVerb, DrainVerb, _Session):
     """Sites and the node rows' lifecycle."""
 
     def ensure_site(self, site: str, total_tokens: int, hash_function: str) -> SiteInfo:
@@ -86,19 +86,15 @@ class _Membership(RegisterVerb, _Session):
         cap = C.capacity(capacity)
         return self._change_node("set_capacity", site, name, incarnation, capacity=cap)
 
-    def set_drain(
-        self, site: str, name: str, drained: bool, *, duration: float | None = None,
-        note: str = "",
-    ) -> NodeRecord | None:  # fmt: skip
-        C.site_name(site)
-        C.node_name(name)
-        until, text = C.drain_duration(duration), C.drain_note(note)
+    def _set_drain(self, order: DrainOrder) -> NodeRecord | None:
+        site, until, text = order.site, order.duration, order.note
         with self._tx("set_drain") as conn:
             self._site(conn, site)
-            node = self._nodes(conn, site).get(name)
+            node = self._nodes(conn, site).get(order.name)
             if node is None:
                 return None
-            new = rules.drain(node, self._clock(), until, text) if drained else rules.undrain(node)
+            now = self._clock()
+            new = rules.drain(node, now, until, text) if order.drained else rules.undrain(node)
             self._write_plan_inputs(conn, site, node, new)
             return new
 
