@@ -1,4 +1,8 @@
-"""Completing and releasing claims: the four verbs, written once for every backend.
+"""Claiming, completing and releasing: the five verbs, written once for every backend.
+
+``ClaimVerb.claim`` checks who claims (site, day, name, incarnation) into a
+``ClaimOrder`` and hands it to the backend's ``_claim`` hook, which checks the
+requests against the site's token count.
 
 ``complete`` and ``release`` settle an incarnation's open claims on jobsync's
 own connection; ``complete_in`` and ``release_in`` (base.TransactionalCompletion)
@@ -19,11 +23,45 @@ import attrs
 
 from jobsync.backends import _checks as checks
 from jobsync.backends.node_verbs import Entering
+from jobsync.core.model import ClaimRequest
 
 Kind = Literal["complete", "release"]
 
 HERE: object = object()
 """``inside`` of a settlement on jobsync's own connection (None is a caller's bad value)."""
+
+
+@attrs.frozen
+class ClaimOrder:
+    """``claim``'s caller checked; ``requests`` as given (the backend checks them)."""
+
+    site: str
+    day: datetime.date
+    name: str
+    incarnation: int
+    requests: Sequence[ClaimRequest]
+
+
+class ClaimVerb(Entering):
+    """``claim`` over one hook; a backend's claims class inherits it."""
+
+    def claim(
+        self, site: str, date: datetime.date, name: str, incarnation: int,
+        requests: Sequence[ClaimRequest],
+    ) -> frozenset[str]:  # fmt: skip
+        self._entering("claim")
+        order = ClaimOrder(
+            checks.site_name(site),
+            checks.claim_date(date),
+            checks.node_name(name),
+            checks.incarnation(incarnation),
+            requests,
+        )
+        return self._claim(order)
+
+    def _claim(self, order: ClaimOrder) -> frozenset[str]:
+        """Claim ``order.requests`` (base.CoordinationBackend.claim)."""
+        raise NotImplementedError
 
 
 @attrs.frozen

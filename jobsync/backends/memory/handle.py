@@ -36,7 +36,7 @@ from jobsync.backends.memory.records import ClaimKey
 from jobsync.backends.memory.site import SiteState
 from jobsync.backends.memory.transaction import MemoryTransaction
 from jobsync.backends.node_verbs import DrainOrder, DrainVerb, RegisterVerb
-from jobsync.backends.settle import HERE, Settlement, SettleVerbs
+from jobsync.backends.settle import HERE, ClaimOrder, ClaimVerb, Settlement, SettleVerbs
 from jobsync.core import rules
 from jobsync.core.errors import BackendUnavailable, InvalidArgument
 from jobsync.core.hashing import validate_hash_function, validate_total_tokens
@@ -327,20 +327,12 @@ class _SiteVerbs(_HandleCore, RegisterVerb, DrainVerb):
         return self._run(site, lambda s, now: s.prune(age, now))
 
 
-class _ClaimVerbs(_HandleCore, SettleVerbs):
+class _ClaimVerbs(_HandleCore, ClaimVerb, SettleVerbs):
     """Claims, completion (here or in a user's transaction) and reaping."""
 
-    def claim(
-        self,
-        site: str,
-        date: datetime.date,
-        name: str,
-        incarnation: int,
-        requests: Sequence[ClaimRequest],
-    ) -> frozenset[str]:
-        self._begin("claim")
-        site, name, inc = self._member(site, name, incarnation)
-        day = checks.claim_date(date)
+    def _claim(self, order: ClaimOrder) -> frozenset[str]:
+        site, day, name, inc = order.site, order.day, order.name, order.incarnation
+        requests = order.requests
         self._wait_unless_bounded(
             site, lambda s: [(day, r.task_key) for r in requests if isinstance(r, ClaimRequest)]
         )

@@ -21,38 +21,29 @@ from jobsync.backends import _checks as checks
 from jobsync.backends.base import (
     DEAD_NODE_RETENTION,
     AuditRecord,
-    ClaimRequest,
     Completion,
 )
 from jobsync.backends.postgres import rows
 from jobsync.backends.postgres.handle import Queries, Row, _Handle, translate, unknown_site
 from jobsync.backends.postgres.session import Session
-from jobsync.backends.settle import HERE, Settlement, SettleVerbs
+from jobsync.backends.settle import HERE, ClaimOrder, ClaimVerb, Settlement, SettleVerbs
 from jobsync.core.errors import (
     InvalidArgument,
 )
 
 
-class _Claims(SettleVerbs, _Handle):
+class _Claims(ClaimVerb, SettleVerbs, _Handle):
     """An incarnation's claims on tasks, and their completion."""
 
-    def claim(
-        self,
-        site: str,
-        date: datetime.date,
-        name: str,
-        incarnation: int,
-        requests: Sequence[ClaimRequest],
-    ) -> frozenset[str]:
-        site, name, inc = self._member(site, name, incarnation)
-        day = checks.claim_date(date)
+    def _claim(self, order: ClaimOrder) -> frozenset[str]:
+        site = order.site
         # Everything but the upper token bound, which the statement checks.
-        wanted = checks.claim_requests(requests, 2**31)
+        wanted = checks.claim_requests(order.requests, 2**31)
         params = {
             "site": site,
-            "date": day,
-            "name": name,
-            "inc": inc,
+            "date": order.day,
+            "name": order.name,
+            "inc": order.incarnation,
             "keys": [r.task_key for r in wanted],
             "tokens": [r.token for r in wanted],
             "epochs": [r.epoch for r in wanted],

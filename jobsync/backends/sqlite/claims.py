@@ -19,8 +19,8 @@ import sqlite3
 from collections.abc import Callable, Sequence
 
 from jobsync.backends import _checks as C
-from jobsync.backends.base import AuditRecord, ClaimRequest, Completion
-from jobsync.backends.settle import HERE, Settlement, SettleVerbs
+from jobsync.backends.base import AuditRecord, Completion
+from jobsync.backends.settle import HERE, ClaimOrder, ClaimVerb, Settlement, SettleVerbs
 from jobsync.backends.sqlite import queries as Q
 from jobsync.backends.sqlite import rows as R
 from jobsync.backends.sqlite import schema
@@ -30,18 +30,15 @@ from jobsync.core import rules
 from jobsync.core.errors import BackendUnavailable, InvalidArgument
 
 
-class _Claims(SettleVerbs, _Session):
+class _Claims(ClaimVerb, SettleVerbs, _Session):
     """Claims, completions and their audit rows."""
 
-    def claim(
-        self, site: str, date: datetime.date, name: str, incarnation: int,
-        requests: Sequence[ClaimRequest],
-    ) -> frozenset[str]:  # fmt: skip
-        self._member(site, name, incarnation)
-        day = C.claim_date(date).isoformat()
+    def _claim(self, order: ClaimOrder) -> frozenset[str]:
+        site, day = order.site, order.day.isoformat()
+        name, incarnation = order.name, order.incarnation
         claimed: set[str] = set()
         with self._tx("claim") as conn:
-            checked = C.claim_requests(requests, self._site(conn, site)[R.TOTAL])
+            checked = C.claim_requests(order.requests, self._site(conn, site)[R.TOTAL])
             now = self._clock()
             rows = self._rows(conn, site, (r.token for r in checked))
             for r in checked:
