@@ -504,23 +504,15 @@ class TransactionalCompletion(Protocol):
     module docstring, "Lock waits are bounded")."""
 
     def complete_in(
-        self,
-        connection: object,
-        site: str,
-        date: datetime.date,
-        incarnation: int,
+        self, connection: object, site: str, date: datetime.date, incarnation: int,
         task_keys: Sequence[str],
-    ) -> frozenset[str]:
+    ) -> frozenset[str]:  # fmt: skip
         """``complete`` inside the caller's transaction; the keys it completed there."""
         ...
 
     def release_in(
-        self,
-        connection: object,
-        site: str,
-        date: datetime.date,
-        incarnation: int,
+        self, connection: object, site: str, date: datetime.date, incarnation: int,
         task_keys: Sequence[str],
-    ) -> frozenset[str]:
+    ) -> frozenset[str]:  # fmt: skip
         """``release`` inside the caller's transaction; the keys it released there."""
         ...

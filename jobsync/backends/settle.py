@@ -94,32 +94,33 @@ class SettleVerbs(Entering):
     def complete(
         self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
     ) -> frozenset[str]:
-        self._entering("complete")
-        return self._settle(Settlement.checked("complete", site, date, incarnation, task_keys))
+        return self._checked("complete", HERE, site, date, incarnation, task_keys)
 
     def release(
         self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
     ) -> frozenset[str]:
-        self._entering("release")
-        return self._settle(Settlement.checked("release", site, date, incarnation, task_keys))
+        return self._checked("release", HERE, site, date, incarnation, task_keys)
 
     def complete_in(
         self, connection: object, site: str, date: datetime.date, incarnation: int,
         task_keys: Sequence[str],
     ) -> frozenset[str]:  # fmt: skip
         """``complete`` inside ``connection``'s open transaction."""
-        self._entering("complete")
-        args = Settlement.checked("complete", site, date, incarnation, task_keys)
-        return self._settle(args, connection)
+        return self._checked("complete", connection, site, date, incarnation, task_keys)
 
     def release_in(
         self, connection: object, site: str, date: datetime.date, incarnation: int,
         task_keys: Sequence[str],
     ) -> frozenset[str]:  # fmt: skip
         """``release`` inside ``connection``'s open transaction."""
-        self._entering("release")
-        args = Settlement.checked("release", site, date, incarnation, task_keys)
-        return self._settle(args, connection)
+        return self._checked("release", connection, site, date, incarnation, task_keys)
+
+    def _checked(self, kind: Kind, inside: object, *args: object) -> frozenset[str]:
+        """Enter the verb ``kind``, check ``args`` (site, date, incarnation, task keys)
+        into a Settlement, settle it."""
+        self._entering(kind)
+        site, date, incarnation, task_keys = args
+        return self._settle(Settlement.checked(kind, site, date, incarnation, task_keys), inside)
 
     def _settle(self, settlement: Settlement, inside: object = HERE) -> frozenset[str]:
         """Settle the open claims of ``settlement``: on jobsync's own connection when
