@@ -57,24 +57,23 @@ _SAFE_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,40}")
 TABLES = ("site", "node", "token", "lock", "rebalance", "audit", "schema_version")
 
 
-def validate_schema_name(schema: object) -> str:
-    """Return ``schema`` if it is a safe identifier, else raise InvalidArgument naming it."""
-    if not isinstance(schema, str) or not _SAFE_IDENTIFIER.fullmatch(schema):
+def _identifier(what: str, value: object) -> str:
+    if not isinstance(value, str) or not _SAFE_IDENTIFIER.fullmatch(value):
         raise InvalidArgument(
-            f"schema name {schema!r} is not a safe identifier "
+            f"{what} {value!r} is not a safe identifier "
             "(lowercase letter or underscore, then up to 40 of [a-z0-9_])"
         )
-    return schema
+    return value
+
+
+def validate_schema_name(schema: object) -> str:
+    """Return ``schema`` if it is a safe identifier, else raise InvalidArgument naming it."""
+    return _identifier("schema name", schema)
 
 
 def validate_prefix(prefix: object) -> str:
     """Return ``prefix`` if it is a safe identifier prefix, else raise InvalidArgument."""
-    if not isinstance(prefix, str) or not _SAFE_IDENTIFIER.fullmatch(prefix):
-        raise InvalidArgument(
-            f"table prefix {prefix!r} is not a safe identifier "
-            "(lowercase letter or underscore, then up to 40 of [a-z0-9_])"
-        )
-    return prefix
+    return _identifier("table prefix", prefix)
 
 
 def identifiers(schema: str, prefix: str) -> dict[str, sql.Identifier]:
