@@ -17,21 +17,7 @@ from typing import TYPE_CHECKING, TypeVar
 import attrs
 
 from jobsync.backends import _checks as checks
-from jobsync.backends.base import (
-    AuditRecord,
-    ClaimRequest,
-    ClusterView,
-    Completion,
-    Heartbeat,
-    HistoryRecord,
-    LockRecord,
-    LockSpec,
-    NodeRecord,
-    OwnedTokens,
-    PlanCommit,
-    Registration,
-    SiteInfo,
-)
+from jobsync.backends import base as B
 from jobsync.backends.memory.records import ClaimKey
 from jobsync.backends.memory.site import SiteState
 from jobsync.backends.memory.transaction import MemoryTransaction
@@ -52,8 +38,8 @@ _LOCAL_VERBS = frozenset({"wait_for_change", "now"})
 
 
 def _update_node(
-    state: SiteState, name: str, change: Callable[[NodeRecord], NodeRecord | None]
-) -> NodeRecord | None:
+    state: SiteState, name: str, change: Callable[[B.NodeRecord], B.NodeRecord | None]
+) -> B.NodeRecord | None:
     """Store ``change(row)`` as the name's row (None: no row, or ``change`` declined);
     bump the counter if the row changed."""
     row = state.nodes.get(name)
@@ -167,7 +153,7 @@ class _SiteVerbs(_HandleCore, RegisterVerb, DrainVerb):
 
     # -- sites ------------------------------------------------------------------
 
-    def ensure_site(self, site: str, total_tokens: int, hash_function: str) -> SiteInfo:
+    def ensure_site(self, site: str, total_tokens: int, hash_function: str) -> B.SiteInfo:
         self._begin("ensure_site")
         site = checks.site_name(site)
         total = validate_total_tokens(total_tokens)
@@ -183,7 +169,7 @@ class _SiteVerbs(_HandleCore, RegisterVerb, DrainVerb):
             self._seen.setdefault(site, state.signals)
             return state.info()
 
-    def site_info(self, site: str) -> SiteInfo | None:
+    def site_info(self, site: str) -> B.SiteInfo | None:
         self._begin("site_info")
         site = checks.site_name(site)
         with self._store._lock:
@@ -196,7 +182,7 @@ class _SiteVerbs(_HandleCore, RegisterVerb, DrainVerb):
         with self._store._lock:
             return tuple(sorted(self._store._sites))
 
-    def reset_site(self, site: str, total_tokens: int, hash_function: str) -> SiteInfo:
+    def reset_site(self, site: str, total_tokens: int, hash_function: str) -> B.SiteInfo:
         self._begin("reset_site")
         site = checks.site_name(site)
         total = validate_total_tokens(total_tokens)
@@ -205,7 +191,7 @@ class _SiteVerbs(_HandleCore, RegisterVerb, DrainVerb):
 
     # -- membership -------------------------------------------------------------
 
-    def _register(self, joining: Joining) -> Registration:
+    def _register(self, joining: Joining) -> B.Registration:
         return self._run(joining.site, lambda s, now: s.register(joining, now))
 
     def set_capacity(self, site: str, name: str, incarnation: int, capacity: float) -> bool:
@@ -213,12 +199,12 @@ class _SiteVerbs(_HandleCore, RegisterVerb, DrainVerb):
         site, name, inc = self._member(site, name, incarnation)
         cap = checks.capacity(capacity)
 
-        def change(row: NodeRecord) -> NodeRecord | None:
+        def change(row: B.NodeRecord) -> B.NodeRecord | None:
             return attrs.evolve(row, capacity=cap) if row.incarnation == inc else None
 
         return self._run(site, lambda s, _: _update_node(s, name, change)) is not None
 
-    def heartbeat(self, site: str, name: str, incarnation: int) -> Heartbeat:
+    def heartbeat(self, site: str, name: str, incarnation: int) -> B.Heartbeat:
         self._begin("heartbeat")
         site, name, inc = self._member(site, name, incarnation)
         store = self._store
@@ -239,17 +225,17 @@ class _SiteVerbs(_HandleCore, RegisterVerb, DrainVerb):
         self._wait_unless_bounded(site, lambda s: s.claims.open_keys_of([inc]))
         return self._run(site, lambda s, now: s.deregister(name, inc, now))
 
-    def read_nodes(self, site: str) -> tuple[float, tuple[NodeRecord, ...]]:
+    def read_nodes(self, site: str) -> tuple[float, tuple[B.NodeRecord, ...]]:
         self._begin("read_nodes")
         return self._run(checks.site_name(site), lambda s, now: (now, s.sorted_nodes()))
 
     # -- planning ---------------------------------------------------------------
 
-    def read_cluster(self, site: str) -> ClusterView:
+    def read_cluster(self, site: str) -> B.ClusterView:
         self._begin("read_cluster")
         return self._run(checks.site_name(site), lambda s, now: s.read_cluster(now))
 
-    def commit_plan(self, site: str, commit: PlanCommit) -> int:
+    def commit_plan(self, site: str, commit: B.PlanCommit) -> int:
         self._begin("commit_plan")
         site, commit = checks.site_name(site), checks.plan_shape(commit)
         hook = self._store.before_commit
@@ -259,7 +245,7 @@ class _SiteVerbs(_HandleCore, RegisterVerb, DrainVerb):
         self._wait_unless_bounded(site, lambda s: s.claims.open_keys_of(buried))
         return self._run(site, lambda s, now: s.commit(commit, now))
 
-    def read_owned(self, site: str, name: str, incarnation: int) -> OwnedTokens:
+    def read_owned(self, site: str, name: str, incarnation: int) -> B.OwnedTokens:
         self._begin("read_owned")
         site, name, inc = self._member(site, name, incarnation)
         return self._run(site, lambda s, now: s.read_owned(name, inc, now))
@@ -285,7 +271,7 @@ class _SiteVerbs(_HandleCore, RegisterVerb, DrainVerb):
     # -- locks ------------------------------------------------------------------
 
     def replace_locks(
-        self, site: str, creator: str, locks: Sequence[LockSpec], clear_existing: bool
+        self, site: str, creator: str, locks: Sequence[B.LockSpec], clear_existing: bool
     ) -> int:
         self._begin("replace_locks")
         site, creator = checks.site_name(site), checks.node_name(creator)
@@ -293,7 +279,7 @@ class _SiteVerbs(_HandleCore, RegisterVerb, DrainVerb):
             raise InvalidArgument(f"clear_existing must be a bool, got {clear_existing!r}")
         return self._run(site, lambda s, now: s.replace_locks(creator, locks, clear_existing, now))
 
-    def list_locks(self, site: str) -> tuple[LockRecord, ...]:
+    def list_locks(self, site: str) -> tuple[B.LockRecord, ...]:
         self._begin("list_locks")
         return self._run(checks.site_name(site), lambda s, now: s.list_locks(now))
 
@@ -304,15 +290,15 @@ class _SiteVerbs(_HandleCore, RegisterVerb, DrainVerb):
 
     # -- history and maintenance --------------------------------------------------
 
-    def read_history(self, site: str, limit: int = 50) -> tuple[HistoryRecord, ...]:
+    def read_history(self, site: str, limit: int = 50) -> tuple[B.HistoryRecord, ...]:
         self._begin("read_history")
         site, count = checks.site_name(site), checks.integer("limit", limit, minimum=1)
         return self._run(site, lambda s, _: s.read_history(count))
 
-    def _set_drain(self, order: DrainOrder) -> NodeRecord | None:
+    def _set_drain(self, order: DrainOrder) -> B.NodeRecord | None:
         name, until, text = order.name, order.duration, order.note
 
-        def run(state: SiteState, now: float) -> NodeRecord | None:
+        def run(state: SiteState, now: float) -> B.NodeRecord | None:
             if order.drained:
                 return _update_node(state, name, lambda row: rules.drain(row, now, until, text))
             return _update_node(state, name, rules.undrain)
@@ -334,7 +320,7 @@ class _ClaimVerbs(_HandleCore, ClaimVerb, SettleVerbs):
         site, day, name, inc = order.site, order.day, order.name, order.incarnation
         requests = order.requests
         self._wait_unless_bounded(
-            site, lambda s: [(day, r.task_key) for r in requests if isinstance(r, ClaimRequest)]
+            site, lambda s: [(day, r.task_key) for r in requests if isinstance(r, B.ClaimRequest)]
         )
         return self._run(site, lambda s, now: s.claim(day, name, inc, requests, now))
 
@@ -370,13 +356,13 @@ class _ClaimVerbs(_HandleCore, ClaimVerb, SettleVerbs):
 
     def read_audit(
         self, site: str, date: datetime.date, name: str | None = None
-    ) -> tuple[AuditRecord, ...]:
+    ) -> tuple[B.AuditRecord, ...]:
         self._begin("read_audit")
         site, day = checks.site_name(site), checks.claim_date(date)
         node = checks.optional_node_name(name)
         return self._run(site, lambda s, _: s.claims.audit(day, node))
 
-    def read_completions(self, site: str, after: float, limit: int) -> tuple[Completion, ...]:
+    def read_completions(self, site: str, after: float, limit: int) -> tuple[B.Completion, ...]:
         self._begin("read_completions")
         site = checks.site_name(site)
         after, limit = checks.completion_window(after, limit)
