@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
-from jobsync.backends.base import ClaimRequest, CoordinationBackend, TransactionalCompletion
+from jobsync.backends.base import ClaimRequest, CoordinationBackend
+from jobsync.backends.capabilities import TransactionalCompletion
 from jobsync.core.errors import BackendUnavailable, InvalidArgument, JobSyncError, LockTimeout
 from jobsync.runtime.snapshot import ClaimSnapshot
 

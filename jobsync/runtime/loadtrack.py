@@ -20,7 +20,7 @@ import logging
 
 import attrs
 
-from jobsync.backends.base import CompletionFeed
+from jobsync.backends.capabilities import CompletionFeed
 from jobsync.core.loadbalance import LoadPlan
 from jobsync.core.loadestimate import LoadEstimate
 from jobsync.core.loadpolicy import LoadPolicy

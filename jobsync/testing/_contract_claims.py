@@ -8,7 +8,8 @@ import random
 
 import pytest
 
-from jobsync.backends.base import ClaimRequest, CompletionFeed
+from jobsync.backends.base import ClaimRequest
+from jobsync.backends.capabilities import CompletionFeed
 from jobsync.core.errors import InvalidArgument, JobSyncError
 from jobsync.core.hashing import canonical
 from jobsync.testing.scene import DAY, SHORT_LEASE, Node, Scene, run_threads

@@ -17,14 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from jobsync.backends.base import (
-    Backend,
-    ClaimRequest,
-    DirectAssign,
-    LockSpec,
-    PlanCommit,
-    TransactionalCompletion,
-)
+from jobsync.backends.base import Backend, ClaimRequest, DirectAssign, LockSpec, PlanCommit
+from jobsync.backends.capabilities import TransactionalCompletion
 from jobsync.backends.sqlite import SQLiteBackend
 from jobsync.backends.sqlite.schema import SCHEMA_VERSION
 from jobsync.core.errors import (

@@ -7,7 +7,7 @@ import logging
 import attrs
 import pytest
 
-from jobsync.backends.base import Completion
+from jobsync.backends.capabilities import Completion
 from jobsync.core.loadbalance import balance_load
 from jobsync.runtime.loadtrack import BATCH, LoadTracker
 

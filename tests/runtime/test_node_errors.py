@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from jobsync.backends.base import ClaimRequest, LockSpec, TransactionalCompletion
+from jobsync.backends.base import ClaimRequest, LockSpec
+from jobsync.backends.capabilities import TransactionalCompletion
 from jobsync.backends.memory import MemoryBackend, MemoryStore
 from jobsync.core.defences import Defences
 from jobsync.core.errors import (

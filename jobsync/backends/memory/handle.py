@@ -18,6 +18,7 @@ import attrs
 
 from jobsync.backends import _checks as checks
 from jobsync.backends import base as B
+from jobsync.backends.capabilities import Completion
 from jobsync.backends.memory.records import ClaimKey
 from jobsync.backends.memory.site import SiteState
 from jobsync.backends.memory.transaction import MemoryTransaction
@@ -362,7 +363,7 @@ class _ClaimVerbs(_HandleCore, ClaimVerb, SettleVerbs):
         node = checks.optional_node_name(name)
         return self._run(site, lambda s, _: s.claims.audit(day, node))
 
-    def read_completions(self, site: str, after: float, limit: int) -> tuple[B.Completion, ...]:
+    def read_completions(self, site: str, after: float, limit: int) -> tuple[Completion, ...]:
         self._begin("read_completions")
         site = checks.site_name(site)
         after, limit = checks.completion_window(after, limit)

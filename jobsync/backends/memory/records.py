@@ -16,7 +16,8 @@ from typing import Literal
 
 import attrs
 
-from jobsync.backends.base import AuditRecord, Completion, LockRecord, LockSpec
+from jobsync.backends.base import AuditRecord, LockRecord, LockSpec
+from jobsync.backends.capabilities import Completion
 
 ClaimKey = tuple[datetime.date, str]
 Settle = Literal["complete", "release"]

@@ -18,11 +18,8 @@ from typing import Any
 import psycopg
 
 from jobsync.backends import _checks as checks
-from jobsync.backends.base import (
-    DEAD_NODE_RETENTION,
-    AuditRecord,
-    Completion,
-)
+from jobsync.backends.base import DEAD_NODE_RETENTION, AuditRecord
+from jobsync.backends.capabilities import Completion
 from jobsync.backends.postgres import rows
 from jobsync.backends.postgres.handle import Queries, Row, _Handle, translate, unknown_site
 from jobsync.backends.postgres.session import Session

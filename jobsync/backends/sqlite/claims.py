@@ -19,7 +19,8 @@ import sqlite3
 from collections.abc import Callable, Sequence
 
 from jobsync.backends import _checks as C
-from jobsync.backends.base import AuditRecord, Completion
+from jobsync.backends.base import AuditRecord
+from jobsync.backends.capabilities import Completion
 from jobsync.backends.settle import HERE, ClaimOrder, ClaimVerb, Settlement, SettleVerbs
 from jobsync.backends.sqlite import queries as Q
 from jobsync.backends.sqlite import rows as R

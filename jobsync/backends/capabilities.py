@@ -1,0 +1,64 @@
+"""The optional capabilities a backend may offer beyond ``base.Backend``.
+
+Each is a runtime-checkable protocol: the runtime asks ``isinstance(backend,
+CompletionFeed)`` before it relies on one.  All three shipped backends offer
+both; a backend of your own may leave them out.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class Completion:
+    """A completed claim as the leader's load estimate reads it: its token, and when it
+    was claimed and completed (backend time, seconds)."""
+
+    token: int
+    claimed_at: float
+    completed_at: float
+
+
+@runtime_checkable
+class CompletionFeed(Protocol):
+    """A backend that lists completions in the order they finished, in bounded batches:
+    what the leader's per-token load estimate reads (``jobsync.core.loadestimate``)."""
+
+    def read_completions(self, site: str, after: float, limit: int) -> tuple[Completion, ...]:
+        """At most ``limit`` completions of any date with ``completed_at > after``,
+        oldest first (one round trip; on PostgreSQL and SQLite an index range scan).
+        A caller pages on by passing the last ``completed_at`` it got; completions
+        sharing that instant beyond a full batch are skipped (the estimate tolerates
+        it).  InvalidArgument names a bad ``after`` or ``limit`` (1..100,000)."""
+        ...
+
+
+@runtime_checkable
+class TransactionalCompletion(Protocol):
+    """A backend that can complete or release claims inside the caller's own open
+    transaction, so that a side effect in the same database commits if and only if
+    the completion does.  ``connection`` is the caller's connection to the same
+    database (PostgreSQL: a psycopg 3 ``Connection`` inside an open transaction;
+    SQLite: a ``sqlite3.Connection`` to the same file; memory: a
+    ``MemoryTransaction``); anything else raises InvalidArgument.  The caller
+    commits or rolls back; the rows touched stay locked until then (see the
+    module docstring, "Lock waits are bounded")."""
+
+    def complete_in(
+        self, connection: object, site: str, date: datetime.date, incarnation: int,
+        task_keys: Sequence[str],
+    ) -> frozenset[str]:  # fmt: skip
+        """``complete`` inside the caller's transaction; the keys it completed there."""
+        ...
+
+    def release_in(
+        self, connection: object, site: str, date: datetime.date, incarnation: int,
+        task_keys: Sequence[str],
+    ) -> frozenset[str]:  # fmt: skip
+        """``release`` inside the caller's transaction; the keys it released there."""
+        ...
