@@ -148,6 +148,23 @@ def open_parsed(target: BackendURL, client: str = "", *, migrate: bool = True) -
     )
 
 
+def same_database(a: str, b: str) -> bool:
+    """True if two backend URLs name the same tables: for PostgreSQL the same
+    connection parameters (port 5432 when unset), schema and prefix, whatever
+    the spelling or jobsync's other options; otherwise the same parsed URL."""
+    first, second = parse_url(a), parse_url(b)
+    if first.scheme != "postgresql" or second.scheme != "postgresql":
+        return first == second
+    from psycopg.conninfo import conninfo_to_dict
+
+    def place(target: BackendURL) -> tuple[dict[str, str], str, str]:
+        params = {key: str(value) for key, value in conninfo_to_dict(target.dsn).items()}
+        params.setdefault("port", "5432")
+        return params, target.schema, target.prefix
+
+    return place(first) == place(second)
+
+
 def memory_store(name: str = "default") -> object:
     """The process-wide MemoryStore called ``name`` (created on first use)."""
     from jobsync.backends.memory import MemoryStore

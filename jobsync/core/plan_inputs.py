@@ -1,7 +1,8 @@
 """The planner's inputs, validated before any work: node names, owners, locks.
 
 Each function returns the value in the shape the planner works on, or raises
-the ``InvalidArgument`` subclass that names the bad value.
+the ``InvalidArgument`` subclass that names the bad value.  ``forming`` says
+whether there is anything to plan for yet (``minimum_nodes``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,30 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from jobsync.core.errors import DuplicateNodeName, InvalidArgument, InvalidLock, InvalidNodeName
 from jobsync.core.patterns import validate_node_name, validate_pattern
+
+
+def forming(
+    minimum_nodes: int,
+    eligible: Mapping[str, int],
+    owners: Sequence[str | None],
+    incarnations: Sequence[int | None],
+) -> bool:
+    """True while a site waits for ``minimum_nodes`` before it is distributed.
+
+    ``eligible`` maps each live node that may take tokens (not drained) to its
+    incarnation; ``owners`` and ``incarnations`` are the token table's.  A site
+    forms while fewer than ``minimum_nodes`` nodes are eligible and none of
+    them holds a token: at its first start, or when every worker it had
+    ended.  Once one of them holds a token the site is serving, and it keeps
+    serving with whoever is live however few they become (as the original
+    jobsync did: it counted nodes only when a worker started).
+    """
+    if len(eligible) >= minimum_nodes:
+        return False
+    return not any(
+        owner is not None and eligible.get(owner) == incarnation
+        for owner, incarnation in zip(owners, incarnations, strict=True)
+    )
 
 
 def node_names(nodes: Iterable[str]) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ from jobsync.core.capacity import DEFAULT_CAPACITY, MAX_CAPACITY, MIN_CAPACITY, 
 from jobsync.core.errors import ConfigError
 from jobsync.core.hashing import DEFAULT_HASH, DEFAULT_TOTAL_TOKENS, HASH_FUNCTIONS
 from jobsync.runtime import original_env
-from jobsync.runtime.legacy import LEGACY_FIELDS, translate_legacy
+from jobsync.runtime.legacy import LEGACY_FIELDS, original_database, translate_legacy
 
 
 def _positive(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
@@ -55,6 +55,19 @@ def _hash_name(_inst: object, _attr: attrs.Attribute[str], value: str) -> None:
         raise ConfigError(f"hash_function must be one of {known}, got {value!r}")
 
 
+def _minimum_nodes(_inst: object, _attr: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"minimum_nodes must be a positive integer, got {value!r}")
+
+
+def _hidden(url: str | None) -> str:
+    if url is None:
+        return "None"
+    from jobsync.backends.url import redact
+
+    return repr(redact(url))
+
+
 def _legacy(validator: Callable[..., None] | None = None) -> Any:
     """An original jobsync field: not compared, not shown, None once built."""
     return attrs.field(default=None, validator=validator, repr=False, eq=False)
@@ -69,7 +82,8 @@ class CoordinationConfig:
     to one heartbeat interval.  ``rebalance_check_interval_sec`` only bounds
     the fallback reconciliation read: it never delays reaction to a change.
     The original jobsync's fields are accepted with a ``DeprecationWarning`` or
-    refused with a ``ConfigError`` naming the replacement (``runtime/legacy.py``).
+    refused with a ``ConfigError`` naming the replacement (``runtime/legacy.py``);
+    its database fields become ``database_url``.
     """
 
     total_tokens: int = attrs.field(default=DEFAULT_TOTAL_TOKENS, validator=_total_tokens)
@@ -84,7 +98,15 @@ class CoordinationConfig:
     callback_timeout_sec: float = attrs.field(default=5.0, validator=_positive)
     load_half_life_sec: float | None = attrs.field(default=None, validator=_optional_positive)
     """Set (seconds), the leader balances measured load too (``runtime/loadtrack.py``)."""
+    minimum_nodes: int = attrs.field(default=1, validator=_minimum_nodes)
+    """The leader distributes no token until this many workers are live (it is
+    the leader's value that counts); once any of them holds a token the site
+    keeps serving with whoever is live, however few."""
     enabled: bool = True
+    database_url: str | None = attrs.field(default=None, init=False, repr=_hidden)
+    """The database the original's fields named (``host``, ``port``, ``dbname``,
+    ``user``, ``password``, ``appname``, deprecated), as a URL; None without them.
+    A Job given this config and no database uses it."""
     # The original jobsync's fields (runtime/legacy.py): deprecated or refused,
     # and None on every built config.
     token_refresh_steady_interval_sec: float | None = _legacy(_optional_positive)
@@ -96,7 +118,6 @@ class CoordinationConfig:
     stale_rebalance_lock_age_sec: float | None = _legacy()
     token_distribution_timeout_sec: float | None = _legacy()
     locks_enabled: bool | None = _legacy()
-    minimum_nodes: int | None = _legacy()
     host: str | None = _legacy()
     port: int | None = _legacy()
     dbname: str | None = _legacy()
@@ -109,6 +130,7 @@ class CoordinationConfig:
         if any(value is not None for value in given.values()):
             cap = translate_legacy(given, self.rebalance_check_interval_sec, stacklevel=5)
             object.__setattr__(self, "rebalance_check_interval_sec", cap)
+            object.__setattr__(self, "database_url", original_database(given, stacklevel=5))
             for name in LEGACY_FIELDS:
                 object.__setattr__(self, name, None)
         margin = self.margin
@@ -269,6 +291,20 @@ def _with_pooler(url: str, pooler: str | None) -> str:
     return f"{url}{'&' if '?' in url else '?'}jobsync_pooler={mode}"
 
 
+DEFAULT_SITE = "default"
+"""The site of a Job given none and no ``SYNC_SITE``."""
+
+_DATABASE_VARS = (
+    "SYNC_SQL_URL",
+    "SYNC_SQL_HOST",
+    "SYNC_SQL_PORT",
+    "SYNC_SQL_DATABASE",
+    "SYNC_SQL_USERNAME",
+    "SYNC_SQL_PASSWORD",
+    "SYNC_SQL_APPNAME",
+)
+
+
 class Settings:
     """``jobsync.config``: the environment's settings, read on first use.
 
@@ -276,7 +312,8 @@ class Settings:
     ``SYNC_SQL_APPNAME`` is the table prefix; the original jobsync's other
     settings are honoured or refused as ``original_env`` says.
     ``SYNC_SQL_POOLER`` (``none`` or ``transaction``) adds ``jobsync_pooler``
-    to a PostgreSQL URL that does not set it.  ``reload()`` forgets what was
+    to a PostgreSQL URL that does not set it.  ``SYNC_SITE`` is the site of a
+    Job given none (default ``"default"``).  ``reload()`` forgets what was
     read so the next use reads again.
     """
 
@@ -310,11 +347,32 @@ class Settings:
         url = original_env.with_appname(explicit if explicit else self.database.url, env)
         return _with_pooler(url, env.get("SYNC_SQL_POOLER"))
 
+    def pooled(self, url: str) -> str:
+        """``url`` with ``SYNC_SQL_POOLER``'s mode, as ``url`` adds it."""
+        return _with_pooler(url, self._env().get("SYNC_SQL_POOLER"))
+
     def _refuse_originals(self) -> None:
         """The original jobsync's settings are honoured or refused (``original_env``)."""
         error = original_env.refusal(self._env())
         if error is not None:
             raise error
+
+    @property
+    def site(self) -> str:
+        """``SYNC_SITE``, else ``"default"``: the site of a Job given none (the
+        original jobsync had one site per table prefix)."""
+        raw = self._env().get("SYNC_SITE")
+        if raw is None:
+            return DEFAULT_SITE
+        if not raw.strip():
+            raise ConfigError(f"SYNC_SITE must name a site, got {raw!r}")
+        return raw
+
+    @property
+    def names_database(self) -> bool:
+        """True if the environment says where the database is (``SYNC_SQL_URL``,
+        a ``SYNC_SQL_*`` part or ``SYNC_SQL_APPNAME``)."""
+        return any(var in self._env() for var in _DATABASE_VARS)
 
     @property
     def capacity(self) -> float:

@@ -74,7 +74,7 @@ class Job(LockMethods, ReportMethods, LegacyJobMethods, CapacityMethods):
     def __init__(
         self,
         node_name: str,
-        site: str,
+        site: str | None = None,
         config: Settings | str | Backend | None = None,
         *,
         coordination_config: CoordinationConfig | None = None,
@@ -93,10 +93,12 @@ class Job(LockMethods, ReportMethods, LegacyJobMethods, CapacityMethods):
         capacity: float | None = None,
         _defences: Defences = PRODUCTION,
     ) -> None:
-        """``db_connection`` (the original jobsync's argument) is handed back as
-        ``job.connection`` for your queries; jobsync coordinates on a connection
-        of its own.  ``capacity`` (default ``SYNC_CAPACITY``, else 1) sets this
-        worker's share of tokens in proportion to the others'.
+        """``site`` defaults to ``SYNC_SITE``, else ``"default"`` (the original
+        jobsync had no sites).  ``db_connection`` (the original jobsync's
+        argument) is handed back as ``job.connection`` for your queries;
+        jobsync coordinates on a connection of its own.  ``capacity`` (default
+        ``SYNC_CAPACITY``, else 1) sets this worker's share of tokens in
+        proportion to the others'.
         ``_defences`` is for jobsync's own tests of its defences; never pass it."""
         opts = job_options(
             node_name,
@@ -127,10 +129,10 @@ class Job(LockMethods, ReportMethods, LegacyJobMethods, CapacityMethods):
         self._token = token_function(self.config.total_tokens, self.config.hash_function)
         self._date = opts.date
         self._user_connection = UserConnection(self.name, opts.source, db_connection)
-        self._session = Session(self.name, site, self.config, self._clock, opts.wait_on_enter)
-        self._ledger = ClaimLedger(site, self.name)
+        self._session = Session(self.name, self.site, self.config, self._clock, opts.wait_on_enter)
+        self._ledger = ClaimLedger(self.site, self.name)
         self._locks = JobLocks(
-            site,
+            self.site,
             self.name,
             self.config,
             backend=self._require_backend,

@@ -17,7 +17,10 @@ The planner's inputs from the node rows: each live active node's capacity
 stays live (it may lead) but is planned zero tokens, through the same fenced
 revoke and acknowledge as any move, until it is undrained or its drain runs
 out (the leader wakes then).  A plan that moves tokens off a drained node
-names the drain (who and why) in its history entry.
+names the drain (who and why) in its history entry.  With ``minimum_nodes``
+above 1 nothing is planned while the site is forming
+(``jobsync.core.plan_inputs.forming``): fewer eligible nodes than that and
+none of them holding a token.
 
 Pure apart from the planner call: no I/O, no clock.  The node decides when to
 call it and sends what it returns.
@@ -28,7 +31,7 @@ from __future__ import annotations
 import attrs
 
 from jobsync.backends.base import ClusterView, DirectAssign, HistoryEntry, PlanCommit, Revoke
-from jobsync.core import rules
+from jobsync.core import plan_inputs, rules
 from jobsync.core.loadbalance import LoadPlan, balance_load
 from jobsync.core.locks import LockConflict, resolve_locks
 from jobsync.core.model import NODE_ACTIVE, NodeRecord
@@ -49,6 +52,8 @@ class Decision:
     conflicts: tuple[LockConflict, ...] = ()
     load_plan: LoadPlan | None = None
     """The load plan behind ``plan`` when measured load was balanced."""
+    forming: bool = False
+    """Nothing planned: fewer live nodes than ``minimum_nodes`` and none holds a token."""
 
 
 def decide(
@@ -59,8 +64,13 @@ def decide(
     trigger: str,
     *,
     load: LoadInputs | None = None,
+    minimum_nodes: int = 1,
 ) -> Decision:
     """Plan from ``view`` if (name, incarnation) is the oldest live node.
+
+    While the site is forming (fewer than ``minimum_nodes`` eligible nodes and
+    none holding a token) the leader writes nothing and looks again when a
+    node joins (a change wakes it) or a drain ends.
 
     With ``load`` (measured per-token load, ``runtime/loadtrack.py``) the plan
     is ``jobsync.core.loadbalance.balance_load``'s from the current table:
@@ -74,6 +84,12 @@ def decide(
     eligible = [n for n in live if not n.is_drained(now)]
     current = {n.name: n.incarnation for n in eligible}
     capacities = {n.name: n.capacity for n in eligible}
+    tokens = view.tokens
+    if plan_inputs.forming(minimum_nodes, current, tokens.owner, tokens.incarnation):
+        wake = None
+        for row in drained:
+            wake = _earliest(wake, row.drain_until)
+        return Decision(is_leader=True, next_check=wake, forming=True)
     resolved = resolve_locks(view.locks, now)
     load_plan = None
     if load is not None and current:

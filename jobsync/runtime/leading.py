@@ -112,7 +112,13 @@ class Leading:
             self.load.refresh(node.backend, node.site, view.now)
             inputs = self.load.inputs(view.now)
         decision = leadership.decide(
-            view, node.name, reg.incarnation, node.config.ack_timeout, self._trigger(), load=inputs
+            view,
+            node.name,
+            reg.incarnation,
+            node.config.ack_timeout,
+            self._trigger(),
+            load=inputs,
+            minimum_nodes=node.config.minimum_nodes,
         )
         # The intent to plan is kept until a plan commits: a transient error below
         # (evict, reap, the commit itself) retries it rather than forgetting it.

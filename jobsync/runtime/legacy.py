@@ -7,8 +7,11 @@ names what to do instead; none is silently ignored (docs/USAGE_GUIDE.md,
 
 - ``CoordinationConfig`` fields of the original (``LEGACY_FIELDS``): an alias
   (``token_refresh_steady_interval_sec``), a setting this design has no use
-  for (accepted with a warning saying why), or refused (the database settings,
-  ``appname``, ``locks_enabled=False``, ``minimum_nodes`` above 1).
+  for (accepted with a warning saying why), the database settings
+  (``DATABASE_FIELDS``: ``host``, ``port``, ``dbname``, ``user``,
+  ``password`` and ``appname``, accepted with a warning naming the URL they
+  build, ``original_database``), or refused (``locks_enabled=False``).
+  ``minimum_nodes`` is a field of this library's config, not an alias.
 - Job members (``LegacyJobMethods``): ``nodes``, ``node_name``, ``set_claim``,
   ``register_task_lock``, ``register_locks_bulk`` and ``_cn`` (``connection``).
 - ``RebalanceEvent`` fields ``is_initial``, ``token_version``,
@@ -21,8 +24,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from jobsync.core.errors import ConfigError
+from jobsync.runtime import original_env
 
 _NO_USE = "nothing replaces it"
 _REACTS = "reaction to a change is driven by notifications, not by a polling interval"
@@ -38,23 +43,23 @@ IGNORED: Mapping[str, str] = {
 }
 """Original settings this design has no use for: accepted, with a warning saying why."""
 
-_DATABASE = "pass the database as the Job's config instead: a URL such as "
-REFUSED: Mapping[str, str] = {
-    "host": _DATABASE + "postgresql://user:password@host:port/dbname, or SYNC_SQL_HOST",
-    "port": _DATABASE + "postgresql://user:password@host:port/dbname, or SYNC_SQL_PORT",
-    "dbname": _DATABASE + "postgresql://user:password@host:port/dbname, or SYNC_SQL_DATABASE",
-    "user": _DATABASE + "postgresql://user:password@host:port/dbname, or SYNC_SQL_USERNAME",
-    "password": _DATABASE + "postgresql://user:password@host:port/dbname, or SYNC_SQL_PASSWORD",
-    "appname": "the table prefix is the URL option ?jobsync_prefix=PREFIX (default sync_)",
+ORIGINAL_DATABASE: Mapping[str, str | int] = {
+    "host": "localhost",
+    "port": 5432,
+    "dbname": "jobsync",
+    "user": "postgres",
+    "password": "postgres",
+    "appname": "sync_",
 }
-"""Original settings that belong elsewhere now: refused, naming the replacement."""
+"""The original's database fields and its defaults for them (PostgreSQL only)."""
+
+DATABASE_FIELDS = tuple(ORIGINAL_DATABASE)
 
 LEGACY_FIELDS = (
     "token_refresh_steady_interval_sec",
     "locks_enabled",
-    "minimum_nodes",
     *IGNORED,
-    *REFUSED,
+    *DATABASE_FIELDS,
 )
 """Every original ``CoordinationConfig`` field this library's does not have."""
 
@@ -72,11 +77,8 @@ def translate_legacy(values: Mapping[str, Any], rebalance_cap: float, stacklevel
     for name, value in values.items():
         if value is None:
             continue
-        if name in REFUSED:
-            raise ConfigError(
-                f"CoordinationConfig({name}=...) of the original jobsync is not accepted: "
-                f"{REFUSED[name]}"
-            )
+        if name in ORIGINAL_DATABASE:
+            continue  # original_database reads them
         if name == "locks_enabled":
             if value is not True:
                 raise ConfigError(
@@ -89,20 +91,6 @@ def translate_legacy(values: Mapping[str, Any], rebalance_cap: float, stacklevel
                 "locks are always on; remove it",
                 stacklevel,
             )
-        elif name == "minimum_nodes":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"minimum_nodes must be a positive integer, got {value!r}")
-            if value > 1:
-                raise ConfigError(
-                    f"CoordinationConfig(minimum_nodes={value}) of the original jobsync is not "
-                    "accepted: a worker enters as soon as the leader has planned with it; to "
-                    "wait for more workers, poll len(job.get_active_nodes()) after entering"
-                )
-            deprecated(
-                "CoordinationConfig(minimum_nodes=1)",
-                "it is the only behaviour; remove it",
-                stacklevel,
-            )
         elif name == "token_refresh_steady_interval_sec":
             deprecated(
                 f"CoordinationConfig({name}=...)",
@@ -113,6 +101,48 @@ def translate_legacy(values: Mapping[str, Any], rebalance_cap: float, stacklevel
         else:
             deprecated(f"CoordinationConfig({name}=...)", f"{IGNORED[name]}; remove it", stacklevel)
     return rebalance_cap
+
+
+def original_database(values: Mapping[str, Any], stacklevel: int) -> str | None:
+    """The PostgreSQL URL the original's database fields name, or None if none is set.
+
+    Built as the original built its connection: every field not given takes
+    the original's default (``ORIGINAL_DATABASE``: localhost:5432, database
+    ``jobsync``, user and password ``postgres``), and ``appname`` is the
+    table prefix (the URL option ``jobsync_prefix``).  Warns once, naming the
+    URL to pass instead (password hidden); ConfigError names a bad value.
+    """
+    given = {name: values[name] for name in DATABASE_FIELDS if values.get(name) is not None}
+    if not given:
+        return None
+    for name in ("host", "dbname", "user"):
+        value = given.get(name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"CoordinationConfig({name}=...) must be a non-empty string")
+    password = given.get("password")
+    if password is not None and not isinstance(password, str):
+        raise ConfigError("CoordinationConfig(password=...) must be a string")
+    port = given.get("port", ORIGINAL_DATABASE["port"])
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ConfigError(f"CoordinationConfig(port=...) must be a TCP port, got {port!r}")
+    field = dict(ORIGINAL_DATABASE, **given)
+    prefix = original_env.check_prefix(field["appname"], "CoordinationConfig(appname=...)")
+    host = str(field["host"])
+    where = f"[{host}]" if ":" in host else host
+    query = f"?jobsync_prefix={prefix}"
+    if host.startswith("/"):  # a socket directory: libpq takes it as the host parameter
+        where, query = "", f"{query}&host={quote(host, safe='/')}"
+    auth = f"{quote(str(field['user']), safe='')}:{quote(str(field['password']), safe='')}"
+    url = f"postgresql://{auth}@{where}:{port}/{quote(str(field['dbname']), safe='')}{query}"
+    names = ", ".join(f"{name}=..." for name in given)
+    shown = url.replace(":" + quote(str(field["password"]), safe="") + "@", ":***@", 1)
+    deprecated(
+        f"CoordinationConfig({names})",
+        f"pass the database as a URL, Job(..., config={shown!r}) or SYNC_SQL_URL "
+        "(appname is its jobsync_prefix option)",
+        stacklevel,
+    )
+    return url
 
 
 class _Job(Protocol):

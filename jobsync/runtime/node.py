@@ -221,7 +221,13 @@ class Node:
             return "registration with the backend"
         if self.state is NodeState.JOINING:
             if self.seen[1] < (self.registration.change_counter if self.registration else 0):
-                return "the leader's first plan that includes this node"
+                wait = "the leader's first plan that includes this node"
+                if self.config.minimum_nodes > 1:  # the leader may be waiting for more
+                    wait += (
+                        f" (with minimum_nodes={self.config.minimum_nodes} the leader "
+                        f"distributes no token until that many workers are live)"
+                    )
+                return wait
             return "the releases of tokens into this node to be acknowledged"
         if self.state is NodeState.FENCED:
             return "a new lease after the old one expired"

@@ -1,5 +1,10 @@
 """A Job's constructor arguments, checked once into one frozen value.
 
+A Job given no site runs in ``SYNC_SITE``, else the site ``"default"``
+(``Settings.site``).  A ``CoordinationConfig`` built with the original
+jobsync's database fields names the database when the Job's config and the
+environment do not; where they do and disagree, ``ConfigError``.
+
 Every check raises before anything is opened: ``InvalidArgument`` for a bad
 name, site, duration, callable, date or port (a ``datetime`` is taken as
 its date, as the original jobsync did), ``ConfigError`` for a bad
@@ -14,7 +19,7 @@ from collections.abc import Callable, Iterable
 import attrs
 
 from jobsync.backends.base import Backend
-from jobsync.backends.url import parse_url
+from jobsync.backends.url import parse_url, redact, same_database
 from jobsync.core.capacity import validate_capacity
 from jobsync.core.defences import Defences
 from jobsync.core.errors import ConfigError, InvalidArgument
@@ -47,9 +52,33 @@ class JobOptions:
     capacity: float
 
 
+def _original_database(source: Settings | str | Backend, url: str) -> str:
+    """The database of a Job whose CoordinationConfig named one with the original's
+    fields (``database_url``): that URL, unless the Job's config or the
+    environment names another (ConfigError: give the database once)."""
+    if isinstance(source, Backend):
+        raise ConfigError(
+            "the database is given twice: a Backend as the Job's config and the original "
+            "jobsync's CoordinationConfig(host=..., ...) fields; give it once"
+        )
+    if isinstance(source, Settings):
+        if not source.names_database:
+            return source.pooled(url)
+        other, where = source.url, "the environment (SYNC_SQL_URL or SYNC_SQL_*)"
+    else:
+        other, where = source, "the Job's config"
+    if not same_database(other, url):
+        raise ConfigError(
+            f"the database is given twice and differs: {where} says {redact(other)!r}, the "
+            f"original jobsync's CoordinationConfig(host=..., ...) fields say {redact(url)!r}; "
+            "give it once (a URL as the Job's config, or SYNC_SQL_URL)"
+        )
+    return other
+
+
 def job_options(
     node_name: str,
-    site: str,
+    site: str | None,
     config: Settings | str | Backend | None,
     *,
     coordination_config: CoordinationConfig | None,
@@ -68,6 +97,8 @@ def job_options(
 ) -> JobOptions:
     """Check a Job's arguments (in the order the Job always checked them)."""
     name = validate_node_name(node_name)
+    if site is None:
+        site = default_settings.site
     if not isinstance(site, str) or not site:
         raise InvalidArgument(f"site must be a non-empty string, got {site!r}")
     enter = check_seconds("wait_on_enter", wait_on_enter, allow_zero=False)
@@ -88,6 +119,8 @@ def job_options(
         raise ConfigError(
             f"config must be jobsync.config, a backend URL or a Backend, got {config!r}"
         )
+    if coordination_config is not None and coordination_config.database_url is not None:
+        source = _original_database(source, coordination_config.database_url)
     if isinstance(source, str):
         parse_url(source)  # a malformed URL is InvalidURL (a ConfigError) here, not at enter
     if capacity is not None:

@@ -74,16 +74,22 @@ def _refused(var: str, value: str, why: str) -> ConfigError:
     )
 
 
+def check_prefix(appname: object, what: str) -> str:
+    """``appname`` if it can be a table prefix, else ConfigError naming ``what``."""
+    if not isinstance(appname, str) or not _PREFIX.fullmatch(appname):
+        raise ConfigError(
+            f"{what} (the table prefix) must be a lowercase letter or underscore "
+            f"then up to 40 of [a-z0-9_], got {appname!r}"
+        )
+    return appname
+
+
 def with_appname(url: str, env: Mapping[str, str]) -> str:
     """``url`` with ``SYNC_SQL_APPNAME`` as its table prefix, if the variable is set."""
     appname = env.get("SYNC_SQL_APPNAME")
     if appname is None:
         return url
-    if not _PREFIX.fullmatch(appname):
-        raise ConfigError(
-            f"SYNC_SQL_APPNAME (the table prefix) must be a lowercase letter or underscore "
-            f"then up to 40 of [a-z0-9_], got {appname!r}"
-        )
+    check_prefix(appname, "SYNC_SQL_APPNAME")
     parts = urlsplit(url)
     if parts.scheme.lower() not in _POSTGRES:
         if appname == "sync_":

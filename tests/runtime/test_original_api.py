@@ -6,6 +6,7 @@ DeprecationWarning naming the new spelling, or is refused naming what to do;
 from __future__ import annotations
 
 import datetime
+import re
 import sqlite3
 import threading
 import uuid
@@ -122,7 +123,6 @@ def test_token_refresh_steady_is_an_alias_that_keeps_the_lower_cap() -> None:
         ("stale_rebalance_lock_age_sec", 300, "the leader holds no lock"),
         ("token_distribution_timeout_sec", 60, "wait_on_enter"),
         ("locks_enabled", True, "locks are always on"),
-        ("minimum_nodes", 1, "the only behaviour"),
     ],
 )
 def test_settings_with_no_use_here_are_accepted_saying_why(
@@ -133,27 +133,120 @@ def test_settings_with_no_use_here_are_accepted_saying_why(
     assert len(said) == 1 and f"CoordinationConfig({field}" in said[0] and why in said[0]
 
 
+def test_locks_enabled_false_is_refused_naming_the_replacement() -> None:
+    with pytest.raises(ConfigError, match=r"CoordinationConfig\(locks_enabled=False\)") as error:
+        CoordinationConfig(locks_enabled=False)
+    assert "jobsync locks clear --all" in str(error.value)
+
+
+def test_minimum_nodes_is_a_setting_of_this_library() -> None:
+    cfg, said = deprecations(lambda: CoordinationConfig(minimum_nodes=3))
+    assert isinstance(cfg, CoordinationConfig) and cfg.minimum_nodes == 3 and said == []
+    assert CoordinationConfig().minimum_nodes == 1
+    for bad in (0, -1, True, 2.0, "2"):
+        with pytest.raises(
+            ConfigError, match=rf"minimum_nodes must be a positive integer, got {bad!r}"
+        ):
+            CoordinationConfig(minimum_nodes=bad)  # type: ignore[arg-type]
+
+
+# -- the original's database fields ---------------------------------------------------------
+def test_the_database_fields_build_the_url_the_original_connected_to() -> None:
+    cfg, said = deprecations(
+        lambda: CoordinationConfig(
+            host="db.internal", dbname="jobs", user="app", password="s3cr@t", appname="myapp_"
+        )
+    )
+    assert isinstance(cfg, CoordinationConfig)
+    assert (
+        cfg.database_url == "postgresql://app:s3cr%40t@db.internal:5432/jobs?jobsync_prefix=myapp_"
+    )
+    assert said == [
+        "CoordinationConfig(host=..., dbname=..., user=..., password=..., appname=...) is "
+        "deprecated: pass the database as a URL, Job(..., config='postgresql://app:***@"
+        "db.internal:5432/jobs?jobsync_prefix=myapp_') or SYNC_SQL_URL (appname is its "
+        "jobsync_prefix option)"
+    ]
+    assert "s3cr" not in repr(cfg) and cfg.host is None and cfg.password is None
+    # the original's defaults for the fields not given: localhost:5432/jobsync, postgres
+    only_prefix, _ = deprecations(lambda: CoordinationConfig(appname="other_"))
+    assert isinstance(only_prefix, CoordinationConfig)
+    assert only_prefix.database_url == (
+        "postgresql://postgres:postgres@localhost:5432/jobsync?jobsync_prefix=other_"
+    )
+    port, _ = deprecations(lambda: CoordinationConfig(port=6543, host="::1"))
+    assert isinstance(port, CoordinationConfig)
+    assert port.database_url == (
+        "postgresql://postgres:postgres@[::1]:6543/jobsync?jobsync_prefix=sync_"
+    )
+    assert CoordinationConfig().database_url is None
+
+
 @pytest.mark.parametrize(
-    ("field", "value", "names"),
+    ("field", "value", "message"),
     [
-        ("host", "db.internal", "postgresql://user:password@host:port/dbname"),
-        ("port", 5433, "SYNC_SQL_PORT"),
-        ("dbname", "jobsync", "SYNC_SQL_DATABASE"),
-        ("user", "postgres", "SYNC_SQL_USERNAME"),
-        ("password", "secret", "SYNC_SQL_PASSWORD"),
-        ("appname", "myapp_", "?jobsync_prefix="),
-        ("locks_enabled", False, "jobsync locks clear --all"),
-        ("minimum_nodes", 2, "len(job.get_active_nodes())"),
+        ("port", "5432", "port=...) must be a TCP port"),
+        ("port", 70000, "port=...) must be a TCP port"),
+        ("host", "", "host=...) must be a non-empty string"),
+        ("dbname", 5, "dbname=...) must be a non-empty string"),
+        ("password", 1234, "password=...) must be a string"),
+        ("appname", "My-App", "appname=...) (the table prefix) must be"),
     ],
 )
-def test_settings_that_belong_elsewhere_are_refused_naming_the_replacement(
-    field: str, value: object, names: str
-) -> None:
-    with pytest.raises(ConfigError, match=rf"CoordinationConfig\({field}=") as error:
+def test_a_bad_database_field_is_refused_naming_it(field: str, value: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
         CoordinationConfig(**{field: value})  # type: ignore[arg-type]
-    assert names in str(error.value)
-    if field == "password":
-        assert "secret" not in str(error.value)
+
+
+def quiet_config(**fields: Any) -> CoordinationConfig:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return CoordinationConfig(**fields)
+
+
+def test_a_job_given_the_database_twice_differently_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("SYNC_SQL_URL", "SYNC_SQL_HOST", "SYNC_SQL_APPNAME", "SYNC_SQL_DATABASE"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = quiet_config(host="db.internal", dbname="jobs", appname="myapp_")
+    # alone, it names the Job's database
+    alone = Job("worker-01", coordination_config=cfg, handle_sigterm=False)
+    assert alone._options.source == cfg.database_url
+    # the same database spelled as a URL is no conflict (jobsync's other options kept)
+    same = "postgresql://postgres:postgres@db.internal/jobs?jobsync_prefix=myapp_&jobsync_lock_timeout=900"
+    assert Job("w", "s", same, coordination_config=cfg)._options.source == same
+    with pytest.raises(
+        ConfigError, match="the database is given twice and differs: the Job's config"
+    ):
+        Job("w", "s", "postgresql://postgres:postgres@db.internal/jobs", coordination_config=cfg)
+    with pytest.raises(ConfigError, match="the database is given twice: a Backend"):
+        from jobsync.backends.url import open_backend
+
+        backend = open_backend(memory_url())
+        Job("w", "s", backend, coordination_config=cfg)
+    monkeypatch.setenv("SYNC_SQL_URL", "postgresql://postgres@elsewhere/jobs")
+    with pytest.raises(ConfigError, match=r"the environment \(SYNC_SQL_URL or SYNC_SQL_\*\)"):
+        Job("w", "s", coordination_config=cfg)
+    monkeypatch.setenv("SYNC_SQL_URL", same)
+    assert Job("w", "s", coordination_config=cfg)._options.source == same
+
+
+# -- the site ---------------------------------------------------------------------------------
+def test_a_job_given_no_site_runs_in_sync_site_else_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("SYNC_SITE", raising=False)
+    url = memory_url()
+    with Job("worker-01", config=url, coordination_config=FAST, handle_sigterm=False) as j:
+        assert j.site == "default"
+        with Job("checker", "default", url, observer=True, handle_sigterm=False) as seen:
+            assert seen.get_active_nodes() == ["worker-01"]
+    monkeypatch.setenv("SYNC_SITE", "eu-west")
+    assert Job("worker-01", config=url).site == "eu-west"
+    monkeypatch.setenv("SYNC_SITE", " ")
+    with pytest.raises(ConfigError, match="SYNC_SITE must name a site, got ' '"):
+        Job("worker-01", config=url)
 
 
 # -- the date --------------------------------------------------------------------------------
