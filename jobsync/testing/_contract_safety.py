@@ -98,6 +98,8 @@ def _selectable_as_safety(cls: _C) -> _C:
 
 @_selectable_as_safety
 class SafetyContract:
+    """Registration by process identity, and the fence a deregistration keeps."""
+
     # -- registration by process -------------------------------------------------
     def test_a_first_registration_over_another_process_is_fenced_by_its_lease(
         self, scene: Scene
@@ -280,6 +282,12 @@ class SafetyContract:
         # to do ("Lost replies" in base.py): it writes nothing and so answers False.
         assert scene.connect("retry").deregister(scene.site, "b", new.incarnation) is False
         assert scene.everything() == before
+
+
+@_selectable_as_safety
+class LostReplyContract:
+    """Each write verb repeated after its commit (its reply lost), open claims,
+    the prune floor and dead node rows."""
 
     # -- lost replies: each write verb repeated after its commit ------------------
     def test_a_repeated_claim_finds_its_own_open_claim(self, scene: Scene) -> None:

@@ -41,7 +41,7 @@ from jobsync.testing._contract_locks import LockContract
 from jobsync.testing._contract_membership import MembershipContract, SiteContract
 from jobsync.testing._contract_misc import MaintenanceContract
 from jobsync.testing._contract_plans import PlanContract
-from jobsync.testing._contract_safety import SafetyContract
+from jobsync.testing._contract_safety import LostReplyContract, SafetyContract
 from jobsync.testing.scene import ContractHarness, Scene
 
 __all__ = ["BackendContract", "ContractHarness", "wait_by_polling"]
@@ -62,6 +62,7 @@ class BackendContract(
     LockContract,
     MaintenanceContract,
     SafetyContract,
+    LostReplyContract,
     CapacityContract,
     DrainContract,
 ):
