@@ -7,7 +7,7 @@ whether there is anything to plan for yet (``minimum_nodes``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from jobsync.core.errors import DuplicateNodeName, InvalidArgument, InvalidLock, InvalidNodeName
 from jobsync.core.patterns import validate_node_name, validate_pattern
@@ -15,24 +15,27 @@ from jobsync.core.patterns import validate_node_name, validate_pattern
 
 def forming(
     minimum_nodes: int,
-    eligible: Mapping[str, int],
+    eligible: Collection[str],
+    live: Mapping[str, int],
     owners: Sequence[str | None],
     incarnations: Sequence[int | None],
 ) -> bool:
     """True while a site waits for ``minimum_nodes`` before it is distributed.
 
-    ``eligible`` maps each live node that may take tokens (not drained) to its
-    incarnation; ``owners`` and ``incarnations`` are the token table's.  A site
-    forms while fewer than ``minimum_nodes`` nodes are eligible and none of
-    them holds a token: at its first start, or when every worker it had
-    ended.  Once one of them holds a token the site is serving, and it keeps
-    serving with whoever is live however few they become (as the original
-    jobsync did: it counted nodes only when a worker started).
+    ``eligible`` names the live nodes that may take tokens (not drained or
+    leaving); ``live`` maps every live node to its incarnation; ``owners`` and
+    ``incarnations`` are the token table's.  A site forms while fewer than
+    ``minimum_nodes`` nodes are eligible and no live node holds a token: at
+    its first start, or when every worker it had ended.  Once a live node
+    holds a token the site is serving, and it keeps serving with whoever is
+    live however few they become (as the original jobsync did: it counted
+    nodes only when a worker started), down to the last one leaving.  With
+    ``minimum_nodes`` 1 a site never forms.
     """
-    if len(eligible) >= minimum_nodes:
+    if minimum_nodes <= 1 or len(eligible) >= minimum_nodes:
         return False
     return not any(
-        owner is not None and eligible.get(owner) == incarnation
+        owner is not None and live.get(owner) == incarnation
         for owner, incarnation in zip(owners, incarnations, strict=True)
     )
 

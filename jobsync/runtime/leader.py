@@ -20,7 +20,7 @@ out (the leader wakes then).  A plan that moves tokens off a drained node
 names the drain (who and why) in its history entry.  With ``minimum_nodes``
 above 1 nothing is planned while the site is forming
 (``jobsync.core.plan_inputs.forming``): fewer eligible nodes than that and
-none of them holding a token.
+no live node holding a token.
 
 Pure apart from the planner call: no I/O, no clock.  The node decides when to
 call it and sends what it returns.
@@ -53,7 +53,8 @@ class Decision:
     load_plan: LoadPlan | None = None
     """The load plan behind ``plan`` when measured load was balanced."""
     forming: bool = False
-    """Nothing planned: fewer live nodes than ``minimum_nodes`` and none holds a token."""
+    """Nothing planned: fewer eligible nodes than ``minimum_nodes`` and no live node
+    holds a token (``jobsync.core.plan_inputs.forming``)."""
 
 
 def decide(
@@ -69,7 +70,7 @@ def decide(
     """Plan from ``view`` if (name, incarnation) is the oldest live node.
 
     While the site is forming (fewer than ``minimum_nodes`` eligible nodes and
-    none holding a token) the leader writes nothing and looks again when a
+    no live node holding a token) the leader writes nothing and looks again when a
     node joins (a change wakes it) or a drain ends.
 
     With ``load`` (measured per-token load, ``runtime/loadtrack.py``) the plan
@@ -85,7 +86,8 @@ def decide(
     current = {n.name: n.incarnation for n in eligible}
     capacities = {n.name: n.capacity for n in eligible}
     tokens = view.tokens
-    if plan_inputs.forming(minimum_nodes, current, tokens.owner, tokens.incarnation):
+    running = {n.name: n.incarnation for n in view.nodes if rules.is_live(n, now)}
+    if plan_inputs.forming(minimum_nodes, current, running, tokens.owner, tokens.incarnation):
         wake = None
         for row in drained:
             wake = _earliest(wake, row.drain_until)

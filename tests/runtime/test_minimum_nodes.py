@@ -11,9 +11,11 @@ from __future__ import annotations
 import threading
 import uuid
 
+import attrs
 import pytest
 
 from jobsync import CoordinationConfig, Job
+from jobsync.core.lifecycle import NodeState
 from jobsync.core.plan_inputs import forming
 from jobsync.sim import VirtualCluster
 
@@ -26,16 +28,20 @@ CFG = CoordinationConfig(
 
 
 # -- the rule ---------------------------------------------------------------------------------
-def test_a_site_forms_while_too_few_nodes_are_eligible_and_none_holds_a_token() -> None:
+def test_a_site_forms_while_too_few_nodes_are_eligible_and_no_live_node_holds_a_token() -> None:
     unowned: tuple[str | None, ...] = (None, None, None)
     none = (None, None, None)
-    assert forming(3, {"a": 1, "b": 1}, unowned, none) is True
-    assert forming(2, {"a": 1, "b": 1}, unowned, none) is False  # enough
-    assert forming(1, {}, unowned, none) is True  # nobody at all: nothing to plan for
-    # a live eligible node holds a token: the site is serving, however few remain
-    assert forming(3, {"a": 1}, ("a", None, "dead"), (1, None, 4)) is False
+    both = {"a": 1, "b": 1}
+    assert forming(3, ["a", "b"], both, unowned, none) is True
+    assert forming(2, ["a", "b"], both, unowned, none) is False  # enough
+    assert forming(1, [], {}, unowned, none) is False  # minimum 1: never forms
+    assert forming(2, [], {}, unowned, none) is True  # nobody at all
+    # a live node holds a token: the site is serving, however few remain
+    assert forming(3, ["a"], {"a": 1}, ("a", None, "dead"), (1, None, 4)) is False
+    # ... down to the last one leaving (live, not eligible): it hands its tokens off
+    assert forming(3, [], {"a": 1}, ("a", "a", None), (1, 1, None)) is False
     # tokens held only by ended incarnations (a whole fleet restarting) still form
-    assert forming(3, {"a": 2}, ("a", "dead", "dead"), (1, 4, 4)) is True
+    assert forming(3, ["a"], {"a": 2}, ("a", "dead", "dead"), (1, 4, 4)) is True
 
 
 # -- the leader, under virtual time -------------------------------------------------------------
@@ -83,6 +89,20 @@ def test_a_fleet_restarting_from_nothing_waits_for_minimum_nodes_again() -> None
     c.add("c")
     assert c.run_until(c.ready, 15)
     assert owned(c) == T
+
+
+@pytest.mark.parametrize("minimum", [1, 3])
+def test_the_last_workers_leave_at_once_whatever_minimum_nodes(minimum: int) -> None:
+    c = VirtualCluster(attrs.evolve(CFG, minimum_nodes=minimum), seed=4)
+    for name in "abc":
+        c.add(name)
+    assert c.run_until(c.ready, 10)
+    for name in "abc":
+        c.drain(name)
+        # each hands its tokens off within a heartbeat, the last one too (to nobody)
+        stopped = lambda n=name: c.node(n).state is NodeState.STOPPED  # noqa: E731
+        assert c.run_until(stopped, CFG.heartbeat_interval_sec)
+    assert owned(c) == 0
 
 
 # -- Jobs ------------------------------------------------------------------------------------
