@@ -41,7 +41,10 @@ class Shared:
         site.add_argument(
             "--site",
             default=None,
-            help="the site (the Job's second argument); may be left out when there is only one",
+            help=(
+                "the site (the Job's second argument; a Job given none is in SYNC_SITE, "
+                "else 'default'); may be left out when there is only one"
+            ),
         )
         out = argparse.ArgumentParser(add_help=False)
         out.add_argument("--json", action="store_true", help="machine-readable output")
