@@ -180,11 +180,13 @@ class Jobsync(Algorithm):
 
     def __init__(self) -> None:
         self.cooling: dict[int, int] = {}
+        self.known: set[str] | None = None  # the previous plan's nodes: the rest joined
 
     def step(self, owners: Owners, measured: list[float] | None, caps: dict[str, float]) -> Owners:
+        known, self.known = self.known, set(caps)
         if measured is None or not any(measured):
             return list(plan(TOKENS, owners, list(caps), capacities=caps).assignment)
-        p = balance_load(owners, measured, caps, cooling=self.cooling, policy=POLICY)
+        p = balance_load(owners, measured, caps, cooling=self.cooling, policy=POLICY, known=known)
         self.cooling = dict(p.cooling)
         return list(p.assignment)
 

@@ -14,9 +14,11 @@
 #    eligible under its pin, moves: heaviest first, to the eligible node whose
 #    normalised load after it is least (ties: fewer tokens per capacity, then
 #    name).  Exactly the orphans move here, the fewest any plan can.
-# 2. Joins (never throttled).  A node that held nothing when the plan began
-#    takes tokens from the most loaded nodes (the largest that fits under its
-#    ceiling) until it reaches (1 - band) of its fair share or nothing fits.
+# 2. Joins (never throttled).  A node that joined (held nothing when the
+#    plan began and is not among ``known``, the previous plan's nodes: load
+#    moves may empty a node, which is no join) takes tokens from the most
+#    loaded nodes (the largest that fits under its ceiling) until it reaches
+#    (1 - band) of its fair share or nothing fits.
 #    A bounded heuristic: it stops at the band's lower edge, not at the best.
 # 3. Load moves (at most `budget` of them; tokens cooling down stay put).
 #    Hot tokens: a token heavier than the fair share of the largest free node
@@ -64,7 +66,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from types import MappingProxyType
 
 import attrs
@@ -146,6 +148,7 @@ def balance_load(
     cooling: Mapping[int, int] | None = None,
     policy: LoadPolicy | None = None,
     load_moves: int | None = None,
+    known: Collection[str] | None = None,
 ) -> LoadPlan:
     """Move tokens of ``assignment`` so that measured load is within the band.
 
@@ -155,7 +158,10 @@ def balance_load(
     ``cooling`` maps a token to the plans it still sits out (the previous
     plan's ``cooling``).  ``load_moves`` caps this plan's load moves (default:
     the policy's budget; 0 keeps to orphans and joins, for a caller pacing
-    load moves by time).  Every input is validated before any work.
+    load moves by time).  ``known`` are the previous plan's ``nodes``: a
+    node among them holding nothing was emptied by load moves and is filled
+    only within the budget (None: every node holding nothing joined).  Every
+    input is validated before any work.
     """
     policy = LoadPolicy() if policy is None else policy
     if isinstance(loads, (str, bytes)) or not isinstance(loads, Sequence):
@@ -170,13 +176,17 @@ def balance_load(
     current = owner_list(total, assignment)
     masks = _token_masks(names, lock_rules(total, locks)) if names else {}
     cool = check_cooling(total, cooling)
-    state = _State(names, caps, weights, current, masks=masks, cooling=cool)
-    state.place_orphans()
-    state.fill_new(policy)
     if load_moves is None:
         load_moves = policy.moves_allowed(total)
     elif isinstance(load_moves, bool) or not isinstance(load_moves, int) or load_moves < 0:
         raise InvalidArgument(f"load_moves must be an integer >= 0, got {load_moves!r}")
+    if known is not None and (isinstance(known, (str, bytes)) or not isinstance(known, Collection)):
+        raise InvalidArgument(f"known must be a collection of node names, got {known!r}")
+    state = _State(names, caps, weights, current, masks=masks, cooling=cool)
+    if known is not None:
+        state.new = [new and name not in known for new, name in zip(state.new, names, strict=True)]
+    state.place_orphans()
+    state.fill_new(policy)
     state.shed(policy, load_moves)
     return state.result(policy, current)
 

@@ -34,7 +34,7 @@ from jobsync.backends.base import ClusterView, DirectAssign, HistoryEntry, PlanC
 from jobsync.core import plan_inputs, rules
 from jobsync.core.loadbalance import LoadPlan, balance_load
 from jobsync.core.locks import LockConflict, resolve_locks
-from jobsync.core.model import NODE_ACTIVE, NodeRecord
+from jobsync.core.model import NODE_ACTIVE, NodeRecord, TokenTable
 from jobsync.core.planner import Plan, plan
 from jobsync.runtime.loadtrack import LoadInputs
 
@@ -75,7 +75,9 @@ def decide(
 
     With ``load`` (measured per-token load, ``runtime/loadtrack.py``) the plan
     is ``jobsync.core.loadbalance.balance_load``'s from the current table:
-    orphans and joins at once, load moves within ``load.load_moves``."""
+    orphans and joins at once, load moves within ``load.load_moves``.  It plans
+    from where each token is heading (a pending release's destination, while
+    that node is eligible), so a move in flight is kept, not planned again."""
     now = view.now
     leader = rules.oldest_live(view.nodes, now)
     if leader is None or leader.name != name or leader.incarnation != incarnation:
@@ -96,13 +98,14 @@ def decide(
     load_plan = None
     if load is not None and current:
         load_plan = balance_load(
-            view.tokens.owner,
+            _heading(tokens, current),
             load.rates,
             capacities,
             locks=resolved.pins,
             cooling=load.cooling,
             policy=load.policy,
             load_moves=load.load_moves,
+            known=load.known,
         )
         result = _as_plan(load_plan)
     else:
@@ -160,6 +163,16 @@ def _as_plan(result: LoadPlan) -> Plan:
         unowned=result.unowned,
         loads=result.counts,
         lower_bound=result.forced + result.filled + result.lower_bound,
+    )
+
+
+def _heading(tokens: TokenTable, current: dict[str, int]) -> tuple[str | None, ...]:
+    """Each token's owner, or the destination of its pending release if that is eligible."""
+    return tuple(
+        to if deadline is not None and to in current else owner
+        for owner, to, deadline in zip(
+            tokens.owner, tokens.pending_to, tokens.pending_deadline, strict=True
+        )
     )
 
 

@@ -9,8 +9,12 @@ minus claimed) into ``jobsync.core.loadestimate.LoadEstimate`` and hands the
 planner the per-token rates (``inputs``).  Load moves are paced the same
 way: at most one plan with load moves per ``interval``; orphans, joins,
 leaves and pin changes are planned whenever they happen (``load_moves=0``
-between load passes keeps the plan to those).  A new leader starts from the
-completions of the last few half-lives.  ``hot`` names the tokens the last
+between load passes keeps the plan to those).  Each plan knows the nodes of
+the last one (``known``): only a node not among them joined.  A new leader
+starts from the completions of the last few half-lives; if they hold none, it
+keeps the current table (every token weighing one, no load moves) rather than
+let the count planner even out what load balancing built, until something is
+measured or ``LOOKBACK`` half-lives pass with nothing.  ``hot`` names the tokens the last
 load plan found hot, for the status output.
 """
 
@@ -41,6 +45,8 @@ class LoadInputs:
     cooling: dict[int, int]
     policy: LoadPolicy
     load_moves: int
+    known: tuple[str, ...] | None
+    """The nodes of the last plan committed: a node among them is no join."""
 
 
 class LoadTracker:
@@ -55,6 +61,8 @@ class LoadTracker:
         self.next_moves = 0.0
         self.cooling: dict[int, int] = {}
         self.hot: tuple[int, ...] = ()
+        self.known: tuple[str, ...] | None = None
+        self.since: float | None = None  # backend time of the first read
 
     def due(self) -> float:
         """Backend time of the next read or load pass."""
@@ -66,6 +74,7 @@ class LoadTracker:
             return
         after = self.cursor
         if after is None:
+            self.since = now
             after = now - LOOKBACK * self.estimate.half_life
         batch = backend.read_completions(site, after, BATCH)
         costs = [(c.token, max(0.0, c.completed_at - c.claimed_at), c.completed_at) for c in batch]
@@ -75,19 +84,37 @@ class LoadTracker:
         self.next_read = now if len(batch) == BATCH else now + self.interval
 
     def inputs(self, now: float) -> LoadInputs | None:
-        """The planner's load inputs, or None while nothing is measured."""
+        """The planner's load inputs; None (the count planner) once nothing was measured
+        in ``LOOKBACK`` half-lives of reading.
+
+        Until something is measured (a new leader whose first read found no
+        completion) every token weighs one and no load move is made: the
+        table load balancing built is kept, with only orphans, joins, leaves
+        and pin changes planned (capacity changes wait for the estimate)."""
+        total = len(self.estimate.sums)
         if not self.estimate.measured:
-            return None
-        moves = self.policy.moves_allowed(len(self.estimate.sums)) if now >= self.next_moves else 0
+            if self.since is None or now >= self.since + LOOKBACK * self.estimate.half_life:
+                return None
+            return LoadInputs(
+                rates=(1.0,) * total,
+                cooling=self.cooling,
+                policy=self.policy,
+                load_moves=0,
+                known=self.known,
+            )
+        moves = self.policy.moves_allowed(total) if now >= self.next_moves else 0
         return LoadInputs(
             rates=self.estimate.rates(now),
             cooling=self.cooling,
             policy=self.policy,
             load_moves=moves,
+            known=self.known,
         )
 
     def planned(self, result: LoadPlan, inputs: LoadInputs, now: float, site: str) -> None:
-        """Record a committed load plan: its cool-downs and hot tokens, the next load pass."""
+        """Record a committed load plan: its nodes; if it made load moves, its cool-downs
+        and hot tokens and the next load pass."""
+        self.known = result.nodes
         if not inputs.load_moves:
             return
         self.cooling = dict(result.cooling)

@@ -279,6 +279,51 @@ def test_a_joining_node_is_filled_without_the_budget() -> None:
     assert p.forced == 0
 
 
+@given(
+    st.integers(2, 6),
+    st.integers(0, 2**32),
+    st.sampled_from([0.02, 0.05, 0.1]),
+    st.integers(0, 3),
+)
+def test_load_moves_stay_within_the_budget_across_consecutive_plans(
+    nodes: int, seed: int, budget: float, cooldown: int
+) -> None:
+    # Plans chained as the leader chains them (each hands on its cooling and
+    # its nodes): with nobody joining or leaving, no plan moves more than the
+    # budget, though load moves may empty a node (it is not then a join).
+    rng = random.Random(seed)
+    names = [f"n{i}" for i in range(nodes)]
+    caps = {n: rng.choice([1.0, 2.0, 4.0]) for n in names}
+    total = rng.randint(10, 80)
+    base = [rng.paretovariate(1.0) for _ in range(total)]  # skewed: some tokens are hot
+    owners: list[str | None] = [rng.choice(names) for _ in range(total)]
+    policy = LoadPolicy(budget=budget, cooldown=cooldown)
+    cooling: dict[int, int] = {}
+    known: tuple[str, ...] = tuple(names)
+    for _ in range(6):
+        loads = [w * rng.uniform(0.7, 1.3) for w in base]
+        p = balance_load(owners, loads, caps, cooling=cooling, policy=policy, known=known)
+        assert p.forced == p.filled == 0
+        assert len(p.moves) == p.budgeted <= p.budget
+        owners, cooling, known = list(p.assignment), dict(p.cooling), p.nodes
+
+
+def test_a_node_emptied_by_load_moves_is_not_a_join() -> None:
+    # Tokens 0 and 1 are hot; 0 is cooling down and stays on n0.  The plan
+    # finds room for n2's only token elsewhere, and n2 ends up holding nothing.
+    start = ["n0", "n0", "n1", "n3", "n2"]
+    loads = [20.0, 50.0, 3.0, 1.0, 3.0]
+    caps = {"n0": 2.0, "n1": 2.0, "n2": 1.0, "n3": 2.0}
+    first = balance_load(start, loads, caps, cooling={0: 2}, policy=LoadPolicy(budget=1.0))
+    assert first.counts[first.nodes.index("n2")] == 0
+    lean = LoadPolicy(budget=0.01)  # one load move a plan
+    after = list(first.assignment)
+    joined = balance_load(after, loads, caps, cooling=first.cooling, policy=lean)
+    assert joined.filled > joined.budget == 1  # without the nodes, n2 looks newly joined
+    paced = balance_load(after, loads, caps, cooling=first.cooling, policy=lean, known=first.nodes)
+    assert paced.filled == 0 and len(paced.moves) <= paced.budget
+
+
 def test_orphans_go_to_the_least_loaded_node_heaviest_first() -> None:
     start: list[str | None] = ["a", "a", "b", None, "gone", "gone"]
     loads = [1.0, 1.0, 3.0, 5.0, 0.5, 2.0]
@@ -343,6 +388,8 @@ def test_the_estimate_halves_every_half_life_and_batches_commute() -> None:
         lambda: balance_load(["a"], [1.0], {"a": 1.0}, cooling={3: 1}),
         lambda: balance_load(["a"], [1.0], {"a": 1.0}, cooling={0: -1}),
         lambda: balance_load(["a"], [1.0], {"a": 1.0}, locks={0: "a%"}),
+        lambda: balance_load(["a"], [1.0], {"a": 1.0}, known="a"),
+        lambda: balance_load(["a"], [1.0], {"a": 1.0}, known=7),  # type: ignore[arg-type]
         lambda: LoadPolicy(band=0.0),
         lambda: LoadPolicy(band=0.1, hysteresis=0.1),
         lambda: LoadPolicy(band=0.1, margin=0.05, hysteresis=0.05),

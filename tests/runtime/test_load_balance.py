@@ -7,8 +7,11 @@ import logging
 import attrs
 import pytest
 
+from jobsync.backends.base import DirectAssign, PlanCommit
 from jobsync.backends.capabilities import Completion
+from jobsync.backends.memory import MemoryBackend, MemoryStore
 from jobsync.core.loadbalance import balance_load
+from jobsync.runtime.leader import decide
 from jobsync.runtime.loadtrack import BATCH, LoadTracker
 
 from .conftest import FAST, Backends, eventually, start_jobs
@@ -94,3 +97,66 @@ def test_a_site_balancing_measured_load_stays_exclusive(memory_backends: Backend
     finally:
         for job in jobs:
             job.__exit__(None, None, None)
+
+
+def _uneven_site() -> tuple[MemoryBackend, dict[str, int]]:
+    """A memory site of 40 tokens that load balancing left uneven: a holds 30, b 10."""
+    db = MemoryStore().connect("test")
+    db.ensure_site("s", 40, "xxh3")
+    incs = {n: db.register("s", n, 30.0).incarnation for n in ("a", "b")}
+    view = db.read_cluster("s")
+    assigns = tuple(
+        DirectAssign(
+            token=t,
+            expected_incarnation=None,
+            expected_epoch=view.tokens.epoch[t],
+            owner="a" if t < 30 else "b",
+            incarnation=incs["a" if t < 30 else "b"],
+        )
+        for t in range(40)
+    )
+    db.commit_plan(
+        "s",
+        PlanCommit(
+            leader="a",
+            leader_incarnation=incs["a"],
+            expected_generation=view.site.generation,
+            basis=view.site.change_counter,
+            assigns=assigns,
+        ),
+    )
+    return db, incs
+
+
+def test_a_new_leader_with_nothing_measured_keeps_the_table() -> None:
+    db, incs = _uneven_site()
+    view = db.read_cluster("s")
+    tracker = LoadTracker(40, half_life=10.0, interval=1.0)
+    tracker.refresh(db, "s", view.now)  # no completion in four half-lives
+    warming = tracker.inputs(view.now)
+    assert warming is not None and warming.load_moves == 0
+    kept = decide(view, "a", incs["a"], 10.0, "leader-change", load=warming)
+    assert kept.is_leader and kept.plan is not None and kept.plan.moves == ()
+    # The count planner would have evened the counts at once: 10 of a's tokens to b.
+    evened = decide(view, "a", incs["a"], 10.0, "leader-change")
+    assert evened.commit is not None and len(evened.commit.revokes) == 10
+    # A node joining is still filled, and only it receives (never throttled)...
+    db.register("s", "c", 30.0)
+    joined = decide(db.read_cluster("s"), "a", incs["a"], 10.0, "membership", load=warming)
+    assert joined.plan is not None
+    assert {new for _, _, new in joined.plan.moves} == {"c"} and len(joined.plan.moves) >= 11
+    assert joined.commit is not None and joined.load_plan is not None
+    db.commit_plan("s", joined.commit)
+    tracker.planned(joined.load_plan, warming, view.now, "s")  # c is known from now on
+    # Re-planned before the holders acknowledge: the moves in flight are kept.
+    again = decide(
+        db.read_cluster("s"), "a", incs["a"], 10.0, "timer", load=tracker.inputs(view.now)
+    )
+    assert again.plan is not None and again.plan.moves == ()
+    assert again.commit is None or not (again.commit.revokes or again.commit.assigns)
+    # ...and a leaving node's tokens go (b drains: its 10 are orphans).
+    db.set_drain("s", "b", True, note="maintenance")
+    drained = decide(db.read_cluster("s"), "a", incs["a"], 10.0, "drain", load=warming)
+    assert drained.plan is not None and "b" not in drained.plan.assignment
+    # Nothing measured for four half-lives of reading: the count planner again.
+    assert tracker.inputs(view.now + 4 * 10.0) is None
