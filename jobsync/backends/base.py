@@ -317,9 +317,13 @@ class CoordinationBackend(Protocol):
         date: datetime.date,
         incarnation: int,
         task_keys: Sequence[str],
+        *,
+        cost: float | None = None,
     ) -> frozenset[str]:
         """Mark this incarnation's open claims done; return the keys completed.
 
+        ``cost`` (positive, finite; None: not given) is stored with each
+        completed claim for the leader's load estimate (``CompletionFeed``).
         Fenced by the claim itself (not the token's current epoch): a claim
         made before a hand-off may still be completed.  To complete inside the caller's own
         transaction, see ``TransactionalCompletion``.

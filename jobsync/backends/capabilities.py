@@ -16,12 +16,14 @@ import attrs
 
 @attrs.frozen(kw_only=True)
 class Completion:
-    """A completed claim as the leader's load estimate reads it: its token, and when it
-    was claimed and completed (backend time, seconds)."""
+    """A completed claim as the leader's load estimate reads it: its token, when it was
+    claimed and completed (backend time, seconds) and the explicit cost given to
+    ``complete`` (None: the estimate takes the duration)."""
 
     token: int
     claimed_at: float
     completed_at: float
+    cost: float | None = None
 
 
 @runtime_checkable
@@ -51,7 +53,7 @@ class TransactionalCompletion(Protocol):
 
     def complete_in(
         self, connection: object, site: str, date: datetime.date, incarnation: int,
-        task_keys: Sequence[str],
+        task_keys: Sequence[str], *, cost: float | None = None,
     ) -> frozenset[str]:  # fmt: skip
         """``complete`` inside the caller's transaction; the keys it completed there."""
         ...

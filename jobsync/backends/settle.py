@@ -23,6 +23,7 @@ import attrs
 
 from jobsync.backends import _checks as checks
 from jobsync.backends.node_verbs import Entering
+from jobsync.core.loadestimate import check_cost
 from jobsync.core.model import ClaimRequest
 
 Kind = Literal["complete", "release"]
@@ -73,11 +74,14 @@ class Settlement:
     day: datetime.date
     incarnation: int
     keys: tuple[str, ...]
+    cost: float | None = None
+    """A completion's explicit cost, stored with each claim it completes."""
 
     @classmethod
     def checked(
-        cls, kind: Kind, site: object, date: object, incarnation: object, task_keys: object
-    ) -> Settlement:
+        cls, kind: Kind, site: object, date: object, incarnation: object, task_keys: object,
+        *, cost: object = None,
+    ) -> Settlement:  # fmt: skip
         """The arguments as a Settlement, or the InvalidArgument naming the bad one."""
         return cls(
             kind,
@@ -85,6 +89,7 @@ class Settlement:
             checks.claim_date(date),
             checks.incarnation(incarnation),
             tuple(dict.fromkeys(checks.task_keys(task_keys))),
+            check_cost(cost),
         )
 
 
@@ -92,9 +97,10 @@ class SettleVerbs(Entering):
     """The four settling verbs over one hook; a backend's claims class inherits it."""
 
     def complete(
-        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
-    ) -> frozenset[str]:
-        return self._checked("complete", HERE, site, date, incarnation, task_keys)
+        self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str],
+        *, cost: float | None = None,
+    ) -> frozenset[str]:  # fmt: skip
+        return self._checked("complete", HERE, site, date, incarnation, task_keys, cost=cost)
 
     def release(
         self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]
@@ -103,10 +109,10 @@ class SettleVerbs(Entering):
 
     def complete_in(
         self, connection: object, site: str, date: datetime.date, incarnation: int,
-        task_keys: Sequence[str],
+        task_keys: Sequence[str], *, cost: float | None = None,
     ) -> frozenset[str]:  # fmt: skip
         """``complete`` inside ``connection``'s open transaction."""
-        return self._checked("complete", connection, site, date, incarnation, task_keys)
+        return self._checked("complete", connection, site, date, incarnation, task_keys, cost=cost)
 
     def release_in(
         self, connection: object, site: str, date: datetime.date, incarnation: int,
@@ -115,12 +121,13 @@ class SettleVerbs(Entering):
         """``release`` inside ``connection``'s open transaction."""
         return self._checked("release", connection, site, date, incarnation, task_keys)
 
-    def _checked(self, kind: Kind, inside: object, *args: object) -> frozenset[str]:
-        """Enter the verb ``kind``, check ``args`` (site, date, incarnation, task keys)
-        into a Settlement, settle it."""
+    def _checked(
+        self, kind: Kind, inside: object, *args: object, cost: object = None
+    ) -> frozenset[str]:
+        """Enter the verb ``kind``, check ``args`` (site, date, incarnation, task keys
+        and a completion's cost) into a Settlement, settle it."""
         self._entering(kind)
-        site, date, incarnation, task_keys = args
-        return self._settle(Settlement.checked(kind, site, date, incarnation, task_keys), inside)
+        return self._settle(Settlement.checked(kind, *args, cost=cost), inside)
 
     def _settle(self, settlement: Settlement, inside: object = HERE) -> frozenset[str]:
         """Settle the open claims of ``settlement``: on jobsync's own connection when

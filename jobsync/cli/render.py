@@ -128,6 +128,7 @@ def status_text(report: Json, dsn: str) -> str:
         f"locks:             {report['locks']}",
         f"unsatisfied pins:  {_pins(report['unsatisfied_pins'])}",
         f"lock conflicts:    {_conflicts(report['lock_conflicts'])}",
+        *_hot(report.get("hot_tokens")),
         "",
         "recent rebalances:",
         history_table(_dicts(report["recent_rebalances"])),
@@ -136,6 +137,19 @@ def status_text(report: Json, dsn: str) -> str:
     found = strings(report["problems"])
     lines.append("problems: " + ("; ".join(found) if found else "none"))
     return "\n".join(lines)
+
+
+def _hot(value: object) -> list[str]:
+    """The HOT line: tokens measured hot, and how to spread them (none: no line)."""
+    ids = [int(str(t)) for t in value] if isinstance(value, list) else []
+    if not ids:
+        return []
+    return [
+        f"HOT:               token(s) {', '.join(map(str, ids[:10]))}"
+        f"{', ...' if len(ids) > 10 else ''} each carry more than a node's share of the "
+        "measured load; spread their tasks over more tokens (add a salt to the task id: "
+        "'customer-7#0' .. 'customer-7#7')"
+    ]
 
 
 def _tokens(value: object) -> str:

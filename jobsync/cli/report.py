@@ -135,9 +135,20 @@ def history_rows(records: Iterable[HistoryRecord], now: float) -> list[Json]:
             "nodes_before": list(r.entry.nodes_before),
             "nodes_after": list(r.entry.nodes_after),
             "duration_ms": round(r.entry.duration_ms, 3),
+            "hot": None if r.entry.hot is None else list(r.entry.hot),
         }
         for r in records
     ]
+
+
+def hot_tokens(records: Iterable[HistoryRecord]) -> list[int]:
+    """The tokens the leader measured hot, heaviest first, as of the latest plan that
+    moved tokens: the newest history entry that records them (every such plan of a
+    leader balancing measured load does)."""
+    for r in records:  # newest first
+        if r.entry.hot is not None:
+            return list(r.entry.hot)
+    return []
 
 
 def status_report(view: ClusterView, history: Sequence[HistoryRecord]) -> Json:
@@ -172,6 +183,7 @@ def status_report(view: ClusterView, history: Sequence[HistoryRecord]) -> Json:
         "lock_conflicts": conflicts,
         "locks": len(view.locks),
         "recent_rebalances": history_rows(history, now),
+        "hot_tokens": hot_tokens(history),
     }
     report["problems"] = problems(report)
     return report

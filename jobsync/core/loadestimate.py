@@ -28,6 +28,18 @@ def check_load(token: int, value: object) -> float:
     return float(value)
 
 
+def check_cost(value: object) -> float | None:
+    """An explicit completion cost: None, or a positive finite number (as a float);
+    else InvalidArgument naming it."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidArgument(f"cost must be a positive finite number, got {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidArgument(f"cost must be a positive finite number, got {value!r}")
+    return float(value)
+
+
 @attrs.frozen(kw_only=True)
 class LoadEstimate:
     """A decayed per-token load estimate, as a value: ``observe`` returns a new one.

@@ -276,6 +276,8 @@ class HistoryEntry:
     moved: int
     unowned: int
     duration_ms: float
+    hot: tuple[int, ...] | None = None
+    """The tokens measured hot when the plan was made (None: load is not balanced)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -9,7 +9,11 @@ site (``read_cluster`` and the history) only when they moved, when the rows
 would read differently on their own (``snapshot.next_deadline``: a lease
 ending, since a death bumps no counter), or when the cached document is
 ``max_age`` old (so the ages shown stay true).  Each re-read becomes a new
-version of one cached JSON document.
+version of one cached JSON document.  The tokens measured hot come from the
+history: a leader balancing measured load records its hot list in the
+history entry of every plan that moves tokens, so the newest entry that
+records one is the list as of the latest such plan (``cli.report.hot_tokens``;
+a change that moves nothing shows at the next plan that does).
 
 Viewers never reach the database: ``GET /api/state`` answers from the cache,
 and ``GET /api/state?after=V`` is a long poll that returns as soon as a
@@ -43,7 +47,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from jobsync.backends.base import Backend
-from jobsync.cli.report import Json
+from jobsync.cli.report import Json, hot_tokens
 from jobsync.core.errors import InvalidArgument, JobSyncError
 from jobsync.dashboard import snapshot
 
@@ -163,7 +167,7 @@ class Poller:
         """Re-read the whole site and publish it."""
         view = self.backend.read_cluster(self.site)
         history = self.backend.read_history(self.site, limit=HISTORY)
-        document = snapshot.build(view, history)
+        document = snapshot.build(view, history, hot=hot_tokens(history))
         site = view.site
         self._key = (site.generation, site.change_counter, site.plan_basis)
         deadline = document["next_deadline"]

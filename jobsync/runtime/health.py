@@ -172,6 +172,8 @@ def readiness(job: Job) -> tuple[bool, dict[str, object]]:
     }
     if job.maintenance is not None:  # a drained worker is ready: it holds what the plan gives
         body["maintenance"] = job.maintenance
+    if status["hot_tokens"]:  # the leader names the tokens measured hot
+        body["hot_tokens"] = status["hot_tokens"]
     if not ready:
         body["reason"] = _not_ready_reason(job, status)
         body["waiting_for"] = status["waiting_for"]

@@ -35,6 +35,7 @@ from jobsync.backends.base import Backend
 from jobsync.core.defences import PRODUCTION, Defences
 from jobsync.core.errors import InvalidArgument, JobSyncError
 from jobsync.core.hashing import token_function
+from jobsync.core.loadestimate import check_cost
 from jobsync.runtime import clock as clocks
 from jobsync.runtime.config import CoordinationConfig, Settings
 from jobsync.runtime.health import HealthServer, serve_health
@@ -328,8 +329,15 @@ class Job(LockMethods, ReportMethods, LegacyJobMethods, CapacityMethods):
         got = self._ledger.claim(keys, snap, self._token)
         return {t for t, k in zip(tasks, keys, strict=True) if k in got}
 
-    def complete(self, task: object, connection: object | None = None) -> bool:
+    def complete(
+        self, task: object, connection: object | None = None, *, cost: float | None = None
+    ) -> bool:
         """Mark a task this Job claimed as done; True if recorded.
+
+        ``cost`` (a positive finite number, in any unit of your choosing) is
+        what the task cost, for the leader's measured load
+        (``load_half_life_sec``) when wall time is not the measure: the
+        estimate uses it instead of the claim's duration.
 
         With ``connection`` (your own psycopg or sqlite3 connection, inside your
         open transaction) the completion commits or rolls back with your side
@@ -341,11 +349,12 @@ class Job(LockMethods, ReportMethods, LegacyJobMethods, CapacityMethods):
         ``statistics()['completions_queued']``).
         """
         key = task_key(task)
+        cost = check_cost(cost)
         if not self.config.enabled:
             return key in self._standalone_claims
         if connection is not None:
-            return self._ledger.complete_in(key, connection)
-        return self._ledger.complete(key)
+            return self._ledger.complete_in(key, connection, cost)
+        return self._ledger.complete(key, cost)
 
     def release(self, task: object, connection: object | None = None) -> bool:
         """Give a claimed task back (it failed); another worker may claim it.

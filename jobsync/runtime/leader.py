@@ -131,6 +131,7 @@ def decide(
                 moved=result.moved,
                 unowned=len(result.unowned),
                 duration_ms=0.0,  # the node fills in what it measured
+                hot=_hot(load, load_plan),
             )
         commit = PlanCommit(
             leader=name,
@@ -164,6 +165,14 @@ def _as_plan(result: LoadPlan) -> Plan:
         loads=result.counts,
         lower_bound=result.forced + result.filled + result.lower_bound,
     )
+
+
+def _hot(load: LoadInputs | None, result: LoadPlan | None) -> tuple[int, ...] | None:
+    """The hot tokens a history entry records, heaviest first (None: load is not
+    balanced): this load pass's, or between load passes the last one's."""
+    if load is None or result is None:
+        return None
+    return result.hot if load.load_moves else load.hot
 
 
 def _heading(tokens: TokenTable, current: dict[str, int]) -> tuple[str | None, ...]:

@@ -70,7 +70,8 @@ class ClaimLedger:
         self.backend: CoordinationBackend | None = None
         self.date = datetime.date.min
         self.open: dict[str, int] = {}
-        self.queued: set[str] = set()
+        self.queued: dict[str, float | None] = {}
+        """Completions to retry, with the cost each was given."""
         self.uncertain: dict[str, int] = {}
         self.statistics = JobStatistics()
         self._count_lock = threading.Lock()
@@ -114,28 +115,31 @@ class ClaimLedger:
         return got
 
     # -- completing ------------------------------------------------------------------
-    def complete(self, key: str) -> bool:
-        """Complete an open claim; a transient error queues it (False)."""
+    def complete(self, key: str, cost: float | None = None) -> bool:
+        """Complete an open claim (with its explicit ``cost``, checked by the caller);
+        a transient error queues it (False)."""
         incarnation, backend = self.open.get(key), self.backend
         if incarnation is None or backend is None:
             self.count(completions_refused=1)
             return False
         try:
-            done = backend.complete(self.site, self.date, incarnation, [key])
+            done = backend.complete(self.site, self.date, incarnation, [key], cost=cost)
         except BackendUnavailable:
-            self.queued.add(key)
+            self.queued[key] = cost
             self.count(completions_queued=1)
             return False
         return self._settled(key, key in done)
 
-    def complete_in(self, key: str, connection: object) -> bool:
+    def complete_in(self, key: str, connection: object, cost: float | None = None) -> bool:
         """Complete an open claim inside the caller's transaction (uncertain until it ends)."""
         incarnation = self.open.get(key)
         if incarnation is None or self.backend is None:
             self.count(completions_refused=1)
             return False
         backend = self._transactional("complete")
-        done = key in backend.complete_in(connection, self.site, self.date, incarnation, [key])
+        done = key in backend.complete_in(
+            connection, self.site, self.date, incarnation, [key], cost=cost
+        )
         self.open.pop(key, None)
         if done:
             self.uncertain[key] = incarnation
@@ -156,7 +160,7 @@ class ClaimLedger:
 
     def _settled(self, key: str, done: bool) -> bool:
         self.open.pop(key, None)
-        self.queued.discard(key)
+        self.queued.pop(key, None)
         if done:
             self.count(completions=1)
         else:
@@ -167,16 +171,16 @@ class ClaimLedger:
     def flush_queued(self) -> None:
         """Retry the queued completions (stop at the first transient error)."""
         backend = self.backend
-        pairs = []
-        for key in sorted(self.queued):
+        groups: dict[tuple[int, float | None], list[str]] = {}
+        for key, cost in sorted(self.queued.items()):
             if key in self.open:
-                pairs.append((key, self.open[key]))
+                groups.setdefault((self.open[key], cost), []).append(key)
             else:
-                self.queued.discard(key)
-        for incarnation, group in _by_incarnation(pairs).items():
+                self.queued.pop(key, None)
+        for (incarnation, cost), group in groups.items():
             assert backend is not None
             try:
-                done = backend.complete(self.site, self.date, incarnation, group)
+                done = backend.complete(self.site, self.date, incarnation, group, cost=cost)
             except BackendUnavailable:
                 return
             for key in group:
@@ -224,7 +228,7 @@ class ClaimLedger:
                     "to give the task back, or release it with connection= there"
                 ) from error
         self.open.pop(key, None)
-        self.queued.discard(key)
+        self.queued.pop(key, None)
         if connection is None:
             self.uncertain.pop(key, None)
         else:  # settled when your transaction ends: released at exit if it rolled back
@@ -242,7 +246,7 @@ class ClaimLedger:
             backend.release(self.site, self.date, incarnation, keys)
             for key in keys:
                 self.open.pop(key, None)
-                self.queued.discard(key)
+                self.queued.pop(key, None)
             self.count(releases=len(keys))
 
     def settle_uncertain(self, keys: list[str]) -> None:

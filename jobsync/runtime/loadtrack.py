@@ -5,7 +5,8 @@ Turned on by ``CoordinationConfig.load_half_life_sec`` on a backend with the
 most ``BATCH`` a read and at most one read per ``interval`` (twice the
 reconciliation interval: 2 requests a minute more for the leader at the
 defaults, none for the followers), folds each claim's duration (completed
-minus claimed) into ``jobsync.core.loadestimate.LoadEstimate`` and hands the
+minus claimed, or the explicit cost given to ``complete``) into
+``jobsync.core.loadestimate.LoadEstimate`` and hands the
 planner the per-token rates (``inputs``).  Load moves are paced the same
 way: at most one plan with load moves per ``interval``; orphans, joins,
 leaves and pin changes are planned whenever they happen (``load_moves=0``
@@ -24,7 +25,7 @@ import logging
 
 import attrs
 
-from jobsync.backends.capabilities import CompletionFeed
+from jobsync.backends.capabilities import Completion, CompletionFeed
 from jobsync.core.loadbalance import LoadPlan
 from jobsync.core.loadestimate import LoadEstimate
 from jobsync.core.loadpolicy import LoadPolicy
@@ -47,6 +48,15 @@ class LoadInputs:
     load_moves: int
     known: tuple[str, ...] | None
     """The nodes of the last plan committed: a node among them is no join."""
+    hot: tuple[int, ...]
+    """The hot tokens of the last load pass (what the history says now)."""
+
+
+def _cost(done: Completion) -> float:
+    """The explicit cost given to ``complete``, else the claim's duration."""
+    if done.cost is not None:
+        return done.cost
+    return max(0.0, done.completed_at - done.claimed_at)
 
 
 class LoadTracker:
@@ -77,7 +87,7 @@ class LoadTracker:
             self.since = now
             after = now - LOOKBACK * self.estimate.half_life
         batch = backend.read_completions(site, after, BATCH)
-        costs = [(c.token, max(0.0, c.completed_at - c.claimed_at), c.completed_at) for c in batch]
+        costs = [(c.token, _cost(c), c.completed_at) for c in batch]
         self.estimate = self.estimate.observe(now, costs)
         self.cursor = batch[-1].completed_at if batch else after
         # A full batch leaves more to read: read again at the next pass.
@@ -92,23 +102,20 @@ class LoadTracker:
         table load balancing built is kept, with only orphans, joins, leaves
         and pin changes planned (capacity changes wait for the estimate)."""
         total = len(self.estimate.sums)
-        if not self.estimate.measured:
-            if self.since is None or now >= self.since + LOOKBACK * self.estimate.half_life:
-                return None
-            return LoadInputs(
-                rates=(1.0,) * total,
-                cooling=self.cooling,
-                policy=self.policy,
-                load_moves=0,
-                known=self.known,
-            )
-        moves = self.policy.moves_allowed(total) if now >= self.next_moves else 0
+        if self.estimate.measured:
+            rates = self.estimate.rates(now)
+            moves = self.policy.moves_allowed(total) if now >= self.next_moves else 0
+        elif self.since is None or now >= self.since + LOOKBACK * self.estimate.half_life:
+            return None
+        else:
+            rates, moves = (1.0,) * total, 0
         return LoadInputs(
-            rates=self.estimate.rates(now),
+            rates=rates,
             cooling=self.cooling,
             policy=self.policy,
             load_moves=moves,
             known=self.known,
+            hot=self.hot,
         )
 
     def planned(self, result: LoadPlan, inputs: LoadInputs, now: float, site: str) -> None:

@@ -76,7 +76,16 @@ def coordination_status(
         "coordinating": session.coordinating,
         "error": None if error is None else str(error),
         "heartbeat_age_sec": heartbeat_age,
+        "hot_tokens": _hot_tokens(session),
     }
+
+
+def _hot_tokens(session: Session) -> list[int] | None:
+    """The tokens the leader last measured hot, heaviest first; None unless this node
+    leads with ``load_half_life_sec`` set (only the leader measures load)."""
+    node = session.node
+    load = node.leading.load if node is not None and node.is_leader else None
+    return None if load is None else list(load.hot)
 
 
 class ReportMethods:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import math
 import random
+import re
 
 import pytest
 
@@ -168,6 +169,22 @@ class ClaimContract:
                 scene.db.read_completions(scene.site, *bad)
         with pytest.raises(JobSyncError):
             scene.db.read_completions("no-such-site", 0.0, 3)
+
+    def test_a_completion_keeps_its_explicit_cost(self, scene: Scene) -> None:
+        if not isinstance(scene.db, CompletionFeed):
+            return  # an optional capability
+        a, _ = _pair(scene)
+        priced, timed, bad = (scene.key_on(0, p) for p in ("priced", "timed", "bad"))
+        assert scene.claim(a, priced, timed, bad) == {priced, timed, bad}
+        assert scene.db.complete(scene.site, DAY, a.incarnation, [priced], cost=2.5) == {priced}
+        scene.wait_until(scene.now() + 0.01)
+        assert scene.db.complete(scene.site, DAY, a.incarnation, [timed]) == {timed}
+        for value in (0, -1.0, math.nan, math.inf, True, "3"):
+            with pytest.raises(InvalidArgument, match=re.escape(repr(value))):
+                scene.db.complete(scene.site, DAY, a.incarnation, [bad], cost=value)  # type: ignore[arg-type]
+        assert scene.audit()[bad] == "claimed"  # nothing written
+        costs = [c.cost for c in scene.db.read_completions(scene.site, 0.0, 10)]
+        assert costs == [2.5, None]
 
     def test_reap_releases_open_claims_of_dead_incarnations_only(self, scene: Scene) -> None:
         a, b = _pair(scene, SHORT_LEASE)

@@ -136,7 +136,7 @@ class PlanContract:
         view = scene.view()
         later = HistoryEntry(
             trigger="leave", nodes_before=("a", "b"), nodes_after=("a",), moved=1, unowned=0,
-            duration_ms=0.5,
+            duration_ms=0.5, hot=(3, 1),
         )  # fmt: skip
         second = scene.commit(a, view=view, assigns=[scene.assign(view, 1, b)], history=later)
         records = scene.db.read_history(scene.site)

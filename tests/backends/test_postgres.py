@@ -883,33 +883,47 @@ def test_deregistering_a_row_that_fences_an_older_live_incarnation_keeps_the_fen
 
 
 # -- migrations ----------------------------------------------------------------------------------
+def migrate_to(version: int, dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Create the schema as the library of ``version`` did (its migrations only)."""
+    monkeypatch.setattr(schema_module, "MIGRATIONS", schema_module.MIGRATIONS[:version])
+    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", version)
+    assert migrate(dsn, schema=schema) == {"from": 0, "to": version}
+    monkeypatch.undo()
+
+
+def old_site_rows(
+    conn: psycopg.Connection[Any], schema: str, site: str
+) -> Callable[[str], sql.Identifier]:
+    """Insert a site of 4 unowned tokens as an older library would have (plain SQL);
+    return how to name the schema's tables for more rows."""
+
+    def table(name: str) -> sql.Identifier:
+        return sql.Identifier(schema, f"sync_{name}")
+
+    conn.execute(
+        sql.SQL("INSERT INTO {} (site, total_tokens, hash_function) VALUES (%s, 4, 'xxh3')").format(
+            table("site")
+        ),
+        (site,),
+    )
+    conn.execute(
+        sql.SQL("INSERT INTO {} (site, token_id) SELECT %s, g FROM generate_series(0, 3) g").format(
+            table("token")
+        ),
+        (site,),
+    )
+    return table
+
+
 def test_a_version_1_schema_is_migrated_keeping_its_rows(
     pg_dsn: str,
     pg_schema: str,
     open_backend: Callable[..., PostgresBackend],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(schema_module, "MIGRATIONS", schema_module.MIGRATIONS[:1])
-    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", 1)
-    assert migrate(pg_dsn, schema=pg_schema) == {"from": 0, "to": 1}
-    monkeypatch.undo()
-
-    def table(name: str) -> sql.Identifier:
-        return sql.Identifier(pg_schema, f"sync_{name}")
-
+    migrate_to(1, pg_dsn, pg_schema, monkeypatch)
     with psycopg.connect(pg_dsn) as conn:  # a version-1 deployment's rows
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {} (site, total_tokens, hash_function) VALUES (%s, 4, 'xxh3')"
-            ).format(table("site")),
-            (SITE,),
-        )
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {} (site, token_id) SELECT %s, g FROM generate_series(0, 3) g"
-            ).format(table("token")),
-            (SITE,),
-        )
+        table = old_site_rows(conn, pg_schema, SITE)
         conn.execute(
             sql.SQL(
                 "INSERT INTO {} (site, name, created_on, last_heartbeat, lease_timeout, "

@@ -330,12 +330,12 @@ class _ClaimVerbs(_HandleCore, ClaimVerb, SettleVerbs):
         transaction (a ``MemoryTransaction``, checked), which locks them until it ends.
         Either way the verb is counted, and faults meet it, by its kind's name."""
         kind, site, day = settlement.kind, settlement.site, settlement.day
-        inc, keys = settlement.incarnation, settlement.keys
+        inc, keys, cost = settlement.incarnation, settlement.keys, settlement.cost
         if inside is not HERE:
             tx = self._transaction(inside)
-            return self._run(site, lambda s, _: tx.stage(s, kind, day, inc, keys))
+            return self._run(site, lambda s, _: tx.stage(s, kind, day, inc, keys, cost=cost))
         self._wait_for_claims(site, lambda s: [(day, k) for k in s.claims.open_of(day, inc, keys)])
-        return self._run(site, lambda s, now: s.claims.settle(kind, day, inc, keys, now))
+        return self._run(site, lambda s, now: s.claims.settle(kind, day, inc, keys, now, cost=cost))
 
     def open_claims(
         self, site: str, date: datetime.date, incarnation: int, task_keys: Sequence[str]

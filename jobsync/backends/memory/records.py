@@ -35,6 +35,7 @@ class ClaimRow:
     epoch: int
     claimed_at: float
     completed_at: float | None = None
+    cost: float | None = None
 
 
 class ClaimLedger:
@@ -86,11 +87,18 @@ class ClaimLedger:
         return found
 
     def complete(
-        self, date: datetime.date, incarnation: int, keys: Iterable[str], now: float
+        self,
+        date: datetime.date,
+        incarnation: int,
+        keys: Iterable[str],
+        now: float,
+        *,
+        cost: float | None = None,
     ) -> frozenset[str]:
         done = set()
         for key in self._take_open(date, incarnation, keys):
             self._rows[key].completed_at = now
+            self._rows[key].cost = cost
             done.add(key[1])
         return frozenset(done)
 
@@ -102,11 +110,18 @@ class ClaimLedger:
         return frozenset(released)
 
     def settle(
-        self, kind: Settle, date: datetime.date, incarnation: int, keys: Iterable[str], now: float
+        self,
+        kind: Settle,
+        date: datetime.date,
+        incarnation: int,
+        keys: Iterable[str],
+        now: float,
+        *,
+        cost: float | None = None,
     ) -> frozenset[str]:
-        """``complete`` or ``release`` these keys, as ``kind`` says."""
+        """``complete`` (with ``cost``) or ``release`` these keys, as ``kind`` says."""
         if kind == "complete":
-            return self.complete(date, incarnation, keys, now)
+            return self.complete(date, incarnation, keys, now, cost=cost)
         return self.release(date, incarnation, keys)
 
     def release_all(self, incarnation: int) -> int:
@@ -142,11 +157,17 @@ class ClaimLedger:
     def completions(self, after: float, limit: int) -> tuple[Completion, ...]:
         """Completions after ``after``, oldest first, at most ``limit``."""
         done = sorted(
-            (row.completed_at, row.token, row.claimed_at)
-            for row in self._rows.values()
-            if row.completed_at is not None and row.completed_at > after
+            [
+                ((row.completed_at, row.token, row.claimed_at), row.cost)
+                for row in self._rows.values()
+                if row.completed_at is not None and row.completed_at > after
+            ],
+            key=lambda item: item[0],
         )
-        return tuple(Completion(token=t, claimed_at=c, completed_at=d) for d, t, c in done[:limit])
+        return tuple(
+            Completion(token=t, claimed_at=c, completed_at=d, cost=cost)
+            for (d, t, c), cost in done[:limit]
+        )
 
     def prune(self, cutoff: float) -> int:
         """Delete completions finished before ``cutoff``; open claims stay."""

@@ -27,21 +27,30 @@ class MemoryTransaction:
         self.store = store
         self.client = client
         self.open = True
-        self._ops: list[tuple[SiteState, Settle, datetime.date, int, frozenset[str]]] = []
+        self._ops: list[
+            tuple[SiteState, Settle, datetime.date, int, frozenset[str], float | None]
+        ] = []
         self._locked: list[tuple[SiteState, ClaimKey]] = []
 
     def __repr__(self) -> str:
         return f"<MemoryTransaction of {self.client!r}{'' if self.open else ' ended'}>"
 
     def stage(
-        self, state: SiteState, kind: Settle, day: datetime.date, inc: int, keys: Sequence[str]
+        self,
+        state: SiteState,
+        kind: Settle,
+        day: datetime.date,
+        inc: int,
+        keys: Sequence[str],
+        *,
+        cost: float | None = None,
     ) -> frozenset[str]:
         """Lock and stage ``kind`` of this incarnation's open claims among ``keys``.
 
         As in a database transaction, what this transaction already settled is
         no longer open to it: a release after a completion of the same task (or
         a second completion) finds nothing."""
-        settled = {(s, d, k) for s, _, d, _, ks in self._ops for k in ks}
+        settled = {(s, d, k) for s, _, d, _, ks, _ in self._ops for k in ks}
         mine = frozenset(
             k for k in state.claims.open_of(day, inc, keys) if (state, day, k) not in settled
         )
@@ -52,14 +61,14 @@ class MemoryTransaction:
             if state.claims.holder.get((day, key)) is not self:
                 state.claims.holder[day, key] = self
                 self._locked.append((state, (day, key)))
-        self._ops.append((state, kind, day, inc, mine))
+        self._ops.append((state, kind, day, inc, mine, cost))
         return mine
 
     def commit(self) -> None:
         with self.store._lock:
             self._end()
-            for state, kind, day, inc, keys in self._ops:
-                state.claims.settle(kind, day, inc, keys, self.store.clock())
+            for state, kind, day, inc, keys, cost in self._ops:
+                state.claims.settle(kind, day, inc, keys, self.store.clock(), cost=cost)
             self._ops.clear()
 
     def rollback(self) -> None:

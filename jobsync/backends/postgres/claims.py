@@ -68,6 +68,8 @@ class _Claims(ClaimVerb, SettleVerbs, _Handle):
             "inc": settlement.incarnation,
             "keys": list(settlement.keys),
         }
+        if settlement.kind == "complete":
+            params["cost"] = settlement.cost
         if inside is HERE:
             return self._run(settlement.kind, query, settlement.site, params)
         return self._run_on(inside, settlement.kind + "_in", query, settlement.site, params)
@@ -159,7 +161,7 @@ class _Claims(ClaimVerb, SettleVerbs, _Handle):
                 raise unknown_site(site)
             # to_timestamp may round ``after`` down a microsecond: drop the row it read.
             return tuple(
-                Completion(token=r[1], claimed_at=r[2], completed_at=r[3])
+                Completion(token=r[1], claimed_at=r[2], completed_at=r[3], cost=r[4])
                 for r in found
                 if r[1] is not None and r[3] > after
             )

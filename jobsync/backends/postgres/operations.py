@@ -178,6 +178,7 @@ class _Operations(_Handle):
                         moved=r[7],
                         unowned=r[8],
                         duration_ms=r[9],
+                        hot=None if r[10] is None else tuple(r[10]),
                     ),
                 )
                 for r in rows

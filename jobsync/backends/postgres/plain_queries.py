@@ -82,7 +82,7 @@ WHERE s.site = %(site)s"""
 # -- history and maintenance --------------------------------------------------
 
 READ_HISTORY = """SELECT s.site, h.generation, h.leader, @EPOCH:h.at@, h.trigger, h.nodes_before,
-    h.nodes_after, h.moved, h.unowned, h.duration_ms
+    h.nodes_after, h.moved, h.unowned, h.duration_ms, h.hot
 FROM {site} s LEFT JOIN LATERAL (
     SELECT * FROM {rebalance} r WHERE r.site = s.site ORDER BY r.generation DESC
     LIMIT %(limit)s) AS h ON true
@@ -169,9 +169,10 @@ WHERE s.site = %(site)s"""
 
 # The leader's load estimate: completions in the order they finished, from the
 # partial index on (site, completed_at) WHERE status = 'done'.
-READ_COMPLETIONS = """SELECT s.site, a.token_id, @EPOCH:a.claimed_at@, @EPOCH:a.completed_at@
+READ_COMPLETIONS = """SELECT s.site, a.token_id, @EPOCH:a.claimed_at@, @EPOCH:a.completed_at@,
+    a.cost
 FROM {site} s LEFT JOIN LATERAL (
-    SELECT token_id, claimed_at, completed_at FROM {audit}
+    SELECT token_id, claimed_at, completed_at, cost FROM {audit}
     WHERE site = s.site AND status = 'done' AND completed_at > to_timestamp(%(after)s)
     ORDER BY completed_at LIMIT %(limit)s) AS a ON true
 WHERE s.site = %(site)s"""

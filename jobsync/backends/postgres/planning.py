@@ -167,6 +167,7 @@ class _Planning(_Handle):
             "moved": h.moved,
             "unowned": h.unowned,
             "duration": float(h.duration_ms),
+            "hot": None if h.hot is None else list(h.hot),
             **channel,
         }
 

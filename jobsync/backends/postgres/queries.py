@@ -335,9 +335,10 @@ FINISH_PLAN = """WITH s AS (
     WHERE site = %(site)s RETURNING generation),
 h AS (
     INSERT INTO {rebalance} (site, generation, leader, at, trigger, nodes_before, nodes_after,
-        moved, unowned, duration_ms)
+        moved, unowned, duration_ms, hot)
     SELECT %(site)s, s.generation, %(leader)s, clock_timestamp(), %(trigger)s,
-        %(before)s::text[], %(after)s::text[], %(moved)s, %(unowned)s, %(duration)s
+        %(before)s::text[], %(after)s::text[], %(moved)s, %(unowned)s, %(duration)s,
+        %(hot)s::int[]
     FROM s WHERE %(history)s)
 SELECT s.generation, pg_notify(%(channel)s, %(payload)s) FROM s"""
 
@@ -439,7 +440,10 @@ u AS (
 SELECT (SELECT count(*) FROM s), array(SELECT task_key FROM u)"""
 
 
-COMPLETE = _settle("UPDATE {audit} SET status = 'done', completed_at = clock_timestamp()")
+COMPLETE = _settle(
+    "UPDATE {audit} SET status = 'done', completed_at = clock_timestamp(),"
+    " cost = %(cost)s::double precision"
+)
 RELEASE = _settle("DELETE FROM {audit}")
 
 # One autocommit statement, without the site lock.  ``killed``: claimers whose

@@ -24,8 +24,9 @@ Tables (prefix ``sync_`` by default):
   has a low fillfactor, so they are HOT updates.
 - ``token``: one row per token (``token_id``, ``node``, incarnation, epoch,
   pending release).
-- ``lock``, ``rebalance`` (history), ``audit`` (claims and completions) and
-  ``schema_version``.
+- ``lock``, ``rebalance`` (history; ``hot``, the tokens a plan measured hot,
+  since version 4), ``audit`` (claims and completions; ``cost``, a
+  completion's explicit cost, since version 4) and ``schema_version``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from jobsync.core.errors import InvalidArgument, SchemaError
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The version this library's code expects."""
 
 MIGRATION_LOCK_TIMEOUT_MS = 2_000
@@ -192,10 +193,16 @@ _V3 = [
     """ALTER TABLE {node} ADD COLUMN drain_note text NOT NULL DEFAULT ''""",
 ]
 
+_V4 = [
+    """ALTER TABLE {audit} ADD COLUMN cost double precision CHECK (cost > 0)""",
+    """ALTER TABLE {rebalance} ADD COLUMN hot integer[]""",
+]
+
 MIGRATIONS: tuple[tuple[int, str, list[str]], ...] = (
     (1, "sites, nodes, tokens, locks, history, audit", _V1),
     (2, "node process identity", _V2),
     (3, "node capacity and drain", _V3),
+    (4, "completion cost and hot tokens", _V4),
 )
 
 _INDEXES = (

@@ -62,7 +62,7 @@ class _Claims(ClaimVerb, SettleVerbs, _Session):
 
         def work(conn: sqlite3.Connection) -> frozenset[str]:
             now = self._clock()
-            stamp: Row = (now,) if kind == "complete" else ()
+            stamp: Row = (now, settlement.cost) if kind == "complete" else ()
             return _each(conn, query, keys, lambda k: (site, day, k, inc, *stamp))
 
         if inside is not HERE:
@@ -153,7 +153,10 @@ class _Claims(ClaimVerb, SettleVerbs, _Session):
         with self._tx("read_completions", write=False) as conn:
             self._site(conn, site)
             found = conn.execute(Q.SELECT_COMPLETIONS, (site, after, limit))
-            return tuple(Completion(token=t, claimed_at=c, completed_at=d) for t, c, d in found)
+            return tuple(
+                Completion(token=t, claimed_at=c, completed_at=d, cost=cost)
+                for t, c, d, cost in found
+            )
 
     def reap_claims(self, site: str) -> int:
         C.site_name(site)

@@ -105,7 +105,8 @@ OPEN_CLAIM_OF = (
     " AND status = 'claimed'"
 )
 COMPLETE = (
-    "UPDATE sync_audit SET status = 'done', completed_at = ?5 WHERE site = ?1 AND date = ?2"
+    "UPDATE sync_audit SET status = 'done', completed_at = ?5, cost = ?6 WHERE site = ?1"
+    " AND date = ?2"
     " AND task_key = ?3 AND incarnation = ?4 AND status = 'claimed'"
 )
 RELEASE = (
@@ -126,7 +127,7 @@ SELECT_AUDIT = (
     " AND (?3 IS NULL OR node = ?3) ORDER BY task_key"
 )
 SELECT_COMPLETIONS = (
-    "SELECT token, claimed_at, completed_at FROM sync_audit"
+    "SELECT token, claimed_at, completed_at, cost FROM sync_audit"
     " WHERE site = ?1 AND status = 'done' AND completed_at > ?2 ORDER BY completed_at LIMIT ?3"
 )
 # Whoever registers a lock last owns it; an existing lock keeps its created_at
@@ -150,7 +151,7 @@ CLEAR_OTHER_LOCKS = (
 )
 CLEAR_LOCKS = "DELETE FROM sync_lock WHERE site = ?1 AND (?2 IS NULL OR created_by = ?2)"
 INSERT_HISTORY = (
-    f"INSERT INTO sync_history (site, {HISTORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO sync_history (site, {HISTORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 SELECT_HISTORY = (
     f"SELECT {HISTORY_COLUMNS} FROM sync_history WHERE site = ? ORDER BY id DESC LIMIT ?"

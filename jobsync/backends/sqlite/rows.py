@@ -75,6 +75,7 @@ def history(row: Row) -> HistoryRecord:
     entry = HistoryEntry(
         trigger=row[3], nodes_before=tuple(json.loads(row[4])),
         nodes_after=tuple(json.loads(row[5])), moved=row[6], unowned=row[7], duration_ms=row[8],
+        hot=None if row[9] is None else tuple(json.loads(row[9])),
     )  # fmt: skip
     return HistoryRecord(generation=row[0], leader=row[1], at=row[2], entry=entry)
 
@@ -84,7 +85,7 @@ def history_params(site: str, record: HistoryRecord) -> Row:
     return (
         site, record.generation, record.leader, record.at, e.trigger,
         json.dumps(list(e.nodes_before)), json.dumps(list(e.nodes_after)), e.moved, e.unowned,
-        e.duration_ms,
+        e.duration_ms, None if e.hot is None else json.dumps(list(e.hot)),
     )  # fmt: skip
 
 

@@ -19,7 +19,9 @@ counts every change-counter bump and plan-basis update: the one value
 rows start at, so epochs never go backwards across ``reset_site``.
 ``sync_node.process`` (version 2) is the registering process's identity;
 ``capacity`` and an operator's drain (``drained_at``, ``drain_until``,
-``drain_note``) are version 3.
+``drain_note``) are version 3; a completion's explicit cost
+(``sync_audit.cost``) and the hot tokens a plan measured (``sync_history.hot``,
+a JSON array) are version 4.
 
 The ``*_COLUMNS`` lists are the column orders every statement (``queries``)
 selects and every row conversion (``rows``) reads.
@@ -35,7 +37,7 @@ from sqlite_utils import Database
 
 from jobsync.core.errors import SchemaError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """The version this library's code expects: ``DDL`` plus every migration up to it."""
 MIN_SQLITE = (3, 24, 0)
 
@@ -88,6 +90,10 @@ MIGRATIONS: Mapping[int, tuple[str, ...]] = {
         "ALTER TABLE sync_node ADD COLUMN drain_until REAL",
         "ALTER TABLE sync_node ADD COLUMN drain_note TEXT NOT NULL DEFAULT ''",
     ),
+    4: (
+        "ALTER TABLE sync_audit ADD COLUMN cost REAL",
+        "ALTER TABLE sync_history ADD COLUMN hot TEXT",
+    ),
 }
 
 SITE_COLUMNS = (
@@ -102,7 +108,7 @@ TOKEN_COLUMNS = "token_id, node, incarnation, epoch, pending_to, pending_deadlin
 LOCK_COLUMNS = "task_key, token, patterns, reason, created_by, created_at, expires_at"
 AUDIT_COLUMNS = "task_key, date, node, incarnation, token, epoch, status, claimed_at, completed_at"
 HISTORY_COLUMNS = (
-    "generation, leader, at, trigger, nodes_before, nodes_after, moved, unowned, duration_ms"
+    "generation, leader, at, trigger, nodes_before, nodes_after, moved, unowned, duration_ms, hot"
 )
 REQUIRED_COLUMNS = {
     table: {c.strip() for c in columns.split(",")}
@@ -112,7 +118,7 @@ REQUIRED_COLUMNS = {
         ("sync_token", TOKEN_COLUMNS + ", site"),
         ("sync_lock", LOCK_COLUMNS + ", site"),
         ("sync_history", HISTORY_COLUMNS + ", site"),
-        ("sync_audit", AUDIT_COLUMNS + ", site"),
+        ("sync_audit", AUDIT_COLUMNS + ", site, cost"),
     )
 }
 
