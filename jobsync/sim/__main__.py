@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
         "--capacities", action="store_true",
         help="give each node a capacity (0.5, 1, 2 or 4, drawn per name) for --seed",
     )  # fmt: skip
+    p.add_argument(
+        "--loads", action="store_true",
+        help="skewed task costs per token, and the leader balances measured load, for --seed",
+    )  # fmt: skip
     return p
 
 
@@ -73,6 +77,7 @@ def _one(args: argparse.Namespace) -> int:
         duration=args.duration,
         defences_off=tuple(args.switch_off),
         capacities=args.capacities,
+        loads=args.loads,
     )
     result = run_scenario(spec)
     print(f"replay: {spec.command()}  (generator {GENERATOR})")

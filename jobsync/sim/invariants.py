@@ -23,6 +23,7 @@
 #    first live-matching pattern allows and unsatisfiable ones are reported
 #    as unowned; and the commit must carry the plan out for every token
 #    except those whose holder can be neither revoked nor taken from yet.
+#    A leader balancing measured load is judged by ``loadlaws`` instead.
 # 6. Store counters, node incarnations and generations, and the epochs under
 #    which a token is published never go backwards.
 # 7. A node stops only when drained or superseded by a newer process of its
@@ -51,6 +52,7 @@ from jobsync.core.patterns import match_pattern
 from jobsync.core.planner import lower_bound_moves, plan
 from jobsync.runtime.node import RebalanceEvent
 from jobsync.sim.errors import InvariantViolation
+from jobsync.sim.loadlaws import LoadLaws
 
 if TYPE_CHECKING:
     from jobsync.sim.cluster import SimNode, VirtualCluster
@@ -112,6 +114,7 @@ class Checker:
         self.store_marks = (0, 0, 0, 0)
         self.stats: Counter[str] = Counter()
         self._eligible: dict[tuple[tuple[str, ...], tuple[str, ...]], frozenset[str] | None] = {}
+        self.load_laws = None if cluster.config.load_half_life_sec is None else LoadLaws(self)
 
     def eligible(self, patterns: tuple[str, ...], names: Sequence[str]) -> frozenset[str] | None:
         """``eligible``, memoised: the same pins are judged against the same nodes often."""
@@ -346,6 +349,9 @@ class Checker:
     def _laws(self, entry: _Commit) -> None:
         """Invariants 4 and 5 on the plan the leader computed (recomputed from the same
         inputs: the planner is deterministic), and the commit as its faithful subset."""
+        if self.load_laws is not None:
+            self.load_laws.judge(entry)
+            return
         commit = entry.commit
         history = commit.history
         assert history is not None

@@ -16,7 +16,8 @@
 #     deadline or forgotten);
 #   - invariant 2's liveness half: no task left undone, every effect applied
 #     exactly once, and the audit agrees with the side-effect table;
-#   - invariant 4 at rest: the claimable sets are a fixed point of the planner.
+#   - invariant 4 at rest: the claimable sets are a fixed point of the planner
+#     (with ``loads``, balanced by measured load: every token owned, none stranded).
 """Seeded scenarios: what a run is, how it is generated, and running one."""
 
 from __future__ import annotations
@@ -90,6 +91,16 @@ class Spec:
             return 1.0
         return random.Random(f"capacity:{self.seed}:{name}").choice((0.5, 1.0, 1.0, 2.0, 4.0))
 
+    loads: bool = False
+    """Tasks cost skewed amounts per token (``cost_of``, given to ``complete``) and the
+    leader balances measured load.  Off by default, and drawn from a generator of its
+    own, so every seed's scenario without it is unchanged."""
+
+    def cost_of(self, token: int) -> float:
+        """What a task on ``token`` costs in this run: Pareto-distributed (a few tokens
+        carry most of the load), fixed per seed and token."""
+        return random.Random(f"load:{self.seed}:{token}").paretovariate(1.1)
+
     @property
     def defences(self) -> Defences:
         return Defences.without(*self.defences_off)
@@ -102,6 +113,7 @@ class Spec:
             heartbeat_interval_sec=self.interval,
             heartbeat_timeout_sec=self.timeout,
             rebalance_check_interval_sec=self.reconcile,
+            load_half_life_sec=4 * self.timeout if self.loads else None,
         )
 
     def command(self) -> str:
@@ -111,6 +123,7 @@ class Spec:
             f"--duration {self.duration:g}"
             + "".join(f" --switch-off {name}" for name in self.defences_off)
             + (" --capacities" if self.capacities else "")
+            + (" --loads" if self.loads else "")
         )
 
 
@@ -124,6 +137,7 @@ def make_spec(
     duration: float | None = None,
     defences_off: tuple[str, ...] = (),
     capacities: bool = False,
+    loads: bool = False,
 ) -> Spec:
     """The scenario of ``seed`` under ``profile``; explicit arguments override the draw."""
     if profile not in PROFILES:
@@ -157,6 +171,7 @@ def make_spec(
         hash_function=rng.choice(("xxh3", "xxh3", "xxh3", "md5")),
         defences_off=tuple(sorted(Defences.without(*defences_off).off())),
         capacities=capacities,
+        loads=loads,
     )
 
 
@@ -193,6 +208,7 @@ class Runner:
             board=self.board,
             defences=spec.defences,
             capacity=spec.capacity_of if spec.capacities else None,
+            cost=spec.cost_of if spec.loads else None,
         )
         self.rng = random.Random(spec.seed * 104_729 + 1)
         self.script = Script(self.c, self.rng, max_nodes=max(2, spec.nodes * 3 // 2 + 2))
@@ -398,7 +414,7 @@ class Runner:
         rest = plan(
             self.spec.tokens, owners, names, pins, {n: self.spec.capacity_of(n) for n in names}
         )
-        if rest.moved:
+        if rest.moved and not self.spec.loads:  # balanced by measured load, not by count
             self.fail(
                 4, f"claimable sets at rest are not balanced: the planner would move {rest.moved}"
             )

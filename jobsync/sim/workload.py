@@ -38,7 +38,7 @@ import contextlib
 import datetime
 import math
 import random
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Container, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 import attrs
@@ -142,27 +142,34 @@ class SimJob:
                 self.open[r.task_key] = Claim(inc, r.token, r.epoch)
         return set(got)
 
-    def complete(self, keys: Iterable[str]) -> frozenset[str] | None:
-        """Complete open claims; the keys recorded, or None on a transient error (the
-        claims stay open for a retry).  Keys the backend refused are dropped."""
-        return self._settle(keys, release=False)
+    def complete(
+        self, keys: Iterable[str], cost: Callable[[int], float] | None = None
+    ) -> frozenset[str] | None:
+        """Complete open claims (each with ``cost`` of its token, if given); the keys
+        recorded, or None on a transient error (the claims stay open for a retry).
+        Keys the backend refused are dropped."""
+        return self._settle(keys, release=False, cost=cost)
 
     def release(self, keys: Iterable[str]) -> frozenset[str] | None:
         return self._settle(keys, release=True)
 
-    def _settle(self, keys: Iterable[str], *, release: bool) -> frozenset[str] | None:
+    def _settle(
+        self, keys: Iterable[str], *, release: bool, cost: Callable[[int], float] | None = None
+    ) -> frozenset[str] | None:
         c, sim = self.c, self.sim
-        by_inc: dict[int, list[str]] = {}
+        by_inc: dict[tuple[int, float | None], list[str]] = {}
         for key in keys:
             if key in self.open:
-                by_inc.setdefault(self.open[key].incarnation, []).append(key)
+                claim = self.open[key]
+                price = None if cost is None else cost(claim.token)
+                by_inc.setdefault((claim.incarnation, price), []).append(key)
         settled: set[str] = set()
-        for inc, group in by_inc.items():
+        for (inc, price), group in by_inc.items():
             try:
                 if release:
                     done = sim.handle.release(c.site, DATE, inc, group)
                 else:
-                    done = sim.handle.complete(c.site, DATE, inc, group)
+                    done = sim.handle.complete(c.site, DATE, inc, group, cost=price)
             except JobSyncError:
                 if release:
                     return None
@@ -324,7 +331,7 @@ class UserLoop:
             self._complete_in_transaction(keys, hold, release_inside)
             return
         claims = {k: self.job.open[k] for k in keys}
-        done = self.job.complete(keys)
+        done = self.job.complete(keys, self.c.cost)
         if done is None:
             return  # queued: retried on the next pass while the claims are open
         for key in sorted(done):  # the side effect commits with the completion

@@ -49,10 +49,13 @@ class World:
         user: Callable[[World, SimNode], User] | None = None,
         defences: Defences = PRODUCTION,
         capacity: Callable[[str], float] | None = None,
+        cost: Callable[[int], float] | None = None,
     ) -> None:
         self.config = config
         self.capacity = capacity
         """Each node name's capacity (None: every node 1)."""
+        self.cost = cost
+        """What a task on each token costs, given to ``complete`` (None: no cost given)."""
         self.site = site
         self.defences = defences
         self.rng = random.Random(seed)

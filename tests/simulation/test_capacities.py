@@ -16,7 +16,9 @@ import pytest
 
 import jobsync.runtime.leader as leader_module
 from jobsync.core.planner import Plan, plan
-from jobsync.sim import make_spec, run_scenario
+from jobsync.sim import make_spec
+
+from .seeds import sweep
 
 
 def test_capacities_leave_every_seed_without_them_unchanged() -> None:
@@ -37,12 +39,7 @@ def attrs_without_capacities(spec: object) -> dict[str, object]:
 
 def test_seeded_scenarios_with_capacities_hold_every_invariant() -> None:
     logging.getLogger("jobsync").setLevel(logging.CRITICAL)
-    failures, plans = [], 0
-    for seed in range(3000, 3040):
-        result = run_scenario(make_spec(seed, capacities=True))
-        plans += result.plans_checked
-        if not result.ok:
-            failures.append(f"{result.spec.command()}: {result.violation}")
+    failures, _, plans = sweep(range(3000, 3040), capacities=True)
     assert not failures, "\n".join(failures)
     assert plans > 100
 
@@ -62,10 +59,6 @@ def test_the_checker_finds_a_leader_that_ignores_capacities(
         return plan(total, owners, nodes, locks)
 
     monkeypatch.setattr(leader_module, "plan", count_only)
-    found = [
-        result.violation
-        for seed in range(3000, 3020)
-        if not (result := run_scenario(make_spec(seed, capacities=True))).ok
-    ]
+    _, found, _ = sweep(range(3000, 3020), capacities=True)
     assert found, "a leader planning by count alone went unnoticed in 20 seeds"
     assert all(v is not None and v.invariant == 4 for v in found), found
