@@ -45,6 +45,13 @@ def optional_node_name(name: object) -> str | None:
     return None if name is None else validate_node_name(name)
 
 
+def heartbeat_asks(watch: object, leading: object) -> tuple[str | None, bool]:
+    """``heartbeat``'s optional questions: a node name (or None) and a bool."""
+    if not isinstance(leading, bool):
+        raise InvalidArgument(f"leading must be True or False, got {leading!r}")
+    return optional_node_name(watch), leading
+
+
 def integer(what: str, value: object, *, minimum: int = 0) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidArgument(f"{what} must be an integer >= {minimum}, got {value!r}")

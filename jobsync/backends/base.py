@@ -214,13 +214,24 @@ class CoordinationBackend(Protocol):
         incarnation or none; True without a bump if the capacity is already that."""
         ...
 
-    def heartbeat(self, site: str, name: str, incarnation: int) -> Heartbeat:
+    def heartbeat(
+        self, site: str, name: str, incarnation: int, *, watch: str | None = None,
+        leading: bool = False,
+    ) -> Heartbeat:  # fmt: skip
         """Renew this incarnation's lease if it is unexpired (statement clock).
 
         One round trip.  Outcomes: RENEWED; EXPIRED if the row is gone, the
         state is dead or evicted, or the lease already ran out (the row is then
         marked dead so it can never be renewed); SUPERSEDED if the row holds a
         newer incarnation.  Only RENEWED writes.
+
+        An ordinary heartbeat touches its own node row and the site row, and
+        with ``watch`` (a node name) that node's row, read by its key: its
+        lease end if it is live (``Heartbeat.watched_expiry``).  Only with
+        ``leading=True`` does it look at every node row of the site, for the
+        earliest lease end and the count of the other live nodes (the leader
+        asks; docs/PROTOCOL.md section 4, "Noticing a death").  InvalidArgument
+        names a bad ``watch`` or a ``leading`` that is not a bool.
         """
         ...
 

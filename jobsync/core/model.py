@@ -105,13 +105,18 @@ class Heartbeat:
     """Backend clock at the heartbeat; the new ``last_heartbeat`` if renewed."""
     change_counter: int
     plan_basis: int
-    earliest_other_expiry: float | None
-    """The earliest ``last_heartbeat + lease_timeout`` among the *other* live
-    nodes of the site, or None if there are none."""
+    earliest_other_expiry: float | None = None
+    """Asked with ``leading=True`` only: the earliest ``last_heartbeat +
+    lease_timeout`` among the *other* live nodes of the site, or None if there
+    are none (the one look at every node row; an ordinary heartbeat has None)."""
     live_others: int | None = None
-    """How many *other* nodes of the site are live now.  A drop tells a node
-    that a peer died even though no counter moved (a death bumps nothing);
-    None where a backend cannot say, and the node then falls back to timers."""
+    """Asked with ``leading=True`` only: how many *other* nodes of the site are
+    live now.  A drop tells the leader that a peer died even though no counter
+    moved (a death bumps nothing).  None when not asked, or where a backend
+    cannot say (the node then falls back to timers)."""
+    watched_expiry: float | None = None
+    """Asked with ``watch=name``: that node's ``last_heartbeat + lease_timeout``
+    if it is live now, else None (not live, or no such row)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -13,7 +13,7 @@ then assign", "Claims and completion").
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -57,6 +57,9 @@ class Leading:
         self.conflicts: tuple[LockConflict, ...] = ()
         self._members: frozenset[tuple[str, int]] = frozenset()  # live at the last read
         self._reaped: frozenset[tuple[str, int]] = frozenset()
+        self.watching: str | None = None
+        """The leader of the latest read, whose lease end a heartbeat asks for (None
+        while this node leads or knows no leader)."""
         half_life = node.config.load_half_life_sec
         interval = 2 * node.config.rebalance_check_interval_sec
         self.load = (
@@ -67,6 +70,26 @@ class Leading:
         """Measured load (``runtime/loadtrack.py``), when ``load_half_life_sec`` is set."""
 
     # -- when to look ----------------------------------------------------------
+    def watch(
+        self, now: float, nodes: Sequence[NodeRecord], backend_now: float, top: NodeRecord | None
+    ) -> None:
+        """After a read of the node rows (``top``: the leader they show): the node an
+        ordinary heartbeat watches (that leader, unless this node leads) and the look
+        at the lease end that matters (the leader's: the earliest among the others)."""
+        node = self.node
+        if node.is_leader:
+            self.watching = None
+            others = [
+                n.lease_expires
+                for n in nodes
+                if rules.is_live(n, backend_now) and n.name != node.name
+            ]
+            self.schedule_peer_check(now, min(others, default=None))
+            return
+        mine = top is None or top.name == node.name
+        self.watching = None if mine or top is None else top.name
+        self.schedule_peer_check(now, None if mine or top is None else top.lease_expires)
+
     def schedule_peer_check(self, now: float, expiry: float | None) -> None:
         """Look at exactly ``expiry`` (a peer's lease end) if we would lead once it is over."""
         agenda = self.node.agenda

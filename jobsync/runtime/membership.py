@@ -113,8 +113,12 @@ class Membership:
     def heartbeat(self, now: float) -> None:
         node = self.node
         assert node.registration is not None
+        leading = node.is_leader
+        watch = None if leading else node.leading.watching
         try:
-            beat = node.backend.heartbeat(node.site, node.name, node.registration.incarnation)
+            beat = node.backend.heartbeat(
+                node.site, node.name, node.registration.incarnation, watch=watch, leading=leading
+            )
         except BackendUnavailable:
             node.stats["heartbeat_failures"] += 1
             raise
@@ -129,7 +133,7 @@ class Membership:
             self.renewed(now)
             if (beat.change_counter, beat.plan_basis) != node.seen:
                 node.agenda.want(REFRESH, reason="the heartbeat saw a change")
-            self.after_renewal(now, beat)
+            self.after_renewal(now, beat, watch)
 
     def quarantined(self, now: float) -> bool:
         return now < self.quarantine_until
@@ -161,9 +165,18 @@ class Membership:
             cfg.heartbeat_timeout_sec,
         )
 
-    def after_renewal(self, now: float, beat: Heartbeat) -> None:
-        """Notice a peer's death, which bumps no counter, and schedule the next look."""
+    def after_renewal(self, now: float, beat: Heartbeat, watch: str | None) -> None:
+        """Notice a peer's death, which bumps no counter, and schedule the next look:
+        the watched leader's lease end, or for the leader the earliest of the others'."""
         node = self.node
+        if watch is not None:
+            if beat.watched_expiry is None:  # the leader we knew died or left: who leads now?
+                node.agenda.want(REFRESH, reason=f"the leader {watch} is no longer live")
+                node.agenda.want(LEAD, reason=f"the leader {watch} is no longer live")
+            node.leading.schedule_peer_check(now, beat.watched_expiry)
+            return
+        if not node.is_leader:
+            return  # no leader known: the next read says who it is
         known = len(node.live_names - {node.name})
         if beat.live_others is not None:
             if beat.live_others < known:  # read who is left, and plan if we lead

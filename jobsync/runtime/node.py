@@ -19,9 +19,13 @@ How the hand-off protocol (docs/PROTOCOL.md section 4) lands here:
 - Reaction.  A change counter or plan basis that moved since the last read,
   a notification, or the fallback reconciliation period makes the node read
   its nodes and its tokens; otherwise the heartbeat is the only round trip.
-- Failover.  The heartbeat returns the earliest lease expiry among the other
-  nodes; if this node would lead once that node is gone, it schedules one
-  look at exactly that instant.
+- Failover.  A node that does not lead watches the leader of its latest
+  read: its heartbeat returns that node's lease end (or says it is no longer
+  live: then the node reads again); the leader's heartbeat returns the
+  earliest lease end among all the others.  If this node would lead once
+  that node is gone, it schedules one look at exactly that instant.  Only
+  the leader's heartbeat reads every node row (docs/PROTOCOL.md section 4,
+  "Noticing a death").
 - Hand-off.  Tokens with a pending release leave the snapshot *before* the
   acknowledgement is sent.  The leader's writes come from ``leader.decide``.
 - Reaping.  The leader releases the claims of ended incarnations when it
@@ -340,10 +344,7 @@ class Node:
         self.agenda.met(REFRESH)
         interval = self.config.rebalance_check_interval_sec
         self.agenda.at(REFRESH, now + interval, reason="reconciliation")
-        others = [
-            n.lease_expires for n in nodes if rules.is_live(n, backend_now) and n.name != self.name
-        ]
-        self.leading.schedule_peer_check(now, min(others) if others else None)
+        self.leading.watch(now, nodes, backend_now, top)
         changed = (owned.change_counter, owned.plan_basis) != self.seen
         if changed and self.is_leader and owned.plan_basis < owned.change_counter:
             self.agenda.want(LEAD, reason="changes not planned yet")

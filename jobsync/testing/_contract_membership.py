@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jobsync.backends.base import NODE_ACTIVE, NODE_DEAD, NODE_LEAVING, HeartbeatOutcome, SiteInfo
-from jobsync.core.errors import ConfigMismatch, ConflictError
+from jobsync.core.errors import ConfigMismatch, ConflictError, InvalidArgument
 from jobsync.testing.scene import (
     LONG_LEASE,
     SHORT_LEASE,
@@ -122,26 +122,66 @@ class MembershipContract:
         row_a, row_b = scene.row("a"), scene.row("b")
         assert row_a is not None and row_b is not None
         assert row_a.last_heartbeat == beat.now
-        assert beat.earliest_other_expiry == row_b.lease_expires
+        # an ordinary heartbeat asks nothing of the other rows
+        assert (beat.earliest_other_expiry, beat.live_others, beat.watched_expiry) == (
+            None,
+            None,
+            None,
+        )
+        lead = scene.db.heartbeat(scene.site, a.name, a.incarnation, leading=True)
+        assert lead.earliest_other_expiry == row_b.lease_expires
 
     def test_earliest_other_expiry_counts_only_other_live_nodes(self, scene: Scene) -> None:
         a = scene.join("a")
-        assert scene.db.heartbeat(scene.site, "a", a.incarnation).earliest_other_expiry is None
+        beat = scene.db.heartbeat(scene.site, "a", a.incarnation, leading=True)
+        assert beat.earliest_other_expiry is None
         b = scene.join("b", SHORT_LEASE)
         scene.expire(b)
-        assert scene.db.heartbeat(scene.site, "a", a.incarnation).earliest_other_expiry is None
+        beat = scene.db.heartbeat(scene.site, "a", a.incarnation, leading=True)
+        assert beat.earliest_other_expiry is None
 
     def test_live_others_counts_the_other_live_nodes(self, scene: Scene) -> None:
         a = scene.join("a")
-        assert scene.db.heartbeat(scene.site, "a", a.incarnation).live_others in (0, None)
+        beat = scene.db.heartbeat(scene.site, "a", a.incarnation, leading=True)
+        assert beat.live_others in (0, None)
         scene.join("b")
         b2 = scene.join("c", SHORT_LEASE)
-        beat = scene.db.heartbeat(scene.site, "a", a.incarnation)
+        assert scene.db.heartbeat(scene.site, "a", a.incarnation).live_others is None
+        beat = scene.db.heartbeat(scene.site, "a", a.incarnation, leading=True)
         if beat.live_others is None:
             return  # optional: the runtime then falls back to timers
         assert beat.live_others == 2
         scene.expire(b2)  # a death bumps no counter; the count shows it
-        assert scene.db.heartbeat(scene.site, "a", a.incarnation).live_others == 1
+        beat = scene.db.heartbeat(scene.site, "a", a.incarnation, leading=True)
+        assert beat.live_others == 1
+
+    def test_watched_expiry_is_the_watched_nodes_lease_end_while_it_is_live(
+        self, scene: Scene
+    ) -> None:
+        a, _ = scene.join_all("a", "b")
+        c = scene.join("c", SHORT_LEASE)
+        row_b = scene.row("b")
+        assert row_b is not None
+
+        def watched(name: str) -> float | None:
+            return scene.db.heartbeat(scene.site, "a", a.incarnation, watch=name).watched_expiry
+
+        assert watched("b") == row_b.lease_expires
+        assert watched("a") is None  # itself: nothing to watch
+        assert watched("nobody") is None
+        row_c = scene.row("c")
+        assert row_c is not None and watched("c") == row_c.lease_expires
+        scene.expire(c)  # a death bumps no counter; the watcher sees it
+        assert watched("c") is None
+        assert scene.heartbeat(a) is RENEWED
+
+    @pytest.mark.parametrize(("ask", "named"), [({"watch": ""}, "''"), ({"leading": 1}, "1")])
+    def test_heartbeat_refuses_a_bad_question(
+        self, scene: Scene, ask: dict[str, object], named: str
+    ) -> None:
+        a = scene.join("a")
+        with pytest.raises(InvalidArgument, match=named):
+            scene.db.heartbeat(scene.site, "a", a.incarnation, **ask)  # type: ignore[arg-type]
 
     def test_heartbeat_after_the_lease_ran_out_is_expired_for_good(self, scene: Scene) -> None:
         a = scene.join("a", SHORT_LEASE)

@@ -8,7 +8,9 @@ incarnation of another process took the name over, and how long that fence
 runs (or has been over) is written into each backend's own storage, and the
 backend is asked the questions those rules answer:
 
-- ``heartbeat``: its outcome must be ``rules.heartbeat``'s;
+- ``heartbeat``: its outcome must be ``rules.heartbeat``'s; and another
+  node's heartbeat, watching the row or asking as the leader, must see it
+  live exactly when ``rules.is_live`` does;
 - a plan taking the holder's token directly (a DirectAssign): committed exactly
   when ``rules.lease_expired`` says the holder's lease has expired;
 - ``register`` over that row by another process: the fence it sets must be
@@ -224,6 +226,22 @@ def _heartbeat(storage: Store, shape: Shape) -> str | None:
     return None if got is expected else f"{shape}: {got}, rule {expected}"
 
 
+def _liveness(storage: Store, shape: Shape) -> str | None:
+    """The leader's heartbeat counts ``h`` live, and a heartbeat watching ``h`` gets
+    its lease end, exactly when ``rules.is_live`` says it is live."""
+    db, site, leader_inc, _ = _scene(storage, shape)
+    now, row = _row(db, site, "h")
+    expected = row is not None and rules.is_live(row, now)
+    watched = db.heartbeat(site, "a", leader_inc, watch="h").watched_expiry
+    lead = db.heartbeat(site, "a", leader_inc, leading=True)
+    got = (watched is not None, lead.live_others == 1, lead.earliest_other_expiry is not None)
+    if got != (expected,) * 3:
+        return f"{shape}: watched, counted, earliest {got}, rule {expected}"
+    if expected and row is not None and watched != pytest.approx(row.lease_expires):
+        return f"{shape}: watched lease end {watched}, row {row.lease_expires}"
+    return None
+
+
 def _takeover(storage: Store, shape: Shape) -> str | None:
     db, site, _, _ = _scene(storage, shape)
     now, row = _row(db, site, "h")
@@ -234,7 +252,9 @@ def _takeover(storage: Store, shape: Shape) -> str | None:
 
 
 @pytest.mark.parametrize(
-    "check", [_direct_assignment, _heartbeat, _takeover], ids=lambda f: f.__name__.strip("_")
+    "check",
+    [_direct_assignment, _heartbeat, _liveness, _takeover],
+    ids=lambda f: f.__name__.strip("_"),
 )
 def test_the_backend_answers_as_the_core_rule_does(
     storage: Store, check: Callable[[Store, Shape], str | None]

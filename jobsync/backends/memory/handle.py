@@ -58,6 +58,7 @@ class _HandleCore:
         self.client = client
         self._store = store
         self._closed = False
+        self._interrupted = False  # interrupt_wait: the running (or next) wait returns
         self._calls: Counter[str] = Counter()
         self._verb = ""
         self._seen: dict[str, int] = {}
@@ -129,12 +130,22 @@ class _HandleCore:
         with store._lock:
             state = store._site(site)
             seen = self._seen.setdefault(site, state.signals)
-            if state.signals <= seen:
-                store._changed.wait_for(lambda: state.signals > self._seen[site], wait)
+            if state.signals <= seen and not self._interrupted:
+                store._changed.wait_for(
+                    lambda: state.signals > self._seen[site] or self._interrupted, wait
+                )
             if state.signals <= self._seen[site]:
+                self._interrupted = False
                 return False
             self._seen[site] = state.signals
             return True
+
+    def interrupt_wait(self) -> None:
+        """``InterruptibleWait``: wakes the waiter on the store's condition."""
+        store = self._store
+        with store._lock:
+            self._interrupted = True
+            store._changed.notify_all()
 
     def now(self) -> float:
         self._begin("now")
@@ -205,15 +216,19 @@ class _SiteVerbs(_HandleCore, RegisterVerb, DrainVerb):
 
         return self._run(site, lambda s, _: _update_node(s, name, change)) is not None
 
-    def heartbeat(self, site: str, name: str, incarnation: int) -> B.Heartbeat:
+    def heartbeat(
+        self, site: str, name: str, incarnation: int, *, watch: str | None = None,
+        leading: bool = False,
+    ) -> B.Heartbeat:  # fmt: skip
         self._begin("heartbeat")
         site, name, inc = self._member(site, name, incarnation)
+        watch, leading = checks.heartbeat_asks(watch, leading)
         store = self._store
         with store._lock:
             holder = store.node_locks.get((site, name))
         if holder is not None:
             store._contend(self.client, "heartbeat", [holder])
-        return self._run(site, lambda s, now: s.heartbeat(name, inc, now))
+        return self._run(site, lambda s, now: s.heartbeat(name, inc, now, watch, leading))
 
     def mark_leaving(self, site: str, name: str, incarnation: int) -> bool:
         self._begin("mark_leaving")

@@ -331,20 +331,35 @@ class SiteState(_RecordVerbs):
             fence_until=row.fence_until,
         )
 
-    def heartbeat(self, name: str, incarnation: int, now: float) -> Heartbeat:
+    def heartbeat(
+        self, name: str, incarnation: int, now: float, watch: str | None, leading: bool
+    ) -> Heartbeat:
+        """The name's row and the watched one by key; every row only when ``leading``."""
         outcome, row = rules.heartbeat(self.nodes.get(name), incarnation, now)
         if row is not None:
             self.nodes[name] = row
-        expiries = [
-            r.lease_expires for r in self.nodes.values() if r.name != name and rules.is_live(r, now)
-        ]
+        watched = None if watch in (None, name) else self.nodes.get(watch)
+        expiries = (
+            [
+                r.lease_expires
+                for r in self.nodes.values()
+                if r.name != name and rules.is_live(r, now)
+            ]
+            if leading
+            else None
+        )
         return Heartbeat(
             outcome=outcome,
             now=now,
             change_counter=self.change_counter,
             plan_basis=self.plan_basis,
-            earliest_other_expiry=min(expiries, default=None),
-            live_others=len(expiries),
+            earliest_other_expiry=None if expiries is None else min(expiries, default=None),
+            live_others=None if expiries is None else len(expiries),
+            watched_expiry=(
+                watched.lease_expires
+                if watched is not None and rules.is_live(watched, now)
+                else None
+            ),
         )
 
     def mark_leaving(self, name: str, incarnation: int, now: float) -> bool:

@@ -74,14 +74,18 @@ class _Membership(RegisterVerb, DrainVerb, _Handle):
 
         return self._call("register", site, body)
 
-    def heartbeat(self, site: str, name: str, incarnation: int) -> Heartbeat:
+    def heartbeat(
+        self, site: str, name: str, incarnation: int, *, watch: str | None = None,
+        leading: bool = False,
+    ) -> Heartbeat:  # fmt: skip
         site, name, inc = self._member(site, name, incarnation)
-        params = {"site": site, "name": name, "inc": inc}
+        watch, leading = checks.heartbeat_asks(watch, leading)
+        params = {"site": site, "name": name, "inc": inc, "watch": watch, "leading": leading}
 
         def body(s: Session, q: Queries) -> Heartbeat:
             row = s.execute(q["HEARTBEAT"], params, prepare=True).fetchone()
             assert row is not None
-            now, counter, basis, earliest, held, state, renewed, live_others = row
+            now, counter, basis, earliest, held, state, renewed, live_others, watched = row
             if counter is None:
                 raise unknown_site(site)
             if held is not None and held > inc:
@@ -98,6 +102,7 @@ class _Membership(RegisterVerb, DrainVerb, _Handle):
                 # summed here, as NodeRecord.lease_expires sums it
                 earliest_other_expiry=None if earliest is None else earliest[0] + earliest[1],
                 live_others=live_others,
+                watched_expiry=None if watched is None else watched[0] + watched[1],
             )
 
         return self._call("heartbeat", site, body)

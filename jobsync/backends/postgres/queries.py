@@ -150,6 +150,10 @@ FROM f LEFT JOIN ins ON true"""
 # any lock wait, see backend.py on the reap race); the row is marked dead if
 # that lease already ran out; otherwise the row is written back unchanged.
 # Only a renewal changes anything, and it touches no indexed column (HOT).
+# Rows touched: the site row, the name's row, and the ``watch`` row by its key;
+# only the leader (``leading``) reads every node row of the site, for the
+# earliest lease end and the live count (a CASE: not run otherwise, even in a
+# generic plan).
 HEARTBEAT = """WITH t AS MATERIALIZED (SELECT clock_timestamp() AS ts),
 hb AS (
     UPDATE {node} n SET
@@ -164,12 +168,15 @@ hb AS (
     WHERE n.site = %(site)s AND n.name = %(name)s
     RETURNING n.incarnation, n.state, n.last_heartbeat)
 SELECT @EPOCH:t.ts@, s.change_counter, s.plan_basis,
-    (SELECT ARRAY[@EPOCH:o.last_heartbeat@, o.lease_timeout] FROM {node} o
-        WHERE o.site = %(site)s AND o.name <> %(name)s AND @LIVE:o@
-        ORDER BY @EXP:o@ LIMIT 1),
+    CASE WHEN %(leading)s THEN (SELECT ARRAY[@EPOCH:o.last_heartbeat@, o.lease_timeout]
+        FROM {node} o WHERE o.site = %(site)s AND o.name <> %(name)s AND @LIVE:o@
+        ORDER BY @EXP:o@ LIMIT 1) END,
     hb.incarnation, hb.state, hb.last_heartbeat = t.ts,
-    (SELECT count(*) FROM {node} o
-        WHERE o.site = %(site)s AND o.name <> %(name)s AND @LIVE:o@)
+    CASE WHEN %(leading)s THEN (SELECT count(*) FROM {node} o
+        WHERE o.site = %(site)s AND o.name <> %(name)s AND @LIVE:o@) END,
+    (SELECT ARRAY[@EPOCH:w.last_heartbeat@, w.lease_timeout] FROM {node} w
+        WHERE w.site = %(site)s AND w.name = %(watch)s::text AND w.name <> %(name)s
+          AND @LIVE:w@)
 FROM t LEFT JOIN {site} s ON s.site = %(site)s LEFT JOIN hb ON true"""
 
 LEAVING_STATE = """SELECT n.state FROM {node} n

@@ -118,23 +118,36 @@ class _Membership(RegisterVerb, DrainVerb, _Session):
             conn.execute(Q.SET_NODE_PLAN_INPUTS, (*params, new.drain_note))
             conn.execute(Q.BUMP, (site,))
 
-    def heartbeat(self, site: str, name: str, incarnation: int) -> Heartbeat:
+    def heartbeat(
+        self, site: str, name: str, incarnation: int, *, watch: str | None = None,
+        leading: bool = False,
+    ) -> Heartbeat:  # fmt: skip
+        """Reads the site row, the name's row and the watched row by their keys;
+        every node row only when ``leading``."""
         self._member(site, name, incarnation)
+        watch, leading = C.heartbeat_asks(watch, leading)
         with self._tx("heartbeat") as conn:
             info, now = self._site(conn, site), self._clock()
-            nodes = self._nodes(conn, site)
-            node = nodes.get(name)
+            node = _node(conn, site, name)
             outcome, after = rules.heartbeat(node, incarnation, now)
             if outcome is HeartbeatOutcome.RENEWED:
                 conn.execute(Q.RENEW, (site, name, now))
             elif after is not node:  # found expired: never renewable again
                 conn.execute(Q.MARK_DEAD, (site, name, incarnation))
-        others = [
-            n.lease_expires for n in nodes.values() if n.name != name and rules.is_live(n, now)
-        ]
+            watched = None if watch in (None, name) else _node(conn, site, watch)
+            others = (
+                [n.lease_expires for n in self._nodes(conn, site).values()
+                 if n.name != name and rules.is_live(n, now)]
+                if leading else None
+            )  # fmt: skip
         return Heartbeat(
             outcome=outcome, now=now, change_counter=info[R.COUNTER], plan_basis=info[R.BASIS],
-            earliest_other_expiry=min(others, default=None), live_others=len(others),
+            earliest_other_expiry=min(others, default=None) if others is not None else None,
+            live_others=None if others is None else len(others),
+            watched_expiry=(
+                watched.lease_expires
+                if watched is not None and rules.is_live(watched, now) else None
+            ),
         )  # fmt: skip
 
     def mark_leaving(self, site: str, name: str, incarnation: int) -> bool:
@@ -176,3 +189,9 @@ class _Membership(RegisterVerb, DrainVerb, _Session):
         with self._tx("read_nodes", write=False) as conn:
             self._site(conn, site)
             return self._clock(), R.seniority(self._nodes(conn, site).values())
+
+
+def _node(conn: sqlite3.Connection, site: str, name: str) -> NodeRecord | None:
+    """One node row by its key, or None."""
+    row = conn.execute(Q.SELECT_NODE, (site, name)).fetchone()
+    return None if row is None else R.node(row)

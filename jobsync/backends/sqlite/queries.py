@@ -20,6 +20,7 @@ from jobsync.backends.sqlite.schema import (
 SELECT_SITE = f"SELECT {SITE_COLUMNS} FROM sync_site WHERE site = ?"
 LIST_SITES = "SELECT site FROM sync_site ORDER BY site"
 SELECT_NODES = f"SELECT {NODE_COLUMNS} FROM sync_node WHERE site = ?"
+SELECT_NODE = f"{SELECT_NODES} AND name = ?"  # by the primary key: one row
 INSERT_SITE = (
     "INSERT INTO sync_site (site, total_tokens, hash_function, epoch_floor, created_at)"
     " VALUES (?, ?, ?, ?, ?)"
