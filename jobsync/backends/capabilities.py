@@ -2,12 +2,14 @@
 
 Each is a runtime-checkable protocol: the runtime asks ``isinstance(backend,
 CompletionFeed)`` before it relies on one.  All three shipped backends offer
-both; a backend of your own may leave them out.
+all three; a backend of your own may leave them out.  ``Nudge`` is the
+shipped backends' way of offering ``InterruptibleWait``.
 """
 
 from __future__ import annotations
 
 import datetime
+import threading
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
@@ -64,3 +66,47 @@ class TransactionalCompletion(Protocol):
     ) -> frozenset[str]:  # fmt: skip
         """``release`` inside the caller's transaction; the keys it released there."""
         ...
+
+
+@runtime_checkable
+class InterruptibleWait(Protocol):
+    """A backend whose ``wait_for_change`` another thread can cut short: what lets a
+    worker's coordination thread sleep until its next deadline and still notice a
+    local request (a drain, a stop, a queued completion) at once.  Without it the
+    runtime looks for local requests every 50 ms."""
+
+    def interrupt_wait(self) -> None:
+        """Make the ``wait_for_change`` running on this handle return False now, or
+        if none runs, the next one to start (once).  Safe from any thread; never
+        raises, closed or not."""
+        ...
+
+
+class Nudge:
+    """A sticky wake-up for one waiter: ``set`` from any thread; ``sleep`` returns
+    early once set; ``take`` answers whether it was set and clears it.  ``close``
+    sets it for good (a closing handle's waiter must not sleep on)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def set(self) -> None:
+        self._event.set()
+
+    def take(self) -> bool:
+        with self._lock:
+            if not self._event.is_set():
+                return False
+            if not self._closed:
+                self._event.clear()
+            return True
+
+    def sleep(self, seconds: float) -> None:
+        self._event.wait(max(0.0, seconds))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._event.set()

@@ -219,6 +219,8 @@ class Job(LockMethods, ReportMethods, LegacyJobMethods, CapacityMethods):
             capacity=self._capacity,
         )
         self._holder = node.publisher
+        if session.driver is not None:  # a queued completion is retried at once
+            self._ledger.wake = session.driver.poke
         self._start_health()
         session.wait_ready()
         if opts.handle_sigterm:

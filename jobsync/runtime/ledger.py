@@ -76,6 +76,8 @@ class ClaimLedger:
         self.statistics = JobStatistics()
         self._count_lock = threading.Lock()
         self._trim_at = -float("inf")
+        self.wake: Callable[[], None] = lambda: None
+        """Tells the coordination thread a completion was queued (the Job sets it)."""
 
     def bind(self, backend: CoordinationBackend, date: datetime.date) -> None:
         self.backend, self.date = backend, date
@@ -127,6 +129,7 @@ class ClaimLedger:
         except BackendUnavailable:
             self.queued[key] = cost
             self.count(completions_queued=1)
+            self.wake()  # the coordination thread retries it
             return False
         return self._settled(key, key in done)
 

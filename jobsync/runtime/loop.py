@@ -2,12 +2,16 @@
 callback thread that runs ``on_rebalance`` off it.
 
 The coordination thread sleeps in ``backend.wait_for_change`` until the
-node's next deadline, a notification, or a local request (drain, stop,
-a queued completion), whichever comes first, so reaction to a change costs
-no polling beyond the heartbeat.  Local requests are noticed within
-``LOCAL_POLL`` seconds.  A final error from the node (see ``runtime/node.py``,
-"Errors") is kept and re-raised to the user's thread; every other one is
-retried inside the node.
+node's next deadline (its agenda's next wake-up), a notification, or a local
+request (drain, stop, a queued completion), whichever comes first, so an
+idle worker wakes only when it has something to do: no polling beyond the
+heartbeat.  A local request ``poke``s the driver, which interrupts the wait
+(``InterruptibleWait``, ``backends/capabilities.py``).  Two cases still look
+every ``LOCAL_POLL`` seconds: a backend that cannot interrupt its wait, and
+a clock other than the system's (an injected clock may be moved by hand, and
+nothing tells the driver).  A final error from the node (see
+``runtime/node.py``, "Errors") is kept and re-raised to the user's thread;
+every other one is retried inside the node.
 
 Callbacks run one at a time on their own thread; when several events queue
 up they are coalesced into one (added/removed merged), a raising callback is
@@ -22,14 +26,18 @@ import logging
 import threading
 from collections.abc import Callable
 
+from jobsync.backends.capabilities import InterruptibleWait
 from jobsync.core.errors import JobSyncError
 from jobsync.core.lifecycle import TERMINAL
-from jobsync.runtime.clock import Clock
+from jobsync.runtime.clock import Clock, SystemClock
 from jobsync.runtime.node import Node, RebalanceEvent, Signal
 
 log = logging.getLogger("jobsync.loop")
 
 LOCAL_POLL = 0.05
+"""Seconds between looks for local requests where a wait cannot be interrupted."""
+LONGEST_WAIT = 3600.0
+"""A wait never asks the backend for longer (the agenda always has a timer sooner)."""
 
 
 class Driver:
@@ -50,6 +58,11 @@ class Driver:
         self._signals: list[Signal] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._poked = threading.Event()
+        interruptible = isinstance(node.backend, InterruptibleWait)
+        self._longest = (
+            LONGEST_WAIT if interruptible and isinstance(clock, SystemClock) else LOCAL_POLL
+        )
         self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._run, name=f"jobsync-{node.name}", daemon=True)
 
@@ -59,10 +72,19 @@ class Driver:
     def signal(self, signal: Signal) -> None:
         with self._lock:
             self._signals.append(signal)
+        self.poke()
+
+    def poke(self) -> None:
+        """A local request is waiting: tick now (from any thread; never raises)."""
+        self._poked.set()
+        backend = self.node.backend
+        if isinstance(backend, InterruptibleWait):
+            backend.interrupt_wait()
 
     def stop(self, timeout: float) -> bool:
         """Ask the thread to end; True if it did within ``timeout`` seconds."""
         self._stop.set()
+        self.poke()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
         return not self._thread.is_alive()
@@ -87,6 +109,7 @@ class Driver:
         notified = False
         try:
             while not self._stop.is_set():
+                self._poked.clear()  # what pokes from here on is seen by this tick or the next
                 with self._lock:
                     signals, self._signals = self._signals, []
                 if notified:
@@ -101,7 +124,7 @@ class Driver:
                     self._changed.notify_all()
                 if node.error is not None or node.state in TERMINAL:
                     return
-                timeout = max(0.0, min(wake - self.clock.now(), LOCAL_POLL))
+                timeout = max(0.0, min(wake - self.clock.now(), self._longest))
                 notified = self._wait(timeout)
         except JobSyncError as exc:
             self.error = exc
@@ -114,20 +137,20 @@ class Driver:
                 self._changed.notify_all()
 
     def _wait(self, timeout: float) -> bool:
-        """Sleep until the node's next wake-up (at most ``LOCAL_POLL``); True if notified.
+        """Sleep until the node's next wake-up or a poke; True if notified.
 
         Before the node is registered there is nothing to listen to: the thread
-        sleeps on its stop event instead, so a registration that keeps failing
+        sleeps on its poke event instead, so a registration that keeps failing
         is retried at the node's backoff, not in a busy loop."""
-        if timeout <= 0:
+        if timeout <= 0 or self._poked.is_set():
             return False
         if self.node.registration is None:
-            self._stop.wait(timeout)
+            self._poked.wait(timeout)
             return False
         try:
             return self.node.backend.wait_for_change(self.node.site, timeout)
         except JobSyncError:
-            self._stop.wait(timeout)
+            self._poked.wait(timeout)
             return False
 
 

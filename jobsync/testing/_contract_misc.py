@@ -19,6 +19,7 @@ from jobsync.backends.base import (
     HistoryEntry,
     PlanCommit,
 )
+from jobsync.backends.capabilities import InterruptibleWait
 from jobsync.core.errors import (
     BackendUnavailable,
     InvalidArgument,
@@ -251,6 +252,25 @@ class MaintenanceContract:
         finally:
             timer.join()
         assert time.monotonic() - started < 5.0
+
+    def test_interrupt_wait_cuts_a_wait_short_once(self, scene: Scene) -> None:
+        waiter = scene.connect("waiter")
+        if not isinstance(waiter, InterruptibleWait):
+            pytest.skip("optional: the runtime then looks for local requests every 50 ms")
+        assert waiter.wait_for_change(scene.site, 0.0) is False
+        waiter.interrupt_wait()  # before the wait: the next one returns at once
+        started = time.monotonic()
+        assert waiter.wait_for_change(scene.site, 30.0) is False
+        timer = threading.Timer(0.1, waiter.interrupt_wait)  # while it waits
+        timer.start()
+        try:
+            assert waiter.wait_for_change(scene.site, 30.0) is False
+        finally:
+            timer.join()
+        assert time.monotonic() - started < 20.0  # neither waited out its 30 s
+        scene.join("a")  # a change is still reported after an interruption
+        assert waiter.wait_for_change(scene.site, 5.0) is True
+        assert waiter.wait_for_change(scene.site, 0.05) is False  # consumed: once
 
     def test_statistics_count_verb_calls_and_a_heartbeat_is_one_round_trip(
         self, scene: Scene

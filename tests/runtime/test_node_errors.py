@@ -342,5 +342,7 @@ def test_failing_registration_does_not_spin_the_coordination_thread() -> None:
     threading.Event().wait(1.0)  # measure a rate over one second
     assert driver.stop(timeout=5)
     assert node.registration is None and driver.error is None
-    assert 5 <= node.ticks <= 60, node.ticks  # LOCAL_POLL paces it, not a busy loop
+    # the node's backoff (0.1 s, doubling) paces it, not a busy loop: a few ticks
+    assert 2 <= node.ticks <= 20, node.ticks
+    assert node.stats["transient_errors"] >= 2  # retried, at that pace
     assert not math.isnan(node.stats["transient_errors"])

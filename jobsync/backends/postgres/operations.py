@@ -214,7 +214,8 @@ class _Operations(_Handle):
         """LISTEN/NOTIFY; behind a transaction pooler, a poll of the site row's
         version (``SITE_SIGNAL``) at most once per ``poll_interval``, across
         calls, so a caller waiting in short slices does not poll in a busy loop
-        (the first call on a site is its first touch)."""
+        (the first call on a site is its first touch).  ``interrupt_wait`` cuts
+        either short."""
         site = checks.site_name(site)
         wait = checks.seconds("timeout", timeout, allow_zero=True)
         if self._session.pooled:
@@ -256,11 +257,15 @@ class _Operations(_Handle):
                     return True
                 due = self._polled[site] + self.poll_interval
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self._session.nudge.take():
                 return False
             self._session.pause(min(due - time.monotonic(), remaining))
             if self._session.closed:
                 raise BackendUnavailable("the PostgreSQL backend handle is closed")
+
+    def interrupt_wait(self) -> None:
+        """``InterruptibleWait``: the self-pipe the waiter selects on, and its pause."""
+        self._session.interrupt()
 
     def now(self) -> float:
         def body(s: Session, q: Queries) -> float:

@@ -64,6 +64,7 @@ import psycopg
 from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from jobsync.backends.capabilities import Nudge
 from jobsync.core.errors import BackendError, BackendUnavailable
 
 log = logging.getLogger("jobsync.postgres")
@@ -138,7 +139,8 @@ class Session:
         """Held for every statement (or transaction) on the connection."""
         self._conn: Conn | None = None
         self._closed = False
-        self._closing = threading.Event()
+        self.nudge = Nudge()
+        """Cuts a wait or a pause short: ``interrupt`` and ``close`` set it."""
         self._failures = 0
         self._retry_at = 0.0
         self._stats_lock = threading.Lock()
@@ -321,7 +323,7 @@ class Session:
             self._wake()
 
     def close(self) -> None:
-        self._closing.set()
+        self.nudge.close()
         with self.lock:
             self._closed = True
             self.drop()
@@ -332,8 +334,13 @@ class Session:
         return self._closed
 
     def pause(self, seconds: float) -> None:
-        """Sleep without the lock; ``close`` cuts it short."""
-        self._closing.wait(max(0.0, seconds))
+        """Sleep without the lock; ``interrupt`` and ``close`` cut it short."""
+        self.nudge.sleep(seconds)
+
+    def interrupt(self) -> None:
+        """Make the running (or next) ``wait`` or ``pause`` return now."""
+        self.nudge.set()
+        self._wake()
 
     def count(self, key: str) -> None:
         with self._stats_lock:
@@ -345,7 +352,8 @@ class Session:
 
     # -- notifications ---------------------------------------------------------
     def wait(self, channel: str, timeout: float) -> bool:
-        """True once ``channel`` was signalled since the last True; False after ``timeout``.
+        """True once ``channel`` was signalled since the last True; False after ``timeout``
+        or at once when interrupted (``interrupt``).
 
         Call without holding ``lock``; the channel must be LISTENed already.
         """
@@ -353,6 +361,8 @@ class Session:
         while True:
             if self._take(channel):
                 return True
+            if self.nudge.take():  # interrupted: the caller has a local request
+                return False
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return self._last_look(channel)

@@ -138,6 +138,10 @@ class _Operations(_Session):
                     return True
                 due = self._last_poll[site] + self._poll_interval
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self._nudge.take():
                 return False
-            time.sleep(max(0.0, min(due - time.monotonic(), remaining)))  # lock free meanwhile
+            self._nudge.sleep(min(due - time.monotonic(), remaining))  # lock free meanwhile
+
+    def interrupt_wait(self) -> None:
+        """``InterruptibleWait``: the running (or next) ``wait_for_change`` returns now."""
+        self._nudge.set()

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from jobsync.backends import _checks as C
 from jobsync.backends.base import NodeRecord
+from jobsync.backends.capabilities import Nudge
 from jobsync.backends.sqlite import queries as Q
 from jobsync.backends.sqlite import rows as R
 from jobsync.backends.sqlite import schema
@@ -82,6 +83,7 @@ class _Session:
         self._stats: Counter[str] = Counter(round_trips=0)
         self._seen: dict[str, int] = {}  # per site, the signal this handle was told of
         self._last_poll: dict[str, float] = {}  # per site, monotonic time of the last poll
+        self._nudge = Nudge()  # cuts wait_for_change short (interrupt_wait, close)
         self._conn: sqlite3.Connection | None = None
         conn = None
         try:
@@ -186,6 +188,7 @@ class _Session:
             return dict(self._stats)
 
     def close(self) -> None:
+        self._nudge.close()
         with self._lock:
             conn, self._conn = self._conn, None
         if conn is not None:
