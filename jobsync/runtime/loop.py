@@ -64,6 +64,7 @@ class Driver:
             LONGEST_WAIT if interruptible and isinstance(clock, SystemClock) else LOCAL_POLL
         )
         self._changed = threading.Condition()
+        self._ended = False
         self._thread = threading.Thread(target=self._run, name=f"jobsync-{node.name}", daemon=True)
 
     def start(self) -> None:
@@ -99,9 +100,10 @@ class Driver:
         with self._changed:
             while not predicate():
                 remaining = deadline - self.clock.now()
-                if remaining <= 0 or (not self._thread.is_alive() and not predicate()):
+                ended = self._ended or not self._thread.is_alive()
+                if remaining <= 0 or (ended and not predicate()):
                     return predicate()
-                self._changed.wait(min(remaining, LOCAL_POLL))
+                self._changed.wait(min(remaining, self._longest))  # notified per tick
         return True
 
     def _run(self) -> None:
@@ -134,6 +136,7 @@ class Driver:
             log.exception("coordination of %s crashed", node.name)
         finally:
             with self._changed:
+                self._ended = True  # read by wait_for under the same lock: no wake is lost
                 self._changed.notify_all()
 
     def _wait(self, timeout: float) -> bool:
