@@ -60,6 +60,7 @@ COUNTERS: Mapping[str, str] = {
     "completions": "Tasks this node recorded as done.",
     "completions_refused": "Completions refused because the claim was no longer held.",
     "completions_queued": "Completions queued for retry after a transient backend error.",
+    "completions_resent": "Completions recorded again after the database lost history.",
     "releases": "Claims given back (failed tasks, exits by an exception).",
     "heartbeats": "Heartbeats the database answered.",
     "heartbeat_failures": "Heartbeats that failed on a transient backend error.",

@@ -125,6 +125,7 @@ class Job(LockMethods, ReportMethods, LegacyJobMethods, CapacityMethods):
         self.config = opts.config
         self.health_server: HealthServer | None = None
         self._beats = (0, -1.0)  # (heartbeats seen, local time the count last grew)
+        self._breaks = 0  # continuity breaks the node has seen (see _between_ticks)
         self._clock = clock or clocks.SystemClock()
         self._now = self._clock.now
         self._token = token_function(self.config.total_tokens, self.config.hash_function)
@@ -293,6 +294,10 @@ class Job(LockMethods, ReportMethods, LegacyJobMethods, CapacityMethods):
         if node.stats["heartbeats"] != self._beats[0]:
             self._beats = (node.stats["heartbeats"], now)
         interval = self.config.rebalance_check_interval_sec
+        breaks = node.stats.get("continuity_breaks", 0)
+        if breaks != self._breaks:  # the database lost history: completions may be gone
+            self._breaks = breaks
+            self._ledger.resend_recent()
         self._ledger.between_ticks(now, node.lease_valid(now), interval)
 
     # -- the hot path ---------------------------------------------------------

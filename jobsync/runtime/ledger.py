@@ -20,6 +20,7 @@ import datetime
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from typing import TypeVar
 
 import attrs
 
@@ -29,8 +30,11 @@ from jobsync.core.errors import BackendUnavailable, InvalidArgument, JobSyncErro
 from jobsync.runtime.snapshot import ClaimSnapshot
 
 log = logging.getLogger("jobsync.job")
+_V = TypeVar("_V")
 
 UNCERTAIN_LIMIT = 1024
+RECENT_LIMIT = 4096
+"""Completions a Job remembers to send again after a failover lost them."""
 """Transactional completions remembered before the Job asks which have committed."""
 
 
@@ -44,6 +48,8 @@ class JobStatistics:
     completions: int = 0
     completions_refused: int = 0
     completions_queued: int = 0
+    completions_resent: int = 0
+    """Completions recorded again after the database lost history (a failover)."""
     releases: int = 0
 
     def plus(self, **deltas: int) -> JobStatistics:
@@ -73,6 +79,18 @@ class ClaimLedger:
         self.queued: dict[str, float | None] = {}
         """Completions to retry, with the cost each was given."""
         self.uncertain: dict[str, int] = {}
+        self.doubtful: dict[str, int] = {}
+        """Claims whose reply was lost (the claim may have committed): the Job answered
+        False, so each is given back (``release_doubtful``) unless a retry takes it."""
+        self._claiming = threading.Lock()  # a claim and the giving back of doubtful ones
+        self.recent: dict[str, tuple[int, float | None]] = {}
+        self.recent_tx: dict[str, int] = {}
+        """The same for completions inside the user's transactions: should the
+        database lose one, it lost the user's side effect with it, so the claim is
+        given back for the task to be done again."""
+        """The latest completions recorded (at most RECENT_LIMIT, oldest first), kept
+        to be sent again should the database lose them (a failover to an
+        asynchronous replica: ``resend_recent``)."""
         self.statistics = JobStatistics()
         self._count_lock = threading.Lock()
         self._trim_at = -float("inf")
@@ -105,14 +123,18 @@ class ClaimLedger:
                 requests.append(ClaimRequest(task_key=key, token=token, epoch=snap.epochs[token]))
         if not requests:
             return frozenset()
-        try:
-            got = backend.claim(self.site, self.date, self.name, snap.incarnation, requests)
-        except BackendUnavailable as error:
-            self.count(claim_errors=1)
-            log.warning("node %s: claim failed (%s); answering False", self.name, error)
-            return frozenset()
-        for key in got:
-            self.open[key] = snap.incarnation
+        with self._claiming:
+            try:
+                got = backend.claim(self.site, self.date, self.name, snap.incarnation, requests)
+            except BackendUnavailable as error:
+                self.count(claim_errors=1)
+                log.warning("node %s: claim failed (%s); answering False", self.name, error)
+                for r in requests:  # it may have committed: give it back later
+                    self.doubtful[r.task_key] = snap.incarnation
+                return frozenset()
+            for key in got:
+                self.open[key] = snap.incarnation
+                self.doubtful.pop(key, None)
         self.count(claims=len(got), claims_refused=len(requests) - len(got))
         return got
 
@@ -146,6 +168,7 @@ class ClaimLedger:
         self.open.pop(key, None)
         if done:
             self.uncertain[key] = incarnation
+            self._remember(self.recent_tx, key, incarnation)
             self.count(completions=1)
         else:
             self.count(completions_refused=1)
@@ -162,10 +185,12 @@ class ClaimLedger:
         return backend
 
     def _settled(self, key: str, done: bool) -> bool:
-        self.open.pop(key, None)
-        self.queued.pop(key, None)
+        incarnation = self.open.pop(key, None)
+        cost = self.queued.pop(key, None)
         if done:
             self.count(completions=1)
+            if incarnation is not None:
+                self._remember(self.recent, key, (incarnation, cost))
         else:
             self.count(completions_refused=1)
             log.debug("node %s: completion of %r refused (claim no longer held)", self.name, key)
@@ -281,12 +306,86 @@ class ClaimLedger:
             released = backend.release(self.site, self.date, incarnation, keys)
             self.count(releases=len(released))
 
+    def release_doubtful(self) -> None:
+        """Give back the claims whose reply was lost and that no retry took since: a
+        claim that committed unseen would otherwise stay open, finished by nobody,
+        while its incarnation lives.  Skipped while a claim is under way (the next
+        tick tries again); on a transient error they stay doubtful."""
+        backend = self.backend
+        if backend is None or not self.doubtful or not self._claiming.acquire(blocking=False):
+            return
+        try:
+            pairs = [(k, inc) for k, inc in self.doubtful.items() if k not in self.open]
+            for incarnation, keys in _by_incarnation(pairs).items():
+                released = backend.release(self.site, self.date, incarnation, keys)
+                self.count(releases=len(released))
+                for key in keys:
+                    self.doubtful.pop(key, None)
+        except JobSyncError as error:
+            log.warning("node %s: could not give back doubtful claims (%s)", self.name, error)
+        finally:
+            self._claiming.release()
+
+    @staticmethod
+    def _remember(recent: dict[str, _V], key: str, value: _V) -> None:
+        recent.pop(key, None)
+        recent[key] = value
+        if len(recent) > RECENT_LIMIT:
+            del recent[next(iter(recent))]
+
+    def resend_recent(self) -> None:
+        """Complete the recent completions again, after the database was found to have
+        lost history (``jobsync.core.continuity``): a completion whose commit the new
+        primary never received left its claim open, and nobody else would finish it.
+        A completion the database kept settles nothing the second time."""
+        backend = self.backend
+        if backend is None:
+            return
+        # A key claimed again since is being worked on: neither given back nor completed.
+        lost_tx = [(k, inc) for k, inc in self.recent_tx.items() if k not in self.open]
+        for incarnation, keys in _by_incarnation(lost_tx).items():
+            try:  # a completion the database kept is done: releasing it does nothing
+                released = backend.release(self.site, self.date, incarnation, keys)
+            except JobSyncError as error:
+                log.warning("node %s: giving back %d claims: %s", self.name, len(keys), error)
+                continue
+            if released:
+                log.warning(
+                    "node %s: %d completions made in your transactions were lost by the "
+                    "database with them; their claims are given back to be done again",
+                    self.name,
+                    len(released),
+                )
+            self.count(releases=len(released))
+        groups: dict[tuple[int, float | None], list[str]] = {}
+        for key, (incarnation, cost) in self.recent.items():
+            if key in self.open:
+                continue
+            groups.setdefault((incarnation, cost), []).append(key)
+        resent = 0
+        for (incarnation, cost), keys in groups.items():
+            try:
+                done = backend.complete(self.site, self.date, incarnation, keys, cost=cost)
+            except JobSyncError as error:  # the claims' holder is gone: nothing to finish
+                log.warning("node %s: re-sending %d completions: %s", self.name, len(keys), error)
+                continue
+            resent += len(done)
+        if resent:
+            log.warning(
+                "node %s: %d completions the database had lost were recorded again",
+                self.name,
+                resent,
+            )
+        self.count(completions_resent=resent)
+
     def between_ticks(self, now: float, lease_valid: bool, interval: float) -> None:
         """On the coordination thread: retry queued completions while the lease lasts,
         and past ``UNCERTAIN_LIMIT`` forget the settled uncertain ones (at most once
         per ``interval``)."""
         if self.queued and lease_valid:
             self.flush_queued()
+        if self.doubtful:
+            self.release_doubtful()
         if len(self.uncertain) > UNCERTAIN_LIMIT and now >= self._trim_at:
             self._trim_at = now + interval
             self.settle_uncertain(list(self.uncertain))
