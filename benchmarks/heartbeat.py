@@ -54,17 +54,14 @@ def _walk(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _walk(child)
 
 
-def explain_heartbeat(
-    db: Backend, name: str, inc: int, *, leading: bool, watch: str | None = None
-) -> tuple[int, int]:
-    """On PostgreSQL: (shared buffers hit + read, rows the plan's scans of the node
-    table returned) for one HEARTBEAT statement, run under EXPLAIN ANALYZE."""
+def explain(db: Backend, query: str, params: dict[str, Any], table: str) -> tuple[int, int]:
+    """On PostgreSQL: (shared buffers hit + read, rows the plan's scans of ``table``
+    returned) for one run of the named statement under EXPLAIN ANALYZE."""
     session, queries = db._session, db._q  # type: ignore[attr-defined]
-    params = {"site": SITE, "name": name, "inc": inc, "leading": leading, "watch": watch}
     with session.lock:
         conn = session.connection()
         with conn.transaction():
-            text = b"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries["HEARTBEAT"]
+            text = b"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + queries[query]
             row = conn.execute(text, params).fetchone()
             assert row is not None
     raw = row[0]
@@ -72,10 +69,18 @@ def explain_heartbeat(
     buffers = sum(int(plan.get(k, 0)) for k in ("Shared Hit Blocks", "Shared Read Blocks"))
     rows = 0
     for part in _walk(plan):
-        scan = "Scan" in part.get("Node Type", "")  # not the Update node: the same row
-        if scan and part.get("Relation Name", "").endswith("node"):
+        scan = "Scan" in part.get("Node Type", "")  # not an Update node: the same row
+        if scan and part.get("Relation Name", "").endswith(table):
             rows += int(part.get("Actual Rows", 0)) * int(part.get("Actual Loops", 1))
     return buffers, rows
+
+
+def explain_heartbeat(
+    db: Backend, name: str, inc: int, *, leading: bool, watch: str | None = None
+) -> tuple[int, int]:
+    """(buffers, node rows) of one HEARTBEAT statement (``explain``)."""
+    params = {"site": SITE, "name": name, "inc": inc, "leading": leading, "watch": watch}
+    return explain(db, "HEARTBEAT", params, "node")
 
 
 def run(

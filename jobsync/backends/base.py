@@ -90,6 +90,7 @@ from jobsync.core.model import (  # re-exported: the values the verbs speak in
     ClaimRequest,
     ClusterView,
     DirectAssign,
+    Glance,
     Heartbeat,
     HeartbeatOutcome,
     HistoryEntry,
@@ -112,6 +113,7 @@ __all__ = [
     "ClusterView",
     "DEAD_NODE_RETENTION",
     "DirectAssign",
+    "Glance",
     "Heartbeat",
     "HeartbeatOutcome",
     "HistoryEntry",
@@ -260,6 +262,13 @@ class CoordinationBackend(Protocol):
 
     def read_nodes(self, site: str) -> tuple[float, tuple[NodeRecord, ...]]:
         """The backend's now and every node row of the site, oldest first."""
+        ...
+
+    def glance(self, site: str, name: str) -> Glance:
+        """The backend's now, the row holding ``name`` and the site's leader
+        (``rules.oldest_live``): what a node that does not lead reads after a
+        change, in rows touched independent of the number of nodes (the leader
+        reads every row with ``read_nodes``).  UnknownSite if the site is missing."""
         ...
 
     def read_cluster(self, site: str) -> ClusterView:

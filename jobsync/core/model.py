@@ -217,6 +217,28 @@ class ClusterView:
 
 
 @attrs.frozen(kw_only=True)
+class Glance:
+    """A non-leader's read of the node rows: its own and the leader's, nothing else.
+
+    What ``read_nodes`` would give a node that does not lead, in rows touched
+    independent of the site's size: the leader is ``rules.oldest_live`` of
+    every row, found in seniority order (the first live row), and the node's
+    own row says whether an operator drained it."""
+
+    now: float
+    own: NodeRecord | None
+    """The row of the asking name (whichever incarnation holds it), or None."""
+    leader: NodeRecord | None
+    """The oldest live row of the site (``rules.oldest_live``), or None when none is live."""
+
+    @property
+    def nodes(self) -> tuple[NodeRecord, ...]:
+        """The rows read, oldest first, each once."""
+        rows = {(r.name, r.incarnation): r for r in (self.leader, self.own) if r is not None}
+        return tuple(sorted(rows.values(), key=lambda r: (r.registered_at, r.name)))
+
+
+@attrs.frozen(kw_only=True)
 class OwnedTokens:
     """What one incarnation holds, for its claimable snapshot."""
 

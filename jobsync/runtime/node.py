@@ -147,6 +147,8 @@ class Node:
         self.error: JobSyncError | None = None
         self.is_leader = False
         self.nodes: tuple[NodeRecord, ...] = ()
+        """The node rows of the latest read: every row while leading, else this
+        node's own and the leader's (``_read_rows``)."""
         self.generation = 0
         self.stats: dict[str, int] = {
             "heartbeats": 0,
@@ -329,11 +331,10 @@ class Node:
     def _refresh(self, now: float) -> None:
         assert self.registration is not None
         inc = self.registration.incarnation
-        backend_now, nodes = self.backend.read_nodes(self.site)
+        backend_now, nodes, top = self._read_rows(inc)
         self.offset = backend_now - now
         self.nodes = nodes
         previous_leader = self.is_leader
-        top = rules.oldest_live(nodes, backend_now)
         self.is_leader = top is not None and top.name == self.name and top.incarnation == inc
         live = frozenset(n.name for n in nodes if rules.is_live(n, backend_now))
         if self.is_leader and (not previous_leader or live != self.live_names):
@@ -383,6 +384,21 @@ class Node:
             self.state = transition(self.state, NodeEvent.DRAINED)
             return
         self.leading.reap(now, nodes, backend_now)
+
+    def _read_rows(self, inc: int) -> tuple[float, tuple[NodeRecord, ...], NodeRecord | None]:
+        """The backend's now, the node rows read and the leader among them.
+
+        The leader reads every row (it plans, reaps and counts the live); any
+        other node reads only its own row and the leader's (``Backend.glance``),
+        so a membership change costs each of N nodes a read of two rows, not of
+        N.  A glance that names this node the leader is followed by the full read."""
+        if not self.is_leader:
+            glance = self.backend.glance(self.site, self.name)
+            top = glance.leader
+            if top is None or top.name != self.name or top.incarnation != inc:
+                return glance.now, glance.nodes, top
+        backend_now, nodes = self.backend.read_nodes(self.site)
+        return backend_now, nodes, rules.oldest_live(nodes, backend_now)
 
     def _acknowledge(self, pending: frozenset[int], epochs: dict[int, int]) -> None:
         assert self.registration is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jobsync.backends.base import NODE_ACTIVE, NODE_DEAD, NODE_LEAVING, HeartbeatOutcome, SiteInfo
+from jobsync.core import rules
 from jobsync.core.errors import ConfigMismatch, ConflictError, InvalidArgument
 from jobsync.testing.scene import (
     LONG_LEASE,
@@ -297,6 +298,41 @@ class MembershipContract:
             assert names == ["a", "b", "c"]  # one instant: the name decides
         else:
             assert names == ["a", "c", "b"]
+
+    def test_glance_reads_its_own_row_and_the_leader(self, scene: Scene) -> None:
+        a, b, c = scene.join_all("a", "b", "c")
+        glance = scene.db.glance(scene.site, "c")
+        now, rows = scene.db.read_nodes(scene.site)
+        assert glance.own == scene.row("c") and glance.own is not None
+        assert glance.own.incarnation == c.incarnation
+        assert glance.leader == rules.oldest_live(rows, now) and glance.leader is not None
+        assert glance.leader.incarnation == a.incarnation
+        assert glance.nodes == (glance.leader, glance.own)
+        alone = scene.db.glance(scene.site, "a")
+        assert alone.own == alone.leader and alone.nodes == (alone.own,)
+        assert scene.db.glance(scene.site, "nobody").own is None
+        assert b.incarnation != a.incarnation
+
+    def test_glance_steps_over_rows_that_are_not_live(self, scene: Scene) -> None:
+        a = scene.join("a", SHORT_LEASE)
+        b = scene.join("b", SHORT_LEASE)
+        c = scene.join("c")
+        assert scene.db.deregister(scene.site, "a", a.incarnation)
+        scene.expire(b)  # b's lease ran out: its row stays, not live
+        glance = scene.db.glance(scene.site, "c")
+        now, rows = scene.db.read_nodes(scene.site)
+        assert [r.name for r in rows] == ["b", "c"]
+        assert glance.leader == rules.oldest_live(rows, now) == glance.own
+        assert glance.own is not None and glance.own.incarnation == c.incarnation
+
+    def test_glance_refuses_bad_names_and_unknown_sites(self, scene: Scene) -> None:
+        scene.join("a")
+        with pytest.raises(InvalidArgument, match="no-such-site"):
+            scene.db.glance("no-such-site", "a")
+        with pytest.raises(InvalidArgument):
+            scene.db.glance(scene.site, "")
+        with pytest.raises(InvalidArgument):
+            scene.db.glance(scene.site, 7)  # type: ignore[arg-type]
 
 
 def site_counters(info: SiteInfo) -> tuple[int, int, int]:

@@ -14,7 +14,10 @@ backend is asked the questions those rules answer:
 - a plan taking the holder's token directly (a DirectAssign): committed exactly
   when ``rules.lease_expired`` says the holder's lease has expired;
 - ``register`` over that row by another process: the fence it sets must be
-  ``rules.takeover``'s.
+  ``rules.takeover``'s;
+- ``glance`` (a non-leader's read): the leader it names must be
+  ``rules.oldest_live``'s over every row, with the long-lived leader live and
+  with it dead.
 
 Times are drawn a whole second or more away from any boundary, so the few
 milliseconds between a PostgreSQL statement's clock and the reading used for
@@ -242,6 +245,23 @@ def _liveness(storage: Store, shape: Shape) -> str | None:
     return None
 
 
+def _leadership(storage: Store, shape: Shape) -> str | None:
+    """A glance names the leader ``rules.oldest_live`` names over every row: with the
+    long-lived leader ``a`` live, and with it dead (``h`` leads exactly when live)."""
+    db, site, _, _ = _scene(storage, shape)
+    for a_state in ("active", "dead"):
+        storage.rewrite(site, "a", state=a_state)
+        now, rows = db.read_nodes(site)
+        expected = rules.oldest_live(rows, now)
+        glance = db.glance(site, "h")
+        got = None if glance.leader is None else glance.leader.name
+        if got != (None if expected is None else expected.name):
+            return f"{shape}, a {a_state}: glance leader {got}, rule {expected}"
+        if glance.own != next(r for r in rows if r.name == "h"):
+            return f"{shape}: glance own row {glance.own}"
+    return None
+
+
 def _takeover(storage: Store, shape: Shape) -> str | None:
     db, site, _, _ = _scene(storage, shape)
     now, row = _row(db, site, "h")
@@ -253,7 +273,7 @@ def _takeover(storage: Store, shape: Shape) -> str | None:
 
 @pytest.mark.parametrize(
     "check",
-    [_direct_assignment, _heartbeat, _liveness, _takeover],
+    [_direct_assignment, _heartbeat, _leadership, _liveness, _takeover],
     ids=lambda f: f.__name__.strip("_"),
 )
 def test_the_backend_answers_as_the_core_rule_does(

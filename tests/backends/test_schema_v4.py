@@ -17,6 +17,7 @@ from psycopg import sql
 
 from jobsync.backends.base import ClaimRequest, DirectAssign, HistoryEntry, PlanCommit
 from jobsync.backends.postgres import PostgresBackend, migrate
+from jobsync.backends.postgres import schema as schema_module
 from jobsync.backends.sqlite import SQLiteBackend
 from jobsync.backends.sqlite import schema as sqlite_schema
 from tests.backends.test_postgres import migrate_to, old_site_rows
@@ -133,7 +134,8 @@ def test_a_version_3_postgres_schema_upgrades_in_place(
         plan = "VALUES (%s, 0, 'gone', to_timestamp(1), 'start', '{{}}', '{{gone}}', 4, 0, 1.0)"
         for name, values, params in (("audit", done, (SITE, DAY)), ("rebalance", plan, (SITE,))):
             conn.execute(sql.SQL("INSERT INTO {} " + values).format(table(name)), params)
-    assert migrate(pg_dsn, schema=pg_schema) == {"from": 3, "to": 4}
+    upgraded = migrate(pg_dsn, schema=pg_schema)
+    assert upgraded == {"from": 3, "to": schema_module.SCHEMA_VERSION} and upgraded["to"] >= 4
     db = PostgresBackend(pg_dsn, schema=pg_schema, migrate=False)
     try:
         _check_and_use(db)

@@ -73,7 +73,7 @@ def test_no_polling_beyond_the_heartbeat_in_steady_state() -> None:
         after = sim.handle.statistics()
         heartbeats = after["heartbeat"] - before[key]["heartbeat"]
         assert 59 <= heartbeats <= 61
-        for verb in ("read_cluster", "read_owned", "read_nodes", "commit_plan"):
+        for verb in ("read_cluster", "read_owned", "read_nodes", "glance", "commit_plan"):
             # at most the fallback reconciliation (one per 30 s) beyond the heartbeat
             budget = 60 // CFG.rebalance_check_interval_sec + 1
             assert after.get(verb, 0) - before[key].get(verb, 0) <= budget, (key, verb)

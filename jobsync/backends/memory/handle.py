@@ -245,6 +245,14 @@ class _SiteVerbs(_HandleCore, RegisterVerb, DrainVerb):
         self._begin("read_nodes")
         return self._run(checks.site_name(site), lambda s, now: (now, s.sorted_nodes()))
 
+    def glance(self, site: str, name: str) -> B.Glance:
+        self._begin("glance")
+        site, name = checks.site_name(site), checks.node_name(name)
+        return self._run(
+            site,
+            lambda s, now: B.Glance(now=now, own=s.nodes.get(name), leader=s.leader(now)),
+        )
+
     # -- planning ---------------------------------------------------------------
 
     def read_cluster(self, site: str) -> B.ClusterView:

@@ -15,6 +15,7 @@ from jobsync.backends import _checks as checks
 from jobsync.backends.base import (
     NODE_ACTIVE,
     NODE_LEAVING,
+    Glance,
     Heartbeat,
     HeartbeatOutcome,
     NodeRecord,
@@ -185,3 +186,20 @@ class _Membership(RegisterVerb, DrainVerb, _Handle):
             return rows[0][0], tuple(nodes)
 
         return self._call("read_nodes", site, body)
+
+    def glance(self, site: str, name: str) -> Glance:
+        site, name = checks.site_name(site), checks.node_name(name)
+
+        def body(s: Session, q: Queries) -> Glance:
+            row = s.execute(q["GLANCE"], {"site": site, "name": name}, prepare=True).fetchone()
+            assert row is not None  # one row, whatever exists
+            if not row[1]:
+                raise unknown_site(site)
+            own, leader = row[2:14], row[14:26]
+            return Glance(
+                now=row[0],
+                own=None if own[0] is None else V.node(own),
+                leader=None if leader[0] is None else V.node(leader),
+            )
+
+        return self._call("glance", site, body)

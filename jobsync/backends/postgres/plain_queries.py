@@ -140,20 +140,30 @@ READ_NODES = """SELECT @EPOCH:clock_timestamp()@, s.site IS NOT NULL, n.name, n.
 FROM (SELECT 1) AS one LEFT JOIN {site} s ON s.site = %(site)s
 LEFT JOIN {node} n ON n.site = s.site"""
 
-# One pass over the site's token rows (there is deliberately no index on the
-# owner columns: it would make every plan's updates non-HOT).
+# The tokens of one incarnation, by the owner index ({token_owner}, schema 5),
+# and those on their way to its name: pending releases destined to it (by the
+# pending index: releases in flight are few) and rows its older incarnation
+# still holds, each row counted once.  The rows touched are this node's, not
+# the site's: every node reads this after every change.  (The owner index
+# makes a plan's reassignments non-HOT updates; a plan writes the tokens it
+# moves, a few per change, while without it each of N nodes read all T rows.)
 READ_OWNED = """SELECT @EPOCH:clock_timestamp()@, s.change_counter, s.plan_basis,
-    m.tokens, m.epochs, m.pending, m.incoming
+    m.tokens, m.epochs, m.pending, i.pending_in + i.held_before
 FROM {site} s
 CROSS JOIN LATERAL (
-    SELECT array_agg(t.token_id ORDER BY t.token_id) FILTER (WHERE mine) AS tokens,
-        array_agg(t.epoch ORDER BY t.token_id) FILTER (WHERE mine) AS epochs,
-        array_agg(t.token_id) FILTER (WHERE mine AND t.pending_deadline IS NOT NULL) AS pending,
-        count(*) FILTER (WHERE (t.pending_deadline IS NOT NULL AND t.pending_to = %(name)s)
-            OR (t.node = %(name)s AND t.incarnation <> %(inc)s)) AS incoming
+    SELECT array_agg(t.token_id ORDER BY t.token_id) AS tokens,
+        array_agg(t.epoch ORDER BY t.token_id) AS epochs,
+        array_agg(t.token_id) FILTER (WHERE t.pending_deadline IS NOT NULL) AS pending
     FROM {token} t
-    CROSS JOIN LATERAL (SELECT t.node = %(name)s AND t.incarnation = %(inc)s AS mine) AS x
-    WHERE t.site = s.site) AS m
+    WHERE t.site = s.site AND t.node = %(name)s AND t.incarnation = %(inc)s) AS m
+CROSS JOIN LATERAL (
+    SELECT (SELECT count(*) FROM {token} t
+            WHERE t.site = s.site AND t.pending_deadline IS NOT NULL
+              AND t.pending_to = %(name)s) AS pending_in,
+        (SELECT count(*) FROM {token} t
+            WHERE t.site = s.site AND t.node = %(name)s AND t.incarnation <> %(inc)s
+              AND (t.pending_deadline IS NULL OR t.pending_to IS DISTINCT FROM %(name)s))
+            AS held_before) AS i
 WHERE s.site = %(site)s"""
 
 # A plain read of committed state: never waits on a lock.

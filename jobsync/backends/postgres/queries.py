@@ -253,6 +253,26 @@ FROM t CROSS JOIN {site} s CROSS JOIN tk WHERE s.site = %(site)s"""
 LEADER = """SELECT n.name, n.incarnation FROM {node} n WHERE n.site = %(site)s AND @LIVE:n@
     ORDER BY n.created_on, n.name COLLATE "C" LIMIT 1"""
 
+# A non-leader's read (``Backend.glance``): the name's own row by its key and
+# the leader, ``rules.oldest_live`` as in LEADER: the first live row in the
+# seniority index's order ({node_seniority}, schema 5), so the rows touched do
+# not grow with the site (dead rows, rare, are stepped over).
+_NODE_COLUMNS = """{a}.name, {a}.incarnation, @EPOCH:{a}.created_on@, @EPOCH:{a}.last_heartbeat@,
+    {a}.lease_timeout, {a}.state, coalesce(@EPOCH:{a}.fence_until@, 0), {a}.process,
+    {a}.capacity, @EPOCH:{a}.drained_at@, @EPOCH:{a}.drain_until@, {a}.drain_note"""
+GLANCE = (
+    """WITH t AS MATERIALIZED (SELECT clock_timestamp() AS ts)
+SELECT @EPOCH:t.ts@, s.site IS NOT NULL, """
+    + _NODE_COLUMNS.replace("{a}", "o")
+    + ",\n    "
+    + _NODE_COLUMNS.replace("{a}", "l")
+    + """
+FROM t LEFT JOIN {site} s ON s.site = %(site)s
+LEFT JOIN {node} o ON o.site = s.site AND o.name = %(name)s
+LEFT JOIN LATERAL (SELECT * FROM {node} n WHERE n.site = s.site AND @LIVE:n@
+    ORDER BY n.created_on, n.name COLLATE "C" LIMIT 1) AS l ON true"""
+)
+
 # The expected incarnations of a plan's DirectAssigns, before its transaction:
 # judging a lease expired and marking it dead, in one autocommit statement (see
 # backend.py on the heartbeat race).  The candidates' rows are locked in name

@@ -24,6 +24,9 @@ Tables (prefix ``sync_`` by default):
   has a low fillfactor, so they are HOT updates.
 - ``token``: one row per token (``token_id``, ``node``, incarnation, epoch,
   pending release).
+- Since version 5, two indexes that keep a node's reads independent of the
+  site's size: ``node_seniority`` (the leader is the first live row in
+  seniority order) and ``token_owner`` (a node's tokens by owner).
 - ``lock``, ``rebalance`` (history; ``hot``, the tokens a plan measured hot,
   since version 4), ``audit`` (claims and completions; ``cost``, a
   completion's explicit cost, since version 4) and ``schema_version``.
@@ -43,7 +46,7 @@ from jobsync.core.errors import InvalidArgument, SchemaError
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The version this library's code expects."""
 
 MIGRATION_LOCK_TIMEOUT_MS = 2_000
@@ -198,11 +201,19 @@ _V4 = [
     """ALTER TABLE {rebalance} ADD COLUMN hot integer[]""",
 ]
 
+# A node's reads by key instead of by scan (``glance``, ``read_owned``): the
+# leader as the first live row in seniority order, a node's tokens by owner.
+_V5 = [
+    """CREATE INDEX {node_seniority} ON {node} (site, created_on, name COLLATE "C")""",
+    """CREATE INDEX {token_owner} ON {token} (site, node, incarnation)""",
+]
+
 MIGRATIONS: tuple[tuple[int, str, list[str]], ...] = (
     (1, "sites, nodes, tokens, locks, history, audit", _V1),
     (2, "node process identity", _V2),
     (3, "node capacity and drain", _V3),
     (4, "completion cost and hot tokens", _V4),
+    (5, "seniority and owner indexes", _V5),
 )
 
 _INDEXES = (
@@ -211,6 +222,8 @@ _INDEXES = (
     "rebalance_at",
     "audit_open",
     "audit_done",
+    "node_seniority",
+    "token_owner",
 )
 
 

@@ -19,6 +19,7 @@ from jobsync.backends.base import (
     NODE_ACTIVE,
     NODE_DEAD,
     NODE_LEAVING,
+    Glance,
     Heartbeat,
     HeartbeatOutcome,
     NodeRecord,
@@ -189,6 +190,15 @@ class _Membership(RegisterVerb, DrainVerb, _Session):
         with self._tx("read_nodes", write=False) as conn:
             self._site(conn, site)
             return self._clock(), R.seniority(self._nodes(conn, site).values())
+
+    def glance(self, site: str, name: str) -> Glance:
+        C.site_name(site)
+        C.node_name(name)
+        with self._tx("glance", write=False) as conn:
+            self._site(conn, site)
+            now = self._clock()
+            leader = rules.oldest_live(self._nodes(conn, site).values(), now)
+            return Glance(now=now, own=_node(conn, site, name), leader=leader)
 
 
 def _node(conn: sqlite3.Connection, site: str, name: str) -> NodeRecord | None:
