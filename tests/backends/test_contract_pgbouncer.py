@@ -132,3 +132,41 @@ def test_a_bad_pooler_value_is_named(value: str) -> None:
 def test_a_bad_poll_interval_is_named(value: str) -> None:
     with pytest.raises(InvalidArgument, match="jobsync_poll_interval"):
         parse_url(f"postgresql://u@h/db?jobsync_poll_interval={value}")
+
+
+def test_pooled_handles_share_one_application_name(
+    pgbouncer: PgBouncer, pg_dsn: str, pg_schema: str
+) -> None:
+    """PgBouncer sets a client's own application_name on each server connection it
+    lends it (one more statement per transaction): pooled handles all name themselves
+    ``jobsync`` unless given a name, so the server connections never need the SET."""
+    import psycopg
+
+    handles = [
+        PostgresBackend(pgbouncer.dsn, client=f"w{i}", schema=pg_schema, pooler="transaction")
+        for i in range(3)
+    ]
+    named = PostgresBackend(
+        pgbouncer.dsn, client="x", schema=pg_schema, pooler="transaction", application_name="ops"
+    )
+    try:
+        for i, handle in enumerate(handles):
+            handle.ensure_site("s", 16, "xxh3")
+            handle.register("s", f"w{i}", 10.0)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            names = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT application_name FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND (application_name LIKE 'w%%' OR application_name = 'jobsync')"
+                )
+            }
+        assert names == {"jobsync"}
+        named.ensure_site("s", 16, "xxh3")
+        with named._session.lock:  # what the server was told by the pooler for this one
+            row = named._session.connection().execute("SHOW application_name").fetchone()
+        assert row is not None and row[0] == "ops"
+    finally:
+        for handle in (*handles, named):
+            handle.close()
