@@ -78,6 +78,9 @@ class Membership:
         node.registration = reg
         self.known = reg.incarnation
         node.offset = reg.registered_at - now
+        # A registration after a failover is checked like a renewal: the row this
+        # node registers over anew may have been lost with the history it saw.
+        self.check_continuity(now, reg.change_counter)
         self.renewed(now)
         node.agenda.want(REFRESH, reason="registered")
         node.agenda.want(LEAD, reason="registered")
@@ -129,7 +132,7 @@ class Membership:
         elif beat.outcome is HeartbeatOutcome.EXPIRED:
             self.expired(now)
         else:
-            self.check_continuity(now, beat)
+            self.check_continuity(now, beat.change_counter, beat.plan_basis)
             self.renewed(now)
             if (beat.change_counter, beat.plan_basis) != node.seen:
                 node.agenda.want(REFRESH, reason="the heartbeat saw a change")
@@ -138,14 +141,17 @@ class Membership:
     def quarantined(self, now: float) -> bool:
         return now < self.quarantine_until
 
-    def check_continuity(self, now: float, beat: Heartbeat) -> None:
-        """Keep the highest state seen; on a break, fence and quarantine (see above)."""
+    def check_continuity(self, now: float, counter: int, basis: int | None = None) -> None:
+        """Keep the highest state seen; on a break, fence and quarantine (see above).
+        ``basis`` None (a registration, which does not report it): not compared."""
         node = self.node
         timeline = getattr(node.backend, "timeline", None)
+        if basis is None:
+            basis = 0 if self.lineage is None else self.lineage.plan_basis
         observed = continuity.Lineage(
             timeline=timeline() if callable(timeline) else None,
-            change_counter=beat.change_counter,
-            plan_basis=beat.plan_basis,
+            change_counter=counter,
+            plan_basis=basis,
         )
         why = continuity.broken(self.lineage, observed)
         if why is None:
