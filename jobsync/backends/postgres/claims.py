@@ -6,7 +6,7 @@ Each is one autocommit statement (one round trip).  ``complete_in`` and
 as ``complete`` and ``release`` on the caller's own connection, inside its
 open transaction, leaving that connection's settings alone.  ``reap_claims``
 judges expiry as ``rules.lease_expired`` does and purges dead rows as
-``rules.purgeable`` does (``queries.REAP``).
+``rules.purgeable`` does (``settle_queries.REAP``).
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ class _Claims(ClaimVerb, SettleVerbs, _Handle):
 
         params = {"site": site, "retention": DEAD_NODE_RETENTION}
 
-        # One autocommit statement, without the site lock (see queries.REAP).
+        # One autocommit statement, without the site lock (see settle_queries.REAP).
         def body(s: Session, q: Queries) -> int:
             row = s.execute(q["REAP"], params).fetchone()
             assert row is not None

@@ -19,13 +19,8 @@ from psycopg import errors as pg_errors
 from jobsync.backends import _checks as checks
 from jobsync.backends.postgres import original, queries
 from jobsync.backends.postgres import schema as S
-from jobsync.backends.postgres.session import (
-    LOCK_TIMEOUT_MS,
-    POOLER_HINT,
-    Conn,
-    Session,
-    conninfo,
-)
+from jobsync.backends.postgres.notify import Conn
+from jobsync.backends.postgres.session import LOCK_TIMEOUT_MS, POOLER_HINT, Session, conninfo
 from jobsync.backends.url import POOLERS
 from jobsync.core.errors import (
     BackendError,
