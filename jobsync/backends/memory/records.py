@@ -86,29 +86,6 @@ class ClaimLedger:
             found.append((claim.node, incarnation))
         return found
 
-    def complete(
-        self,
-        date: datetime.date,
-        incarnation: int,
-        keys: Iterable[str],
-        now: float,
-        *,
-        cost: float | None = None,
-    ) -> frozenset[str]:
-        done = set()
-        for key in self._take_open(date, incarnation, keys):
-            self._rows[key].completed_at = now
-            self._rows[key].cost = cost
-            done.add(key[1])
-        return frozenset(done)
-
-    def release(self, date: datetime.date, incarnation: int, keys: Iterable[str]) -> frozenset[str]:
-        released = set()
-        for key in self._take_open(date, incarnation, keys):
-            del self._rows[key]
-            released.add(key[1])
-        return frozenset(released)
-
     def settle(
         self,
         kind: Settle,
@@ -119,10 +96,17 @@ class ClaimLedger:
         *,
         cost: float | None = None,
     ) -> frozenset[str]:
-        """``complete`` (with ``cost``) or ``release`` these keys, as ``kind`` says."""
-        if kind == "complete":
-            return self.complete(date, incarnation, keys, now, cost=cost)
-        return self.release(date, incarnation, keys)
+        """Complete (at ``now``, with ``cost``) or release (delete) ``incarnation``'s
+        open claims among ``keys``, as ``kind`` says; the task keys settled."""
+        settled = set()
+        for key in self._take_open(date, incarnation, keys):
+            if kind == "complete":
+                self._rows[key].completed_at = now
+                self._rows[key].cost = cost
+            else:
+                del self._rows[key]
+            settled.add(key[1])
+        return frozenset(settled)
 
     def release_all(self, incarnation: int) -> int:
         """Delete every open claim of ``incarnation`` not locked by a transaction
