@@ -66,13 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sites", parents=[conn, out], help="every site in the database")
     p.set_defaults(handler=commands.sites)
     p = sub.add_parser("status", parents=shared.site_json, help="the site at a glance")
-    p.add_argument(
-        "--history",
-        type=_positive_int,
-        default=5,
-        metavar="N",
-        help="recent rebalances to show (default 5)",
-    )
+    _how_many(p, "--history", 5, "recent rebalances to show")
     p.add_argument(
         "--check",
         action="store_true",
@@ -92,13 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=commands.which)
 
     p = sub.add_parser("history", parents=shared.site_json, help="the rebalance log")
-    p.add_argument(
-        "--limit",
-        type=_positive_int,
-        default=20,
-        metavar="N",
-        help="the most recent rebalances to show (default 20)",
-    )
+    _how_many(p, "--limit", 20, "the most recent rebalances to show")
     p.set_defaults(handler=commands.history)
 
     _locks(sub, shared)
@@ -217,6 +205,13 @@ def _demo(sub: Subparsers) -> None:
     p = sub.add_parser("demo", help="run workers on SQLite: kill one, add one, check the work")
     demo.add_arguments(p)
     p.set_defaults(handler=demo.run)
+
+
+def _how_many(p: argparse.ArgumentParser, flag: str, default: int, what: str) -> None:
+    """A ``flag N`` option taking a positive integer: how many of ``what``."""
+    p.add_argument(
+        flag, type=_positive_int, default=default, metavar="N", help=f"{what} (default {default})"
+    )
 
 
 def _yes(p: argparse.ArgumentParser) -> None:
