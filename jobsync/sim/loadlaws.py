@@ -27,7 +27,8 @@ from jobsync.core.loadpolicy import LoadPolicy
 from jobsync.core.locks import resolve_locks
 
 if TYPE_CHECKING:
-    from jobsync.sim.invariants import Checker, _Commit
+    from jobsync.sim.invariants import Checker
+    from jobsync.sim.planlaws import Commit
 
 
 class LoadLaws:
@@ -41,7 +42,7 @@ class LoadLaws:
         self.most = 0
         """The most load moves any plan made (the tests look at it)."""
 
-    def judge(self, entry: _Commit) -> None:
+    def judge(self, entry: Commit) -> None:
         checker, commit = self.checker, entry.commit
         history = commit.history
         assert history is not None
@@ -68,7 +69,7 @@ class LoadLaws:
             return ok is not None and node in ok
 
         held = Counter(h for t, h in enumerate(heading) if allowed(t, h))
-        waiting = checker._waiting(entry)
+        waiting = checker.plans.waiting(entry)
         moves = 0
         for t, (before, after) in enumerate(zip(heading, final, strict=True)):
             if t not in waiting and after not in eligible:
@@ -82,6 +83,6 @@ class LoadLaws:
         if moves > self.budget:
             checker.fail(4, f"a plan made {moves} load moves; the budget is {self.budget}")
         self.most = max(self.most, moves)
-        checker._pins(final, names, pins)
+        checker.plans.pins(final, names, pins)
         self.known = eligible
         checker.stats["load_plans_checked"] += 1

@@ -16,6 +16,7 @@ import attrs
 import pytest
 
 import jobsync.sim.invariants as invariants_module
+import jobsync.sim.planlaws as planlaws_module
 from jobsync.core.loadpolicy import LoadPolicy
 from jobsync.runtime.loadtrack import LoadTracker
 from jobsync.sim import make_spec
@@ -45,7 +46,7 @@ def judges(monkeypatch: pytest.MonkeyPatch) -> list[LoadLaws]:
             super().__init__(checker)
             made.append(self)
 
-    monkeypatch.setattr(invariants_module, "LoadLaws", Spy)
+    monkeypatch.setattr(planlaws_module, "LoadLaws", Spy)
     logging.getLogger("jobsync").setLevel(logging.CRITICAL)
     return made
 

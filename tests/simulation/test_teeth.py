@@ -101,8 +101,9 @@ def test_exclusivity_alone_also_catches_each_fencing_defect(
     acknowledgement while the holder still claims), invariant 1 must see the
     double claim itself once the new owner publishes."""
     from jobsync.sim.invariants import Checker
+    from jobsync.sim.planlaws import PlanLaws
 
-    monkeypatch.setattr(Checker, "_still_claimed", lambda self, commit: [])
+    monkeypatch.setattr(PlanLaws, "_still_claimed", lambda self, commit: [])
     monkeypatch.setattr(Checker, "on_ack", lambda self, *args: None)
     _quiet()
     for seed in range(bound):
