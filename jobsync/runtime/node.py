@@ -105,6 +105,21 @@ FINAL_ERRORS: tuple[type[JobSyncError], ...] = (
 """Errors that end a node: retrying cannot help (see the module docstring)."""
 
 
+STATS = (
+    "heartbeats",
+    "heartbeat_failures",
+    "transient_errors",
+    "retried_errors",
+    "plans_committed",
+    "plan_conflicts",
+    "acks",
+    "reregistrations",
+    "evictions",
+    "reaps",
+)
+"""The counters every node keeps from its start (others appear when first counted)."""
+
+
 class Signal(enum.Enum):
     """Events a driver hands to ``tick``."""
 
@@ -150,18 +165,7 @@ class Node:
         """The node rows of the latest read: every row while leading, else this
         node's own and the leader's (``_read_rows``)."""
         self.generation = 0
-        self.stats: dict[str, int] = {
-            "heartbeats": 0,
-            "heartbeat_failures": 0,
-            "transient_errors": 0,
-            "retried_errors": 0,
-            "plans_committed": 0,
-            "plan_conflicts": 0,
-            "acks": 0,
-            "reregistrations": 0,
-            "evictions": 0,
-            "reaps": 0,
-        }
+        self.stats: dict[str, int] = dict.fromkeys(STATS, 0)
         self.agenda = Agenda()
         self.agenda.want(REFRESH, reason="start")
         self.agenda.at(HEARTBEAT, ALWAYS, reason="start")
@@ -223,21 +227,7 @@ class Node:
     @property
     def waiting_for(self) -> str:
         """What stands between this node and ready, in words (for timeouts and status)."""
-        if self.state is NodeState.STARTING:
-            return "registration with the backend"
-        if self.state is NodeState.JOINING:
-            if self.seen[1] < (self.registration.change_counter if self.registration else 0):
-                wait = "the leader's first plan that includes this node"
-                if self.config.minimum_nodes > 1:  # the leader may be waiting for more
-                    wait += (
-                        f" (with minimum_nodes={self.config.minimum_nodes} the leader "
-                        f"distributes no token until that many workers are live)"
-                    )
-                return wait
-            return "the releases of tokens into this node to be acknowledged"
-        if self.state is NodeState.FENCED:
-            return "a new lease after the old one expired"
-        return f"nothing (state {self.state.value})"
+        return waiting_for(self)
 
     def lease_valid(self, now: float) -> bool:
         return now < self.publisher.lease_deadline
@@ -425,3 +415,22 @@ class Node:
         if self.publisher.lapsed(now):
             log.warning("node %s: lease ran out before a heartbeat succeeded; fencing", self.name)
             self.membership.lapsed = True
+
+
+def waiting_for(node: Node) -> str:
+    """``Node.waiting_for``: what stands between ``node`` and ready, in words."""
+    if node.state is NodeState.STARTING:
+        return "registration with the backend"
+    if node.state is NodeState.JOINING:
+        if node.seen[1] < (node.registration.change_counter if node.registration else 0):
+            wait = "the leader's first plan that includes this node"
+            if node.config.minimum_nodes > 1:  # the leader may be waiting for more
+                wait += (
+                    f" (with minimum_nodes={node.config.minimum_nodes} the leader "
+                    f"distributes no token until that many workers are live)"
+                )
+            return wait
+        return "the releases of tokens into this node to be acknowledged"
+    if node.state is NodeState.FENCED:
+        return "a new lease after the old one expired"
+    return f"nothing (state {node.state.value})"
