@@ -50,6 +50,7 @@ from jobsync.backends.base import Backend
 from jobsync.cli.report import Json, hot_tokens
 from jobsync.core.errors import InvalidArgument, JobSyncError
 from jobsync.dashboard import snapshot
+from jobsync.http_reply import GetHandler
 
 log = logging.getLogger("jobsync.dashboard")
 
@@ -76,6 +77,8 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+REFUSAL_HEADERS = {**SECURITY_HEADERS, "Allow": "GET, HEAD"}
+"""A refused method's headers: the security headers and the methods allowed."""
 
 
 class SnapshotCache:
@@ -278,17 +281,11 @@ def _load_assets() -> dict[str, tuple[bytes, str]]:
 def _handler(
     cache: SnapshotCache, assets: dict[str, tuple[bytes, str]], loopback: bool
 ) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(GetHandler):
         server_version = "jobsync-dashboard"
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:
-            self._answer(send_body=True)
-
-        def do_HEAD(self) -> None:
-            self._answer(send_body=False)
-
-        def _answer(self, send_body: bool) -> None:
+        def answer(self, send_body: bool) -> None:
             if loopback and not _loopback_host(self.headers.get("Host", "")):
                 self._send(HTTPStatus.MISDIRECTED_REQUEST, b"not a loopback host\n", "text/plain")
                 return
@@ -313,30 +310,14 @@ def _handler(
             self._send(HTTPStatus.OK, body, "application/json", send_body)
 
         def _refuse(self) -> None:
-            self._send(
-                HTTPStatus.METHOD_NOT_ALLOWED, b"read-only\n", "text/plain", extra_allow=True
+            self.reply(
+                HTTPStatus.METHOD_NOT_ALLOWED, b"read-only\n", "text/plain", True, REFUSAL_HEADERS
             )
 
         do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
 
-        def _send(
-            self,
-            status: HTTPStatus,
-            body: bytes,
-            kind: str,
-            send_body: bool = True,
-            extra_allow: bool = False,
-        ) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in SECURITY_HEADERS.items():
-                self.send_header(name, value)
-            if extra_allow:
-                self.send_header("Allow", "GET, HEAD")
-            self.end_headers()
-            if send_body:
-                self.wfile.write(body)
+        def _send(self, status: HTTPStatus, body: bytes, kind: str, send_body: bool = True) -> None:
+            self.reply(status, body, kind, send_body, SECURITY_HEADERS)
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("dashboard: " + format, *args)

@@ -406,32 +406,21 @@ def _dump(body: Mapping[str, object]) -> str:
 def _server_class(ipv6: bool) -> Callable[[tuple[str, int], Job, _Probe], ThreadingHTTPServer]:
     """The server class, built on first use so that ``import jobsync`` skips http.server."""
     import socket
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import ThreadingHTTPServer
 
-    class Handler(BaseHTTPRequestHandler):
+    from jobsync.http_reply import GetHandler
+
+    class Handler(GetHandler):
         server_version = "jobsync-health"
 
-        def do_GET(self) -> None:
-            self._answer(body=True)
-
-        def do_HEAD(self) -> None:
-            self._answer(body=False)
-
-        def _answer(self, body: bool) -> None:
+        def answer(self, send_body: bool) -> None:
             server: Any = self.server
             try:
                 code, kind, text = respond(server.job, server.probe, self.path)
             except Exception as exc:  # a bug must not kill the server thread; report it
                 log.exception("health endpoint %s failed", self.path)
                 code, kind, text = 500, CONTENT_TYPE_JSON, _dump({"error": repr(exc)})
-            data = text.encode("utf-8")
-            self.send_response(code)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            if body:
-                self.wfile.write(data)
+            self.reply(code, text.encode("utf-8"), kind, send_body, {"Cache-Control": "no-store"})
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("health %s: " + format, self.address_string(), *args)
