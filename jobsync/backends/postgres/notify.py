@@ -13,7 +13,9 @@ double the server's connection count for no gain in latency.
 
 ``Notifications`` is the part of ``session.Session`` that LISTENs and waits:
 the channels, the signals recorded by the notify handler and the self-pipe.
-It uses the session's lock, connection and counters (declared below).
+It uses the session's lock, connection and counters (declared below).  After
+a reconnect every channel is re-LISTENed (with the next statement) and
+signalled, since notifications may have been lost meanwhile.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import os
 import select
 import threading
 import time
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -42,14 +46,17 @@ class Notifications:
     pooled: bool
     _conn: Conn | None
     _closed: bool
-    _pipelines: bool
-    _channels: set[str]
-    _pending: list[str]
-    """Channels to LISTEN on with the next statement."""
-    _signal_lock: threading.Lock
-    _signalled: set[str]
-    _wake_r: int
-    _wake_w: int
+
+    def __init__(self) -> None:
+        self._channels: set[str] = set()
+        self._pending: list[str] = []
+        """Channels to LISTEN on with the next statement."""
+        self._pipelines = psycopg.Pipeline.is_supported()
+        self._signal_lock = threading.Lock()
+        self._signalled: set[str] = set()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
 
     def connection(self) -> Conn:
         raise NotImplementedError
@@ -90,6 +97,19 @@ class Notifications:
                 self.count("round_trips")
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._pending[0])))
             self._pending.pop(0)
+
+    def _listen_on(self, conn: Conn) -> None:
+        """A new connection: every channel is LISTENed again with its next statement,
+        and its notifications come to ``_on_notify``."""
+        self._pending = sorted(self._channels)
+        conn.add_notify_handler(_weak_handler(self))
+
+    def _signal_every_channel(self) -> None:
+        """After a reconnect: whatever was sent while we were away is lost, so say so."""
+        with self._signal_lock:
+            self._signalled.update(self._channels)
+        if self._channels:
+            self._wake()
 
     # -- notifications ---------------------------------------------------------
     def wait(self, channel: str, timeout: float) -> bool:
@@ -156,6 +176,13 @@ class Notifications:
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
 
+    def _close_wake_pipe(self) -> None:
+        """Close the self-pipe (from ``__del__``: perhaps never opened)."""
+        for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
     def _drain(self, conn: Conn) -> None:
         """Read whatever an idle connection has received: notifications, or the news
         that the server ended the session (then the connection is dropped)."""
@@ -188,3 +215,16 @@ class Notifications:
             return conn.fileno()
         except psycopg.Error:
             return None
+
+
+def _weak_handler(session: Notifications) -> Callable[[psycopg.Notify], None]:
+    """The notify handler of ``session``'s connection; weak, so that no reference
+    cycle keeps an abandoned session alive."""
+    ref = weakref.ref(session)
+
+    def handler(notify: psycopg.Notify) -> None:
+        target = ref()
+        if target is not None:
+            target._on_notify(notify)
+
+    return handler

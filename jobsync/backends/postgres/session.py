@@ -22,29 +22,15 @@ is off).  A single statement travels as ``BEGIN; settings; statement;
 COMMIT`` in one pipeline with one Sync: still one round trip, and one server
 transaction, so the pooler hands the client one server connection for it.
 
-Detecting a pooler.  A direct session's ``pg_backend_pid()`` is the process id
-the server announced at connect (``conn.info.backend_pid``); a pooler answers
-the client's startup itself, with an id of its own.  A session that is not
-pooled compares the two in its first statement (no extra round trip): if they
-differ, it counts ``pooler_suspected`` and logs (once per process and address)
-what to set.
-A session-mode pooler needs nothing; only a transaction pooler does, and the
-wire does not say which, so the library warns rather than switches.  After
-the fact, a prepared statement that vanished or already exists (SQLSTATE 26000,
-42P05) is what a transaction pooler does to a session-mode client: the
-backend's error names the setting (``handle.translate``).
+Opening a connection (its options and settings, the backoff, pooler
+detection): ``connect.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-import logging
-import math
-import os
-import random
 import threading
-import time
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -52,51 +38,29 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from jobsync.backends.capabilities import Nudge
+from jobsync.backends.postgres.connect import (
+    LOCAL_SETTINGS,
+    LOCK_TIMEOUT_MS,
+    POOLER_HINT,
+    Backoff,
+    conninfo,
+    open_connection,
+    permanent_connect_failure,
+    settings,
+)
 from jobsync.backends.postgres.notify import Conn, Cursor, Notifications
 from jobsync.core.errors import BackendError, BackendUnavailable
 
-log = logging.getLogger("jobsync.postgres")
-
-BACKOFF_BASE = 0.05
-BACKOFF_CAP = 0.5
-"""Short, so workers coming back from an outage reconnect within one settle window."""
-IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000
-"""A worker paused inside one of our transactions holds the site row lock; the
-server ends such a session after this long, freeing the site for the others."""
-LOCK_TIMEOUT_MS = 500
-"""Default ``lock_timeout`` of jobsync's session: no statement waits on a row
-lock longer than this (base.py, "Lock waits are bounded"); the server then
-raises SQLSTATE 55P03, which the backend reports as LockTimeout.  Only
-jobsync's own connection is set; a user's connection passed to
-``complete_in``/``release_in`` keeps the user's settings."""
-KEEPALIVES = {
-    "keepalives": "1",
-    "keepalives_idle": "10",
-    "keepalives_interval": "3",
-    "keepalives_count": "3",
-    "tcp_user_timeout": "15000",
-}
-"""Defaults for a dead peer to be noticed within about 20 s, idle or not (a DSN's
-own settings win)."""
-POOLER_HINT = (
-    "if it pools by transaction (PgBouncer pool_mode = transaction), add "
-    "jobsync_pooler=transaction to the URL (or set SYNC_SQL_POOLER=transaction)"
-)
-_warned_pooler: set[str] = set()
-"""Where a pooler was reported already (one warning per process and address)."""
-
-
-def conninfo(dsn: str, application_name: str, connect_timeout: float) -> str:
-    """The DSN with our connection options: the DSN's own keepalive settings win;
-    ``application_name`` and ``connect_timeout`` are the caller's."""
-    params: dict[str, Any] = dict(KEEPALIVES)
-    params.update(conninfo_to_dict(dsn))
-    params["application_name"] = application_name
-    params["connect_timeout"] = str(max(1, math.ceil(connect_timeout)))
-    return make_conninfo("", **params)
+__all__ = [
+    "LOCK_TIMEOUT_MS",
+    "POOLER_HINT",
+    "Session",
+    "conninfo",
+    "permanent_connect_failure",
+]
+"""``Session``; and, for the importers of old, names that live in ``connect``."""
 
 
 class Session(Notifications):
@@ -119,7 +83,7 @@ class Session(Notifications):
         """The server's WAL timeline when this session connected (None when pooled):
         a promotion starts a new one (``jobsync.core.continuity``)."""
         self._in_transaction = False
-        # Weak, like the notify handler below: no reference cycle keeps an
+        # Weak, like the notify handler (notify.py): no reference cycle keeps an
         # abandoned handle (a crashed worker's) alive, and __del__ closes it.
         self._on_connect: Callable[[], Callable[[Session, Conn], None] | None] = (
             weakref.WeakMethod(on_connect) if inspect.ismethod(on_connect) else lambda: on_connect
@@ -130,20 +94,11 @@ class Session(Notifications):
         self._closed = False
         self.nudge = Nudge()
         """Cuts a wait or a pause short: ``interrupt`` and ``close`` set it."""
-        self._failures = 0
-        self._retry_at = 0.0
+        self._backoff = Backoff()
         self._stats_lock = threading.Lock()
         self.stats: Counter[str] = Counter()
-        self._channels: set[str] = set()
         self._prepared: set[bytes] = set()
-        self._pending: list[str] = []
-        """Channels to LISTEN on with the next statement."""
-        self._pipelines = psycopg.Pipeline.is_supported()
-        self._signal_lock = threading.Lock()
-        self._signalled: set[str] = set()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        super().__init__()
 
     # -- statements (callers hold ``lock``) ------------------------------------
     def connection(self) -> Conn:
@@ -156,22 +111,19 @@ class Session(Notifications):
             if self._conn is not None:
                 return self._conn
         self.drop()
-        wait = self._retry_at - time.monotonic()
+        wait = self._backoff.remaining()
         if wait > 0:
             raise BackendUnavailable(f"PostgreSQL unreachable; next reconnect in {wait:.2f} s")
         try:
             conn = self._connect()
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            self._failures += 1
-            delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (self._failures - 1))
-            self._retry_at = time.monotonic() + delay * random.uniform(0.5, 1.0)
+            self._backoff.failed()
             if permanent_connect_failure(exc):
                 raise BackendError(
                     f"cannot connect to PostgreSQL, and retrying will not help: {exc}"
                 ) from exc
             raise BackendUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
-        self._failures = 0
-        self._retry_at = 0.0
+        self._backoff.succeeded()
         return conn
 
     def execute(
@@ -225,7 +177,7 @@ class Session(Notifications):
         try:
             with conn.pipeline():
                 cur = conn.execute(b"BEGIN")
-                conn.execute(_LOCAL_SETTINGS, self._settings())
+                conn.execute(LOCAL_SETTINGS, settings(self.lock_timeout_ms))
                 if not begin:
                     cur = conn.execute(query, params, binary=binary)
                     conn.execute(b"COMMIT")
@@ -234,9 +186,6 @@ class Session(Notifications):
                 self._rollback()
             raise
         return cur
-
-    def _settings(self) -> tuple[str, str]:
-        return (str(IDLE_IN_TRANSACTION_TIMEOUT_MS), str(self.lock_timeout_ms))
 
     def _live(self) -> Conn:
         """The connection a verb opened with ``connection()``; never a silent reconnect
@@ -312,50 +261,27 @@ class Session(Notifications):
             return dict(self.stats)
 
     def _connect(self) -> Conn:
-        conn: Conn = psycopg.connect(self._conninfo, autocommit=True)
-        # Only the hot single statements are prepared, explicitly, so that
-        # ``round_trips`` counts exactly what goes over the wire; a pooled
-        # session prepares nothing.
-        conn.prepare_threshold = None if self.pooled else 2**31
+        conn, timeline = open_connection(
+            self._conninfo,
+            pooled=self.pooled,
+            lock_timeout_ms=self.lock_timeout_ms,
+            count=self.count,
+        )
         self._prepared.clear()
         self._in_transaction = False
+        self.timeline = timeline
         try:
-            self.count("connects")
-            if not self.pooled:
-                self.count("round_trips")
-                row = conn.execute(_SESSION_SETTINGS, self._settings()).fetchone()
-                if row is not None and row[2] != conn.info.backend_pid:
-                    self._suspect_pooler(conn, int(row[2]))
-                self.timeline = None if row is None else row[3]
             on_connect = self._on_connect()
             if on_connect is None:
                 raise BackendUnavailable("the PostgreSQL backend handle is gone")
             on_connect(self, conn)
-            self._pending = sorted(self._channels)  # re-LISTEN with the next statement
-            conn.add_notify_handler(_weak_handler(self))
+            self._listen_on(conn)
         except BaseException:
             conn.close()
             raise
         self._conn = conn
-        with self._signal_lock:  # whatever was sent while we were away is lost: say so
-            self._signalled.update(self._channels)
-        if self._channels:
-            self._wake()
+        self._signal_every_channel()
         return conn
-
-    def _suspect_pooler(self, conn: Conn, server_pid: int) -> None:
-        self.count("pooler_suspected")
-        where = f"{conn.info.host}:{conn.info.port}"
-        if where not in _warned_pooler:
-            _warned_pooler.add(where)
-            log.warning(
-                "the PostgreSQL connection to %s goes through a connection pooler (the "
-                "server process %d is not the process %d announced at connect); %s",
-                where,
-                server_pid,
-                conn.info.backend_pid,
-                POOLER_HINT,
-            )
 
     def __del__(self) -> None:
         """An abandoned handle (never closed) closes its connection quietly."""
@@ -363,51 +289,4 @@ class Session(Notifications):
         if conn is not None:
             with contextlib.suppress(Exception):
                 conn.close()
-        for fd in (getattr(self, "_wake_r", None), getattr(self, "_wake_w", None)):
-            if fd is not None:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-
-
-_SESSION_SETTINGS = (
-    b"SELECT set_config('idle_in_transaction_session_timeout', %s, false), "
-    b"set_config('lock_timeout', %s, false), pg_backend_pid(), "
-    b"CASE WHEN pg_is_in_recovery() THEN NULL "
-    b"ELSE substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8) END"
-)
-_LOCAL_SETTINGS = (
-    b"SELECT set_config('idle_in_transaction_session_timeout', %s, true), "
-    b"set_config('lock_timeout', %s, true)"
-)
-
-
-def _weak_handler(session: Session) -> Callable[[psycopg.Notify], None]:
-    ref = weakref.ref(session)
-
-    def handler(notify: psycopg.Notify) -> None:
-        target = ref()
-        if target is not None:
-            target._on_notify(notify)
-
-    return handler
-
-
-_PERMANENT = (
-    "authentication failed",  # password, ident, peer, ...
-    "no pg_hba.conf entry",
-    "no password supplied",
-    "invalid port number",
-    "invalid integer value",
-)
-
-
-def permanent_connect_failure(exc: Exception) -> bool:
-    """A connection attempt the same settings will never turn into a success: the
-    login or the database name is wrong (the server says so in its FATAL message,
-    which carries no SQLSTATE to the client).  A refused port, a timeout or a host
-    name that does not resolve stay transient: a database starting beside its
-    workers looks exactly like that."""
-    text = str(exc)
-    if "FATAL" in text and "does not exist" in text:  # database "x" / role "x"
-        return True
-    return any(marker in text for marker in _PERMANENT)
+        self._close_wake_pipe()
