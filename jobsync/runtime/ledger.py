@@ -7,7 +7,9 @@ transiently is *queued* (retried while the lease lasts); a completion or
 release made inside the user's own transaction is *uncertain* until that
 transaction ends (settled if it committed, still ours if it rolled back, so
 it is released at exit).  Completion is fenced by the claim, not the token's
-current epoch (docs/PROTOCOL.md section 4, "Claims and completion").
+current epoch (docs/PROTOCOL.md section 4, "Claims and completion").  Claims
+whose reply was lost and completions a failover lost are the recovery's
+(``runtime/recovery.py``), which the ledger tells of each claim and completion.
 
 ``statistics`` is a frozen ``JobStatistics`` value, replaced whole on every
 count (under a lock: the SIGTERM watchdog may release claims on its own
@@ -19,22 +21,19 @@ from __future__ import annotations
 import datetime
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Sequence
 
 import attrs
 
 from jobsync.backends.base import ClaimRequest, CoordinationBackend
 from jobsync.backends.capabilities import TransactionalCompletion
 from jobsync.core.errors import BackendUnavailable, InvalidArgument, JobSyncError, LockTimeout
+from jobsync.runtime.recovery import ClaimRecovery, by_incarnation
 from jobsync.runtime.snapshot import ClaimSnapshot
 
 log = logging.getLogger("jobsync.job")
-_V = TypeVar("_V")
 
 UNCERTAIN_LIMIT = 1024
-RECENT_LIMIT = 4096
-"""Completions a Job remembers to send again after a failover lost them."""
 """Transactional completions remembered before the Job asks which have committed."""
 
 
@@ -60,13 +59,6 @@ class JobStatistics:
         return attrs.asdict(self)
 
 
-def _by_incarnation(pairs: Iterable[tuple[str, int]]) -> dict[int, list[str]]:
-    groups: dict[int, list[str]] = {}
-    for key, incarnation in pairs:
-        groups.setdefault(incarnation, []).append(key)
-    return groups
-
-
 class ClaimLedger:
     """Open, queued and uncertain claims of one Job, and the verbs that end them."""
 
@@ -79,18 +71,8 @@ class ClaimLedger:
         self.queued: dict[str, float | None] = {}
         """Completions to retry, with the cost each was given."""
         self.uncertain: dict[str, int] = {}
-        self.doubtful: dict[str, int] = {}
-        """Claims whose reply was lost (the claim may have committed): the Job answered
-        False, so each is given back (``release_doubtful``) unless a retry takes it."""
-        self._claiming = threading.Lock()  # a claim and the giving back of doubtful ones
-        self.recent: dict[str, tuple[int, float | None]] = {}
-        self.recent_tx: dict[str, int] = {}
-        """The same for completions inside the user's transactions: should the
-        database lose one, it lost the user's side effect with it, so the claim is
-        given back for the task to be done again."""
-        """The latest completions recorded (at most RECENT_LIMIT, oldest first), kept
-        to be sent again should the database lose them (a failover to an
-        asynchronous replica: ``resend_recent``)."""
+        self.recovery = ClaimRecovery(self)
+        """Doubtful claims and recent completions, for what the database may lose."""
         self.statistics = JobStatistics()
         self._count_lock = threading.Lock()
         self._trim_at = -float("inf")
@@ -123,18 +105,18 @@ class ClaimLedger:
                 requests.append(ClaimRequest(task_key=key, token=token, epoch=snap.epochs[token]))
         if not requests:
             return frozenset()
-        with self._claiming:
+        with self.recovery.claiming:
             try:
                 got = backend.claim(self.site, self.date, self.name, snap.incarnation, requests)
             except BackendUnavailable as error:
                 self.count(claim_errors=1)
                 log.warning("node %s: claim failed (%s); answering False", self.name, error)
-                for r in requests:  # it may have committed: give it back later
-                    self.doubtful[r.task_key] = snap.incarnation
+                # it may have committed: give it back later
+                self.recovery.doubt((r.task_key for r in requests), snap.incarnation)
                 return frozenset()
             for key in got:
                 self.open[key] = snap.incarnation
-                self.doubtful.pop(key, None)
+                self.recovery.taken(key)
         self.count(claims=len(got), claims_refused=len(requests) - len(got))
         return got
 
@@ -168,7 +150,7 @@ class ClaimLedger:
         self.open.pop(key, None)
         if done:
             self.uncertain[key] = incarnation
-            self._remember(self.recent_tx, key, incarnation)
+            self.recovery.completed_in_transaction(key, incarnation)
             self.count(completions=1)
         else:
             self.count(completions_refused=1)
@@ -190,7 +172,7 @@ class ClaimLedger:
         if done:
             self.count(completions=1)
             if incarnation is not None:
-                self._remember(self.recent, key, (incarnation, cost))
+                self.recovery.completed(key, incarnation, cost)
         else:
             self.count(completions_refused=1)
             log.debug("node %s: completion of %r refused (claim no longer held)", self.name, key)
@@ -220,7 +202,7 @@ class ClaimLedger:
         if backend is None or not self.open:
             return 0
         recorded = attempted = 0
-        for incarnation, keys in _by_incarnation(sorted(self.open.items())).items():
+        for incarnation, keys in by_incarnation(sorted(self.open.items())).items():
             done = backend.complete(self.site, self.date, incarnation, keys)
             recorded += sum(self._settled(key, key in done) for key in keys)
             attempted += len(keys)
@@ -270,7 +252,7 @@ class ClaimLedger:
         backend = self.backend
         if backend is None:
             return
-        for incarnation, keys in _by_incarnation(dict(self.open).items()).items():
+        for incarnation, keys in by_incarnation(dict(self.open).items()).items():
             backend.release(self.site, self.date, incarnation, keys)
             for key in keys:
                 self.open.pop(key, None)
@@ -285,7 +267,7 @@ class ClaimLedger:
         if backend is None:
             return
         pairs = [(k, self.uncertain[k]) for k in keys if k in self.uncertain]
-        for incarnation, group in _by_incarnation(pairs).items():
+        for incarnation, group in by_incarnation(pairs).items():
             try:
                 still = backend.open_claims(self.site, self.date, incarnation, group)
             except JobSyncError as error:
@@ -302,81 +284,14 @@ class ClaimLedger:
         self.uncertain = {}
         if backend is None:
             return
-        for incarnation, keys in _by_incarnation(uncertain.items()).items():
+        for incarnation, keys in by_incarnation(uncertain.items()).items():
             released = backend.release(self.site, self.date, incarnation, keys)
             self.count(releases=len(released))
 
-    def release_doubtful(self) -> None:
-        """Give back the claims whose reply was lost and that no retry took since: a
-        claim that committed unseen would otherwise stay open, finished by nobody,
-        while its incarnation lives.  Skipped while a claim is under way (the next
-        tick tries again); on a transient error they stay doubtful."""
-        backend = self.backend
-        if backend is None or not self.doubtful or not self._claiming.acquire(blocking=False):
-            return
-        try:
-            pairs = [(k, inc) for k, inc in self.doubtful.items() if k not in self.open]
-            for incarnation, keys in _by_incarnation(pairs).items():
-                released = backend.release(self.site, self.date, incarnation, keys)
-                self.count(releases=len(released))
-                for key in keys:
-                    self.doubtful.pop(key, None)
-        except JobSyncError as error:
-            log.warning("node %s: could not give back doubtful claims (%s)", self.name, error)
-        finally:
-            self._claiming.release()
-
-    @staticmethod
-    def _remember(recent: dict[str, _V], key: str, value: _V) -> None:
-        recent.pop(key, None)
-        recent[key] = value
-        if len(recent) > RECENT_LIMIT:
-            del recent[next(iter(recent))]
-
     def resend_recent(self) -> None:
-        """Complete the recent completions again, after the database was found to have
-        lost history (``jobsync.core.continuity``): a completion whose commit the new
-        primary never received left its claim open, and nobody else would finish it.
-        A completion the database kept settles nothing the second time."""
-        backend = self.backend
-        if backend is None:
-            return
-        # A key claimed again since is being worked on: neither given back nor completed.
-        lost_tx = [(k, inc) for k, inc in self.recent_tx.items() if k not in self.open]
-        for incarnation, keys in _by_incarnation(lost_tx).items():
-            try:  # a completion the database kept is done: releasing it does nothing
-                released = backend.release(self.site, self.date, incarnation, keys)
-            except JobSyncError as error:
-                log.warning("node %s: giving back %d claims: %s", self.name, len(keys), error)
-                continue
-            if released:
-                log.warning(
-                    "node %s: %d completions made in your transactions were lost by the "
-                    "database with them; their claims are given back to be done again",
-                    self.name,
-                    len(released),
-                )
-            self.count(releases=len(released))
-        groups: dict[tuple[int, float | None], list[str]] = {}
-        for key, (incarnation, cost) in self.recent.items():
-            if key in self.open:
-                continue
-            groups.setdefault((incarnation, cost), []).append(key)
-        resent = 0
-        for (incarnation, cost), keys in groups.items():
-            try:
-                done = backend.complete(self.site, self.date, incarnation, keys, cost=cost)
-            except JobSyncError as error:  # the claims' holder is gone: nothing to finish
-                log.warning("node %s: re-sending %d completions: %s", self.name, len(keys), error)
-                continue
-            resent += len(done)
-        if resent:
-            log.warning(
-                "node %s: %d completions the database had lost were recorded again",
-                self.name,
-                resent,
-            )
-        self.count(completions_resent=resent)
+        """After the database lost history (a failover): record the recent completions
+        again and give back those made in user transactions (``ClaimRecovery``)."""
+        self.recovery.resend_recent()
 
     def between_ticks(self, now: float, lease_valid: bool, interval: float) -> None:
         """On the coordination thread: retry queued completions while the lease lasts,
@@ -384,8 +299,8 @@ class ClaimLedger:
         per ``interval``)."""
         if self.queued and lease_valid:
             self.flush_queued()
-        if self.doubtful:
-            self.release_doubtful()
+        if self.recovery.doubtful:
+            self.recovery.release_doubtful()
         if len(self.uncertain) > UNCERTAIN_LIMIT and now >= self._trim_at:
             self._trim_at = now + interval
             self.settle_uncertain(list(self.uncertain))
