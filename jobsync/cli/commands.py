@@ -14,6 +14,7 @@ import re
 import sys
 from collections import defaultdict
 from collections.abc import Callable
+from operator import itemgetter
 
 from jobsync.backends.base import Backend, LockSpec, SiteInfo
 from jobsync.backends.url import redact
@@ -268,25 +269,20 @@ def locks_list(args: argparse.Namespace, backend: Backend, url: str) -> int:
     return 0
 
 
+_LOCK_COLUMNS: tuple[render.Column, ...] = (
+    ("TASK", itemgetter("task_id")),
+    ("TOKEN", itemgetter("token")),
+    ("PATTERNS", lambda r: ",".join(render.strings(r["patterns"]))),
+    ("CREATOR", itemgetter("created_by")),
+    ("CREATED", lambda r: render.stamp(r["created_at"])),
+    ("EXPIRES", lambda r: "never" if r["expires_at"] is None else render.stamp(r["expires_at"])),
+    ("REASON", itemgetter("reason")),
+    ("CONFLICT", lambda r: f"loses to {r['conflict_with']!r}" if r["conflict_with"] else None),
+)
+
+
 def _locks_text(rows: list[Json]) -> str:
-    if not rows:
-        return "(no locks)"
-    return render.table(
-        ["TASK", "TOKEN", "PATTERNS", "CREATOR", "CREATED", "EXPIRES", "REASON", "CONFLICT"],
-        [
-            [
-                r["task_id"],
-                r["token"],
-                ",".join(render.strings(r["patterns"])),
-                r["created_by"],
-                render.stamp(r["created_at"]),
-                render.stamp(r["expires_at"]) if r["expires_at"] is not None else "never",
-                r["reason"],
-                f"loses to {r['conflict_with']!r}" if r["conflict_with"] else None,
-            ]
-            for r in rows
-        ],
-    )
+    return render.rows_table(_LOCK_COLUMNS, rows, "(no locks)")
 
 
 @with_backend

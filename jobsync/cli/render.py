@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from operator import itemgetter
 
 from jobsync.cli.report import Json, ranges
 
@@ -56,48 +57,55 @@ def stamp(epoch: object) -> str:
     return moment.strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def nodes_table(nodes: Sequence[Json]) -> str:
-    if not nodes:
-        return "(no nodes)"
+Column = tuple[str, Callable[[Json], object]]
+"""A table's column: its header, and how to read its cell from one report row."""
+
+
+def rows_table(columns: Sequence[Column], rows: Sequence[Json], empty: str) -> str:
+    """``table`` of ``rows``, one line each, read through ``columns``; ``empty`` if none."""
+    if not rows:
+        return empty
     return table(
-        ["NODE", "STATE", "HEARTBEAT", "UP", "TOKENS", "CAPACITY", "PENDING", "INCARN", "LEADER"],
-        [
-            [
-                n["name"],
-                f"{n['state']}, {n['maintenance']}" if n.get("maintenance") else n["state"],
-                age(n["heartbeat_age_sec"]) + " ago",
-                age(n["uptime_sec"]) if n["uptime_sec"] is not None else "- (dead)",
-                n["tokens"],
-                f"{n.get('capacity', 1.0):g}",
-                n["pending_releases"],
-                n["incarnation"],
-                n["leader"],
-            ]
-            for n in nodes
-        ],
+        [header for header, _ in columns], [[cell(r) for _, cell in columns] for r in rows]
     )
+
+
+def _with_maintenance(node: Json) -> object:
+    """A node's state, and its maintenance (draining, drained) when it is in one."""
+    return f"{node['state']}, {node['maintenance']}" if node.get("maintenance") else node["state"]
+
+
+NODE_COLUMNS: tuple[Column, ...] = (
+    ("NODE", itemgetter("name")),
+    ("STATE", _with_maintenance),
+    ("HEARTBEAT", lambda n: age(n["heartbeat_age_sec"]) + " ago"),
+    ("UP", lambda n: age(n["uptime_sec"]) if n["uptime_sec"] is not None else "- (dead)"),
+    ("TOKENS", itemgetter("tokens")),
+    ("CAPACITY", lambda n: f"{n.get('capacity', 1.0):g}"),
+    ("PENDING", itemgetter("pending_releases")),
+    ("INCARN", itemgetter("incarnation")),
+    ("LEADER", itemgetter("leader")),
+)
+
+HISTORY_COLUMNS: tuple[Column, ...] = (
+    ("GEN", itemgetter("generation")),
+    ("WHEN", lambda r: stamp(r["at"])),
+    ("AGO", lambda r: age(r["age_sec"])),
+    ("LEADER", itemgetter("leader")),
+    ("TRIGGER", itemgetter("trigger")),
+    ("MOVED", itemgetter("moved")),
+    ("UNOWNED", itemgetter("unowned")),
+    ("PLAN", lambda r: f"{r['duration_ms']}ms"),
+    ("NODES AFTER", lambda r: ",".join(strings(r["nodes_after"])) or "(none)"),
+)
+
+
+def nodes_table(nodes: Sequence[Json]) -> str:
+    return rows_table(NODE_COLUMNS, nodes, "(no nodes)")
 
 
 def history_table(rows: Sequence[Json]) -> str:
-    if not rows:
-        return "(no rebalances recorded)"
-    return table(
-        ["GEN", "WHEN", "AGO", "LEADER", "TRIGGER", "MOVED", "UNOWNED", "PLAN", "NODES AFTER"],
-        [
-            [
-                r["generation"],
-                stamp(r["at"]),
-                age(r["age_sec"]),
-                r["leader"],
-                r["trigger"],
-                r["moved"],
-                r["unowned"],
-                f"{r['duration_ms']}ms",
-                ",".join(strings(r["nodes_after"])) or "(none)",
-            ]
-            for r in rows
-        ],
-    )
+    return rows_table(HISTORY_COLUMNS, rows, "(no rebalances recorded)")
 
 
 def status_text(report: Json, dsn: str) -> str:
