@@ -11,8 +11,9 @@ Guarantees users get (docs/PROTOCOL.md section 4) and where they come from:
   Open, queued and uncertain claims are the ledger's (``runtime/ledger.py``).
 - Leaving the ``with`` block normally completes the open claims, then
   drains (revokes acknowledged, row deleted); leaving it by an exception
-  releases them so the next owner redoes the work.  What entering builds,
-  per mode (worker, observer, standalone), is ``runtime/modes.py``.
+  releases them so the next owner redoes the work (the order of entering and
+  leaving: ``runtime/lifetime.py``).  What entering builds, per mode
+  (worker, observer, standalone), is ``runtime/modes.py``.
 - SIGTERM: the handler only sets flags; a watchdog thread follows
   ``runtime/shutdown.py`` (open claims until ``drain_timeout_sec``, then
   release and drain), and the process ends by ``drain_timeout_sec`` plus a
@@ -27,13 +28,11 @@ Guarantees users get (docs/PROTOCOL.md section 4) and where they come from:
 from __future__ import annotations
 
 import datetime
-import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from jobsync.backends.base import Backend
 from jobsync.core.defences import PRODUCTION, Defences
-from jobsync.core.errors import InvalidArgument, JobSyncError
 from jobsync.core.hashing import token_function
 from jobsync.core.loadestimate import check_cost
 from jobsync.runtime import clock as clocks
@@ -41,6 +40,7 @@ from jobsync.runtime.config import CoordinationConfig, Settings
 from jobsync.runtime.health import HealthServer, serve_health
 from jobsync.runtime.ledger import UNCERTAIN_LIMIT, ClaimLedger
 from jobsync.runtime.legacy import LegacyJobMethods
+from jobsync.runtime.lifetime import LifetimeMethods
 from jobsync.runtime.locking import JobLocks, LockItem, LockMethods
 from jobsync.runtime.loop import Driver
 from jobsync.runtime.maintenance import CapacityMethods
@@ -52,7 +52,6 @@ from jobsync.runtime.snapshot import ClaimSnapshot
 from jobsync.runtime.status import ReportMethods
 from jobsync.runtime.task import (
     Fixed,
-    Standalone,
     Task,
     audit_rows,
     task_key,
@@ -61,13 +60,12 @@ from jobsync.runtime.userconn import UserConnection
 
 __all__ = ["UNCERTAIN_LIMIT", "Job", "LockItem", "Task"]
 
-log = logging.getLogger("jobsync.job")
 
-
-class Job(LockMethods, ReportMethods, LegacyJobMethods, CapacityMethods):
+class Job(LifetimeMethods, LockMethods, ReportMethods, LegacyJobMethods, CapacityMethods):
     """One worker of a site, used as a context manager.  See the README for the loop.
 
-    The lock API is ``LockMethods`` (``runtime/locking.py``), what users read
+    Entering, leaving and draining are ``LifetimeMethods`` (``runtime/lifetime.py``),
+    the lock API ``LockMethods`` (``runtime/locking.py``), what users read
     ``ReportMethods`` (``runtime/status.py``), the original jobsync's names
     ``LegacyJobMethods`` (``runtime/legacy.py``), capacity and planned
     maintenance ``CapacityMethods`` (``runtime/maintenance.py``)."""
@@ -175,130 +173,11 @@ class Job(LockMethods, ReportMethods, LegacyJobMethods, CapacityMethods):
         """This Job's own counters (``statistics()`` adds the node's and the backend's)."""
         return self._ledger.statistics.as_dict()
 
-    # -- entering and leaving --------------------------------------------------
-    def __enter__(self) -> Job:
-        if self._entered or self._used:
-            raise InvalidArgument(
-                f"Job {self.name!r} was already entered; a Job is entered once (make a new one)"
-            )
-        self._used = True
-        if not self.config.enabled:  # standalone: every task is ours
-            self._holder = Standalone(self.config.total_tokens)
-            self._date = self._date or datetime.datetime.now(datetime.timezone.utc).date()
-            self._start_health()
-            self._entered = True
-            return self
-        try:
-            self._enter()
-        except BaseException:
-            self._teardown(deregister=True)
-            raise
-        self._entered = True
-        return self
-
-    def _enter(self) -> None:
-        session, opts = self._session, self._options
-        deadline = self._now() + opts.wait_on_enter
-        backend = session.open(opts.source, deadline)
-        if self._date is None:
-            self._date = session.backend_date(backend, deadline)
-        self._ledger.bind(backend, self._date)
-        if self.observer:
-            info = session.observe(backend, deadline)
-            if info is not None:  # hash task ids with the site's constants, not ours
-                self._token = token_function(info.total_tokens, info.hash_function)
-            return
-        provider = opts.lock_provider
-        node = session.start_worker(
-            backend,
-            deadline,
-            locks=None if provider is None else lambda: self._locks.collect(lambda: provider(self)),
-            clear_existing_locks=opts.clear_existing_locks,
-            defences=opts.defences,
-            on_rebalance=opts.on_rebalance,
-            between_ticks=self._between_ticks,
-            capacity=self._capacity,
-        )
-        self._holder = node.publisher
-        if session.driver is not None:  # a queued completion is retried at once
-            self._ledger.wake = session.driver.poke
-        self._start_health()
-        session.wait_ready()
-        if opts.handle_sigterm:
-            guard = SigtermGuard(
-                session,
-                self._ledger,
-                now=self._now,
-                halt=self._halt,
-                enforce_deadline=opts.defences.sigterm_deadline,
-            )
-            if guard.install():
-                self._sigterm = guard
-
+    # -- entering and leaving (the sequence is LifetimeMethods') --------------------
     def _start_health(self) -> None:
         host, port = self._options.http
         if port is not None:
             self.health_server = serve_health(self, port=port, host=host)
-
-    def _halt(self) -> None:
-        """Stop claiming at once (a drain or SIGTERM began); safe in a signal handler."""
-        self._halted = True
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if not self._entered:
-            return
-        self._entered = False
-        if self._node is None:
-            self._teardown(deregister=False)
-            return
-        try:
-            if exc_type is None:
-                self.write_audit()
-            else:
-                self._ledger.release_all()
-            self._ledger.release_uncertain()
-        except JobSyncError as error:
-            log.warning("node %s: could not settle claims at exit: %s", self.name, error)
-        clocks.sleep(self._options.wait_on_exit)
-        self.drain()
-        self._teardown(deregister=True)
-        if exc_type is None:
-            self._session.raise_if_stopped()
-
-    def drain(self) -> bool:
-        """Stop claiming, hand every token off and leave; True if handed off in time.
-
-        Blocks for at most ``heartbeat_timeout + ack_timeout`` seconds.
-        """
-        if self._node is None or self._driver is None:
-            return True
-        self._halt()
-        return self._session.drain()
-
-    def _teardown(self, deregister: bool) -> None:
-        self._session.teardown(deregister)
-        self._user_connection.close()
-        if self.health_server is not None:
-            self.health_server.close()
-            self.health_server = None
-        if self._sigterm is not None:
-            guard, self._sigterm = self._sigterm, None
-            guard.close()
-
-    def _between_ticks(self) -> None:
-        """On the coordination thread after each tick: retries and bookkeeping."""
-        node = self._node
-        if node is None:
-            return
-        now = self._now()
-        if node.stats["heartbeats"] != self._beats[0]:
-            self._beats = (node.stats["heartbeats"], now)
-        interval = self.config.rebalance_check_interval_sec
-        breaks = node.stats.get("continuity_breaks", 0)
-        if breaks != self._breaks:  # the database lost history: completions may be gone
-            self._breaks = breaks
-            self._ledger.resend_recent()
-        self._ledger.between_ticks(now, node.lease_valid(now), interval)
 
     # -- the hot path ---------------------------------------------------------
     def can_claim_task(self, task: object) -> bool:
