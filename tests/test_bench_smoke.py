@@ -74,10 +74,10 @@ def _check_steady(rows: list[dict[str, object]]) -> None:
         assert r["unhealthy_events"] == 0, r
         # One heartbeat per interval: 12 a minute at the default 5 s.
         assert abs(float(r["heartbeats_per_minute"]) - 12.0) <= one + 1e-9, r  # type: ignore[arg-type]
-        # Besides, only the reconciliation reads (read_nodes + read_owned every 6
-        # intervals: 4 a minute), give or take one reconciliation in the window.
+        # Besides, only the reconciliation reads (read_nodes, a follower's glance, and
+        # read_owned every 6 intervals: 4 a minute), give or take one in the window.
         verbs = dict(r["verbs_per_minute"])  # type: ignore[call-overload]
-        assert set(verbs) <= {"heartbeat", "read_nodes", "read_owned"}, r
+        assert set(verbs) <= {"heartbeat", "read_nodes", "glance", "read_owned"}, r
         extra = float(r["per_minute"]) - float(r["heartbeats_per_minute"])  # type: ignore[arg-type]
         allowance = 2 * (math.ceil(intervals / reconciliations) + 1) * one
         assert 0 <= extra <= allowance, r

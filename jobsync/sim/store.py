@@ -105,6 +105,7 @@ class SimStore(MemoryStore):
 
     # -- the adversarial hooks of MemoryStore ----------------------------------------
     def _inside(self, client: str, verb: str, site: str, held: Sequence[tuple[str, str]]) -> None:
+        verb = fault_name(verb)
         seconds = self.pause_inside.pop((client, verb), 0.0) or self.pause_inside_any.pop(verb, 0.0)
         if not seconds or self.on_pause is None:
             return
@@ -119,6 +120,7 @@ class SimStore(MemoryStore):
                     del self.node_locks[key]
 
     def _committed(self, client: str, verb: str) -> None:
+        verb = fault_name(verb)
         seconds = self.pause_after.pop((client, verb), 0.0)
         if seconds and self.on_pause is not None:
             self.on_pause(client, seconds, f"paused after {verb} committed")
@@ -138,6 +140,16 @@ class SimStore(MemoryStore):
             self.verb_failures[client, verb] = self.verb_failures.get((client, verb), 0) + n
 
 
+FAULT_NAMES = {"glance": "read_nodes"}
+"""Verbs that meet the faults armed for another: a node that does not lead reads
+who leads with ``glance``, a leader with ``read_nodes``, one step of the node
+under one name in the fault catalogue (``faults.VERBS``)."""
+
+
+def fault_name(verb: str) -> str:
+    return FAULT_NAMES.get(verb, verb)
+
+
 class SimBackend(MemoryBackend):
     """One simulated process's connection: a MemoryBackend with the ack fault."""
 
@@ -152,6 +164,7 @@ class SimBackend(MemoryBackend):
     def _begin(self, verb: str) -> None:
         super()._begin(verb)
         store = self._store
+        verb = fault_name(verb)
         left = store.verb_failures.get((self.client, verb), 0)
         if left:
             store.verb_failures[self.client, verb] = left - 1
