@@ -356,7 +356,7 @@ class _ClaimVerbs(_HandleCore, ClaimVerb, SettleVerbs):
         inc, keys, cost = settlement.incarnation, settlement.keys, settlement.cost
         if inside is not HERE:
             tx = self._transaction(inside)
-            return self._run(site, lambda s, _: tx.stage(s, kind, day, inc, keys, cost=cost))
+            return self._run(site, lambda s, _: tx.stage(s, settlement))
         self._wait_for_claims(site, lambda s: [(day, k) for k in s.claims.open_of(day, inc, keys)])
         return self._run(site, lambda s, now: s.claims.settle(kind, day, inc, keys, now, cost=cost))
 

@@ -44,25 +44,8 @@ from typing import TypeVar
 import attrs
 
 from jobsync.backends import _checks as checks
-from jobsync.backends.base import (
-    NODE_ACTIVE,
-    NODE_DEAD,
-    NODE_EVICTED,
-    NODE_LEAVING,
-    ClaimRequest,
-    ClusterView,
-    Heartbeat,
-    HistoryRecord,
-    LockRecord,
-    LockSpec,
-    NodeRecord,
-    OwnedTokens,
-    PlanCommit,
-    Registration,
-    SiteInfo,
-    TokenTable,
-)
 from jobsync.backends.memory.records import ClaimLedger, ClaimRow, LockTable
+from jobsync.core import model as M
 from jobsync.core import rules
 from jobsync.core.defences import PRODUCTION, Defences
 from jobsync.core.errors import (
@@ -72,9 +55,8 @@ from jobsync.core.errors import (
     NotLeader,
 )
 from jobsync.core.hashing import token_for
-from jobsync.core.model import Joining
 
-_RUNNING = (NODE_ACTIVE, NODE_LEAVING)
+_RUNNING = (M.NODE_ACTIVE, M.NODE_LEAVING)
 _K = TypeVar("_K")
 
 
@@ -125,8 +107,8 @@ class TokenRows:
     def holds(self, token: int, incarnation: int | None, epoch: int) -> bool:
         return self.incarnation[token] == incarnation and self.epoch[token] == epoch
 
-    def table(self) -> TokenTable:
-        return TokenTable(
+    def table(self) -> M.TokenTable:
+        return M.TokenTable(
             owner=tuple(self.owner),
             incarnation=tuple(self.incarnation),
             epoch=array("q", self.epoch),
@@ -162,19 +144,19 @@ class _SiteCore:
         self.signals = 0
         """Counter bumps plus plan-basis updates: what ``wait_for_change`` waits on."""
         self.next_incarnation = 1
-        self.nodes: dict[str, NodeRecord] = {}
+        self.nodes: dict[str, M.NodeRecord] = {}
         self.tokens = TokenRows(total, 0)
         self.claims = ClaimLedger()
         self.locks = LockTable()
-        self.history: list[HistoryRecord] = []
+        self.history: list[M.HistoryRecord] = []
 
     # -- counters and judgements -------------------------------------------
     def bump(self) -> None:
         self.change_counter += 1
         self.signals += 1
 
-    def info(self) -> SiteInfo:
-        return SiteInfo(
+    def info(self) -> M.SiteInfo:
+        return M.SiteInfo(
             site=self.name,
             total_tokens=len(self.tokens),
             hash_function=self.hash_function,
@@ -184,10 +166,10 @@ class _SiteCore:
             created_at=self.created_at,
         )
 
-    def sorted_nodes(self) -> tuple[NodeRecord, ...]:
+    def sorted_nodes(self) -> tuple[M.NodeRecord, ...]:
         return tuple(sorted(self.nodes.values(), key=lambda r: (r.registered_at, r.name)))
 
-    def leader(self, now: float) -> NodeRecord | None:
+    def leader(self, now: float) -> M.NodeRecord | None:
         return rules.oldest_live(self.nodes.values(), now)
 
     def gone(self, name: str | None, incarnation: int, now: float) -> bool:
@@ -206,7 +188,7 @@ class _SiteCore:
     def _mark_dead(self, name: str | None, incarnation: int) -> None:
         row = self.nodes.get(name) if name is not None else None
         if row is not None and row.incarnation == incarnation and row.state in _RUNNING:
-            self.nodes[row.name] = attrs.evolve(row, state=NODE_DEAD)
+            self.nodes[row.name] = attrs.evolve(row, state=M.NODE_DEAD)
 
     def _bury(self, name: str | None, incarnation: int) -> None:
         """A gone incarnation: mark its row dead and release its open claims."""
@@ -223,7 +205,7 @@ class _RecordVerbs(_SiteCore):
         date: datetime.date,
         name: str,
         incarnation: int,
-        requests: Sequence[ClaimRequest],
+        requests: Sequence[M.ClaimRequest],
         now: float,
     ) -> frozenset[str]:
         rows, claimed = self.tokens, set()
@@ -260,7 +242,7 @@ class _RecordVerbs(_SiteCore):
 
     # -- locks and history ----------------------------------------------------
     def replace_locks(
-        self, creator: str, locks: Sequence[LockSpec], clear: bool, now: float
+        self, creator: str, locks: Sequence[M.LockSpec], clear: bool, now: float
     ) -> int:
         specs = checks.lock_specs(locks, len(self.tokens))
         if self.locks.replace(creator, specs, clear, now):
@@ -273,10 +255,10 @@ class _RecordVerbs(_SiteCore):
             self.bump()
         return deleted
 
-    def list_locks(self, now: float) -> tuple[LockRecord, ...]:
+    def list_locks(self, now: float) -> tuple[M.LockRecord, ...]:
         return self.locks.visible(now)
 
-    def read_history(self, limit: int) -> tuple[HistoryRecord, ...]:
+    def read_history(self, limit: int) -> tuple[M.HistoryRecord, ...]:
         return tuple(reversed(self.history[-limit:]))
 
     def prune(self, older_than: float, now: float) -> dict[str, int]:
@@ -299,7 +281,7 @@ class SiteState(_RecordVerbs):
                 f"hash_function={hash_function!r}"
             )
 
-    def reset(self, total: int, hash_function: str, now: float) -> SiteInfo:
+    def reset(self, total: int, hash_function: str, now: float) -> M.SiteInfo:
         busy = sorted(
             r.name
             for r in self.nodes.values()
@@ -319,12 +301,12 @@ class SiteState(_RecordVerbs):
         return self.info()
 
     # -- membership -----------------------------------------------------------
-    def register(self, joining: Joining, now: float) -> Registration:
+    def register(self, joining: M.Joining, now: float) -> M.Registration:
         row = rules.takeover(self.nodes.get(joining.name), joining, self.next_incarnation, now)
         self.next_incarnation += 1
         self.nodes[joining.name] = row
         self.bump()
-        return Registration(
+        return M.Registration(
             incarnation=row.incarnation,
             registered_at=now,
             change_counter=self.change_counter,
@@ -333,7 +315,7 @@ class SiteState(_RecordVerbs):
 
     def heartbeat(
         self, name: str, incarnation: int, now: float, watch: str | None, leading: bool
-    ) -> Heartbeat:
+    ) -> M.Heartbeat:
         """The name's row and the watched one by key; every row only when ``leading``."""
         outcome, row = rules.heartbeat(self.nodes.get(name), incarnation, now)
         if row is not None:
@@ -348,7 +330,7 @@ class SiteState(_RecordVerbs):
             if leading
             else None
         )
-        return Heartbeat(
+        return M.Heartbeat(
             outcome=outcome,
             now=now,
             change_counter=self.change_counter,
@@ -366,8 +348,8 @@ class SiteState(_RecordVerbs):
         row = self.nodes.get(name)
         if row is None or row.incarnation != incarnation or not row.is_live(now):
             return False
-        if row.state != NODE_LEAVING:
-            self.nodes[name] = attrs.evolve(row, state=NODE_LEAVING)
+        if row.state != M.NODE_LEAVING:
+            self.nodes[name] = attrs.evolve(row, state=M.NODE_LEAVING)
             self.bump()
         return True
 
@@ -384,8 +366,8 @@ class SiteState(_RecordVerbs):
         if rules.leaves_tombstone(row, now, claims_left=left, keeps_fence=keeps):
             # A dead tombstone keeps the fence, and keeps claims a transaction held
             # (skipped above) in sight of the leader, whose reap releases them.
-            if row.state != NODE_DEAD:
-                self.nodes[name] = attrs.evolve(row, state=NODE_DEAD)
+            if row.state != M.NODE_DEAD:
+                self.nodes[name] = attrs.evolve(row, state=M.NODE_DEAD)
                 changed = True
         else:
             del self.nodes[name]
@@ -395,8 +377,8 @@ class SiteState(_RecordVerbs):
         return changed
 
     # -- planning -------------------------------------------------------------
-    def read_cluster(self, now: float) -> ClusterView:
-        return ClusterView(
+    def read_cluster(self, now: float) -> M.ClusterView:
+        return M.ClusterView(
             now=now,
             site=self.info(),
             nodes=self.sorted_nodes(),
@@ -404,7 +386,7 @@ class SiteState(_RecordVerbs):
             locks=self.locks.visible(now),
         )
 
-    def commit(self, plan: PlanCommit, now: float) -> int:
+    def commit(self, plan: M.PlanCommit, now: float) -> int:
         checks.plan_tokens(plan, len(self.tokens))
         if plan.basis > self.change_counter:
             raise InvalidArgument(
@@ -436,18 +418,18 @@ class SiteState(_RecordVerbs):
         self.bump()
         if plan.history is not None:
             self.history.append(
-                HistoryRecord(
+                M.HistoryRecord(
                     generation=self.generation, leader=plan.leader, at=now, entry=plan.history
                 )
             )
         return self.generation
 
-    def read_owned(self, name: str, incarnation: int, now: float) -> OwnedTokens:
+    def read_owned(self, name: str, incarnation: int, now: float) -> M.OwnedTokens:
         rows = self.tokens
         held = [t for t in rows.held_by(incarnation) if rows.owner[t] == name]
         incoming = {t for t in rows.pending if rows.pending_to[t] == name}
         incoming.update(t for t in rows.held_under(name) if rows.incarnation[t] != incarnation)
-        return OwnedTokens(
+        return M.OwnedTokens(
             now=now,
             change_counter=self.change_counter,
             plan_basis=self.plan_basis,
@@ -490,7 +472,7 @@ class SiteState(_RecordVerbs):
             overdue = rules.overdue(deadline, now)
             holder = row is not None and row.incarnation == rows.incarnation[token]
             if overdue and holder and row is not None and row.state in _RUNNING:
-                self.nodes[row.name] = attrs.evolve(row, state=NODE_EVICTED)
+                self.nodes[row.name] = attrs.evolve(row, state=M.NODE_EVICTED)
                 evicted.add(row.name)
         if evicted:
             self.bump()

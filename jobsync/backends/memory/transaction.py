@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from jobsync.backends.memory.records import ClaimKey, Settle
@@ -12,6 +11,7 @@ from jobsync.core.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from jobsync.backends.memory.store import MemoryStore
+    from jobsync.backends.settle import Settlement
 
 
 class MemoryTransaction:
@@ -35,24 +35,17 @@ class MemoryTransaction:
     def __repr__(self) -> str:
         return f"<MemoryTransaction of {self.client!r}{'' if self.open else ' ended'}>"
 
-    def stage(
-        self,
-        state: SiteState,
-        kind: Settle,
-        day: datetime.date,
-        inc: int,
-        keys: Sequence[str],
-        *,
-        cost: float | None = None,
-    ) -> frozenset[str]:
-        """Lock and stage ``kind`` of this incarnation's open claims among ``keys``.
+    def stage(self, state: SiteState, order: Settlement) -> frozenset[str]:
+        """Lock and stage ``order`` (a completion or release of this incarnation's open
+        claims among its keys).
 
         As in a database transaction, what this transaction already settled is
         no longer open to it: a release after a completion of the same task (or
         a second completion) finds nothing."""
+        kind, day, inc = order.kind, order.day, order.incarnation
         settled = {(s, d, k) for s, _, d, _, ks, _ in self._ops for k in ks}
         mine = frozenset(
-            k for k in state.claims.open_of(day, inc, keys) if (state, day, k) not in settled
+            k for k in state.claims.open_of(day, inc, order.keys) if (state, day, k) not in settled
         )
         blockers = state.claims.blockers([(day, k) for k in mine], self)
         if blockers:
@@ -61,7 +54,7 @@ class MemoryTransaction:
             if state.claims.holder.get((day, key)) is not self:
                 state.claims.holder[day, key] = self
                 self._locked.append((state, (day, key)))
-        self._ops.append((state, kind, day, inc, mine, cost))
+        self._ops.append((state, kind, day, inc, mine, order.cost))
         return mine
 
     def commit(self) -> None:

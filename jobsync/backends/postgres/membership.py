@@ -12,23 +12,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from jobsync.backends import _checks as checks
-from jobsync.backends.base import (
-    NODE_ACTIVE,
-    NODE_LEAVING,
-    Glance,
-    Heartbeat,
-    HeartbeatOutcome,
-    NodeRecord,
-    Registration,
-)
+from jobsync.backends.base import NODE_ACTIVE, NODE_LEAVING
 from jobsync.backends.node_verbs import DrainOrder, DrainVerb, RegisterVerb
 from jobsync.backends.postgres import rows as V
 from jobsync.backends.postgres.handle import Queries, _Handle, unknown_site
 from jobsync.backends.postgres.session import Session
-from jobsync.core.errors import (
-    NodeNameConflict,
+from jobsync.core.errors import NodeNameConflict
+from jobsync.core.model import (
+    Glance,
+    Heartbeat,
+    HeartbeatOutcome,
+    Joining,
+    NodeRecord,
+    Registration,
 )
-from jobsync.core.model import Joining
 
 _RUNNING = (NODE_ACTIVE, NODE_LEAVING)
 _RowWrite = Callable[[Session, Queries, dict[str, object]], "str | bool"]
