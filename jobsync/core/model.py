@@ -27,6 +27,8 @@ NODE_LEAVING = "leaving"
 NODE_DEAD = "dead"
 NODE_EVICTED = "evicted"
 NODE_STATES = (NODE_ACTIVE, NODE_LEAVING, NODE_DEAD, NODE_EVICTED)
+CLAIM_STATUSES = ("claimed", "done")
+"""An audit row's status: its claim open, or completed (a released claim has no row)."""
 
 
 class HeartbeatOutcome(enum.Enum):

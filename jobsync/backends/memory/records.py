@@ -12,19 +12,15 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal
 
 import attrs
 
 from jobsync.backends.base import AuditRecord, LockRecord, LockSpec
 from jobsync.backends.capabilities import Completion
+from jobsync.backends.settle import Kind
+from jobsync.core.model import CLAIM_STATUSES
 
 ClaimKey = tuple[datetime.date, str]
-Settle = Literal["complete", "release"]
-"""What becomes of an open claim: done, or given back (deleted)."""
-
-CLAIMED = "claimed"
-DONE = "done"
 
 
 @attrs.define(slots=True)
@@ -88,7 +84,7 @@ class ClaimLedger:
 
     def settle(
         self,
-        kind: Settle,
+        kind: Kind,
         date: datetime.date,
         incarnation: int,
         keys: Iterable[str],
@@ -128,7 +124,7 @@ class ClaimLedger:
                 incarnation=row.incarnation,
                 token=row.token,
                 epoch=row.epoch,
-                status=CLAIMED if row.completed_at is None else DONE,
+                status=CLAIM_STATUSES[row.completed_at is not None],
                 claimed_at=row.claimed_at,
                 completed_at=row.completed_at,
             )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING
 
-from jobsync.backends.memory.records import ClaimKey, Settle
+from jobsync.backends.memory.records import ClaimKey
 from jobsync.backends.memory.site import SiteState
+from jobsync.backends.settle import Kind
 from jobsync.core.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ class MemoryTransaction:
         self.client = client
         self.open = True
         self._ops: list[
-            tuple[SiteState, Settle, datetime.date, int, frozenset[str], float | None]
+            tuple[SiteState, Kind, datetime.date, int, frozenset[str], float | None]
         ] = []
         self._locked: list[tuple[SiteState, ClaimKey]] = []
 
