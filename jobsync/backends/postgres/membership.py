@@ -1,6 +1,6 @@
 """Membership on PostgreSQL: register, heartbeat, mark_leaving, deregister, read_nodes.
 
-Each is one statement of ``queries`` (UPSERT_NODE, HEARTBEAT, DEREGISTER, ...),
+Each is one statement of ``member_queries`` (UPSERT_NODE, HEARTBEAT, DEREGISTER, ...),
 which embodies the rule of ``jobsync.core.rules`` it is named after there; a
 registration, a leave and a deregistration are short transactions that lock
 the site row first and bump the change counter; a heartbeat is one

@@ -1,9 +1,9 @@
 """The statements that embody no protocol rule: sites, locks, history, pruning
 and plain reads.
 
-The rules' statements are in ``queries``, which documents the templates, the
-macros and the lock order that apply here too, and renders both modules'
-statements.  ``BUSY_NODES`` refuses a reset while any node may still act: its lease or
+The rules' statements are in ``member_queries``, ``plan_queries`` and
+``settle_queries``; ``queries`` documents the templates, the macros and the
+lock order that apply here too, and renders every module's statements.  ``BUSY_NODES`` refuses a reset while any node may still act: its lease or
 its fence is not over.
 """
 

@@ -2,7 +2,7 @@
 
 Rows come back with times as float seconds (``extract(epoch ...)``); some
 arrive through JSON, where whole numbers are ints, hence the ``float()``s.
-Plans go out as the dense or compact arrays of ``queries.ASSIGN`` /
+Plans go out as the dense or compact arrays of ``plan_queries.ASSIGN`` /
 ``ASSIGN_FEW``, as comma-separated text: adapting a Python list of 10,000 ints
 element by element costs more than the UPDATE it feeds.
 """
@@ -103,7 +103,7 @@ def cluster_view(row: Row) -> ClusterView:
 
 # -- plans to parameters ---------------------------------------------------------
 def dense_assigns(site: str, assigns: Sequence[DirectAssign], total: int) -> dict[str, Any]:
-    """The ASSIGN parameters: dense arrays indexed by token (see queries.ASSIGN)."""
+    """The ASSIGN parameters: dense arrays indexed by token (see plan_queries.ASSIGN)."""
     exp_incs, exp_epochs, owner_ix, incs = [-1] * total, [-1] * total, [0] * total, [-1] * total
     names: dict[str, int] = {}
     for a in assigns:
