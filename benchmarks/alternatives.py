@@ -1,7 +1,8 @@
 """Token -> node schemes that jobsync's explicit table is compared against.
 
-Each scheme is written here from its published description (see
-/work/shared/FIELD_NOTES.md section 2 for the references); none is copied
+Each scheme is written here from its published description (Jump consistent
+hashing, Maglev, rendezvous and ring hashing, with and without bounded loads);
+none is copied
 from an implementation.  All of them are pure Python and deterministic: keys
 come from blake2b of the token id (or of the node name), and nothing reads a
 global random state.
@@ -34,7 +35,7 @@ Conventions worth knowing when reading the benchmark:
   must be large relative to the number of *nodes* (the paper asks for
   M >= 100 N), not the number of tokens: a smaller prime for small T would
   only add disruption, so we don't.  At N = 1000 the 65537 table is only
-  65 N, as in FIELD_NOTES' simulation.
+  65 N, as in the Maglev paper's own simulation.
 - ``HashRing`` (and the bounded-load ring) memoises each node's points, as
   a running ring keeps them; a membership change re-sorts the points and
   looks every key up again.

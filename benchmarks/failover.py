@@ -17,8 +17,8 @@ completions in the same transaction as its side effect, and logging what
 
 Times are from the event (registration on the database's clock; the
 signal) to the first sample, in a worker's main thread, that saw the last of
-the tokens claimable: what a user's loop experiences.  Bounds are DESIGN.md
-section 6's: ``timeout + 1 s`` after a crash, ``1 s`` after a join or leave.
+the tokens claimable: what a user's loop experiences.  Bounds are the README's
+guarantee 2: ``timeout + 1 s`` after a crash, ``1 s`` after a join or leave.
 Timings: ``fast`` is heartbeat 0.5 s / timeout 2 s / margin 0.5 s (the fault
 tests'); ``default`` is the library's 5 s / 15 s (a crash then takes ~16 s).
 

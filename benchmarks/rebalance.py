@@ -4,7 +4,7 @@ Run ``python -m benchmarks.rebalance`` (about 40 s on two idle cores),
 ``--quick`` for a few seconds, ``--json PATH`` for machine-readable rows and
 ``--plot PATH`` for a PNG (needs matplotlib: ``pip install 'jobsync[bench]'``).
 
-What is measured (FIELD_NOTES sections 2 and 3):
+What is measured (the planner's laws: docs/PROTOCOL.md section 3):
 
 - Scenarios, each a sequence of membership changes applied to a starting
   cluster of N nodes holding T tokens:
@@ -28,7 +28,7 @@ What is measured (FIELD_NOTES sections 2 and 3):
     dies), ``pinned-gpu-outage`` (all gpu nodes die: the ``['gpu-%']``
     tokens become unowned, the fallback tokens go to cpu nodes) and
     ``pinned-messy`` (jobsync only: a random, unbalanced, pin-violating
-    start, then 5 random members die; FIELD_NOTES 3.2's stress case).
+    start, then 5 random members die: a stress case for the pinned planner).
 
 - Jump (``jump``) removes only its last buckets, as the algorithm requires,
   so in leave, crash and burst its victims are the newest members instead of
@@ -36,7 +36,7 @@ What is measured (FIELD_NOTES sections 2 and 3):
   replacement.  ``jump-middle`` is Jump used without that discipline: a
   leaving member is cut out and the buckets after it renumbered.  Its cost
   depends on the victim's position, so in leave and crash it removes the
-  middle member of the arrival order (the case FIELD_NOTES quotes); in burst
+  middle member of the arrival order (about half of all keys move); in burst
   it removes the same random members as everyone else; in ``rolling`` the
   oldest member goes first, so every bucket shifts: about T moves a step.
 
@@ -58,7 +58,7 @@ What is measured (FIELD_NOTES sections 2 and 3):
   fewer tokens than ``LB`` on a join (its newcomer is under-filled) or on a
   leave (its victim held fewer than a balanced share).
 
-- Lower bounds: unpinned ones come from FIELD_NOTES 3.1 (``orphans + sum of
+- Lower bounds: unpinned ones come from the movement law (``orphans + sum of
   max(0, held - target)`` with the "+1" slots on the nodes holding the
   most), computed independently of the planner and compared with the
   planner's ``lower_bound`` and its ``moved``.  For pinned scenarios the
@@ -317,7 +317,7 @@ def pinned_scenarios(seed: int, total: int, n: int) -> list[Scenario]:
     join = [Step((*base, joiner))]
     crash = [Step(_without(base, [victim]))]
     outage = [Step(_without(base, gpu))]
-    # FIELD_NOTES 3.2's stress case: a random (unbalanced, pin-violating)
+    # The pinned planner's stress case: a random (unbalanced, pin-violating)
     # assignment, then 5 members die.
     dead = 5
     messy = [Step(_without(base, rng.sample(base, dead)))]

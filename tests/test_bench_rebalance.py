@@ -75,7 +75,7 @@ def test_jobsync_reaches_the_lower_bound_with_perfect_balance(
             assert row["pin_violations"] == 0, row
         else:
             assert row["max_minus_min"] <= 1, row
-    # The textbook numbers (FIELD_NOTES 3.1) at T = 10,000.
+    # The movement law's numbers (docs/PROTOCOL.md section 3) at T = 10,000.
     assert _one(ours, scenario="join", total_tokens=10_000, nodes=100)["moved"] == 99
     assert _one(ours, scenario="join", total_tokens=10_000, nodes=10)["moved"] == 909
     assert _one(ours, scenario="leave", total_tokens=10_000, nodes=100)["moved"] == 100

@@ -1,4 +1,4 @@
-"""The planner's laws (DESIGN.md section 4), each against an independent oracle.
+"""The planner's laws (docs/PROTOCOL.md section 3), each against an independent oracle.
 
 The oracles are tests/support/planner_oracle.py's: a general min-cost flow
 over single tokens (networkx network simplex) whose optimum is

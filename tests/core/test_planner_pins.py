@@ -72,7 +72,7 @@ def test_first_pattern_matching_any_live_node_decides() -> None:
 
 
 def test_a_few_pinned_nodes_carry_their_forced_load() -> None:
-    # FIELD_NOTES 3.2 scaled down: 150 tokens pinned to 10 gpu nodes force 15
+    # A GPU fleet scaled down: 150 tokens pinned to 10 gpu nodes force 15
     # each; the other 250 spread over 30 nodes as 8 or 9.
     names = [f"gpu-{i}" for i in range(10)] + [f"cpu-{i}" for i in range(30)]
     locks = {t: ["gpu-%"] for t in range(0, 400, 400 // 150)[:150]}

@@ -88,7 +88,7 @@ class Timing:
 
     @property
     def crash_bound(self) -> float:
-        """DESIGN.md section 6, guarantee 2: claimable again within timeout + 1 s of a crash."""
+        """The README's guarantee 2: claimable again within timeout + 1 s of a crash."""
         return self.timeout + 1.0
 
     GRACEFUL_BOUND = 1.0
@@ -113,7 +113,7 @@ FAST = Timing()
 """The suite's timings: heartbeat 0.5 s, timeout 2 s, margin 0.5 s."""
 
 TOLERANCE = 1.0
-"""Seconds added to every time bound of DESIGN.md section 6 in these tests: a
+"""Seconds added to every time bound of the README's guarantees in these tests: a
 loaded 2-core CI machine runs the database, the test and up to 20 Python
 workers at once, and a worker's threads can wait that long for a core."""
 
@@ -819,7 +819,7 @@ class Cluster:
         )
 
     def leader(self) -> str | None:
-        """The oldest live node (DESIGN.md section 5), from the node table."""
+        """The oldest live node (docs/PROTOCOL.md section 4), from the node table."""
         if self.backend == "postgres":
             live = "last_heartbeat + lease_timeout * interval '1 second' > clock_timestamp()"
             params: tuple[Any, ...] = (self.site,)

@@ -8,7 +8,7 @@ something on purpose, and checks with ``harness.History``:
 - every task done exactly once (no duplicate write, nothing stranded);
 - no two processes ever saw one token claimable at the same time, and the
   accepted writes never go back in epoch order per token;
-- the heal time after the fault is within DESIGN.md section 6, guarantee 2
+- the heal time after the fault is within the README's guarantee 2
   (``timeout + 1 s`` after a crash, ``1 s`` after a graceful join or leave),
   plus ``harness.TOLERANCE`` (1 s) for a loaded 2-core CI machine.
 
@@ -215,8 +215,8 @@ def _zombie_checks(
     late_claims = [r for r in rows if r["claimed_at"] > cut + grace]
     late_writes = [r for r in rows if (r["committed_at"] or r["written_at"]) > back]
     assert late_claims == [], late_claims[:3]
-    # Completion is fenced by the claim (DESIGN.md section 5): a completion the zombie
-    # had already written inside its still-open transaction may commit after it
+    # Completion is fenced by the claim (docs/PROTOCOL.md section 4): a completion
+    # the zombie had already written inside its still-open transaction may commit after it
     # resumes.  Its claim row kept everyone else off the task, so it is done once
     # (check_history proves it); nothing it claimed after the cut lands.
     assert len(late_writes) <= in_flight, late_writes[:3]
