@@ -3,8 +3,9 @@ and plain reads.
 
 The rules' statements are in ``member_queries``, ``plan_queries`` and
 ``settle_queries``; ``queries`` documents the templates, the macros and the
-lock order that apply here too, and renders every module's statements.  ``BUSY_NODES`` refuses a reset while any node may still act: its lease or
-its fence is not over.
+lock order that apply here too, and renders every module's statements.
+``BUSY_NODES`` refuses a reset while any node may still act: its lease or its
+fence is not over.
 """
 
 from __future__ import annotations
