@@ -2,7 +2,7 @@
 
 Each is a runtime-checkable protocol: the runtime asks ``isinstance(backend,
 CompletionFeed)`` before it relies on one.  All three shipped backends offer
-all three; a backend of your own may leave them out.  ``Nudge`` is the
+all of them; a backend of your own may leave them out.  ``Nudge`` is the
 shipped backends' way of offering ``InterruptibleWait``.
 """
 
@@ -26,6 +26,27 @@ class Completion:
     claimed_at: float
     completed_at: float
     cost: float | None = None
+
+
+@attrs.frozen(kw_only=True)
+class Reaped:
+    """What one reap did: claims released, and claims of ended incarnations it left
+    because an open transaction held their rows (a later reap must look again)."""
+
+    released: int
+    skipped: int
+
+
+@runtime_checkable
+class ReapCounts(Protocol):
+    """A backend whose reap also says what it had to skip.  Without it the leader
+    looks once more a reconciliation interval after a death and then stops; with
+    it, it keeps looking while claims of ended incarnations are held locked (a
+    dead worker's transaction the server has not seen end yet)."""
+
+    def reap_counts(self, site: str) -> Reaped:
+        """``reap_claims``, counting what it released and what it skipped."""
+        ...
 
 
 @runtime_checkable

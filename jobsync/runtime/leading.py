@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from jobsync.backends.base import NodeRecord
+from jobsync.backends.capabilities import ReapCounts
 from jobsync.core import rules
 from jobsync.core.errors import ConflictError, NotLeader
 from jobsync.core.locks import LockConflict
@@ -200,8 +201,9 @@ class Leading:
         no longer live, and once more a reconciliation interval after any
         incarnation ended (a dead row, or a row live at the previous read and now
         gone: it deregistered, releasing what it could), for claim rows that a
-        transaction held locked at the time (they are skipped, not waited on).
-        Nothing else: a quiet site reaps nothing."""
+        transaction held locked at the time (they are skipped, not waited on);
+        again every reconciliation interval while a reap says it skipped some
+        (``ReapCounts``).  Nothing else: a quiet site reaps nothing."""
         node, agenda = self.node, self.node.agenda
         live = frozenset((n.name, n.incarnation) for n in nodes if rules.is_live(n, backend_now))
         dead = frozenset((n.name, n.incarnation) for n in nodes) - live
@@ -216,10 +218,20 @@ class Leading:
                 agenda.at(REAP, later, reason="an incarnation ended", wakes=False)
         if not died and now < agenda.when(REAP):
             return
-        node.backend.reap_claims(node.site)  # raising, it is retried: the deaths stay new
+        backend = node.backend
+        skipped = None  # unknown: look once more only (see below)
+        if isinstance(backend, ReapCounts):  # raising, it is retried: the deaths stay new
+            skipped = backend.reap_counts(node.site).skipped
+        else:
+            backend.reap_claims(node.site)
         node.stats["reaps"] += 1
         self._reaped = dead  # deleted rows drop out: the set stays small
-        if not died:
+        if skipped:
+            # Claims of ended incarnations an open transaction still holds (a dead
+            # worker's, until the server sees its connection end): look again.
+            later = now + node.config.rebalance_check_interval_sec
+            agenda.at(REAP, later, reason="claims skipped while locked", wakes=False)
+        elif not died:
             agenda.cancel(REAP)
 
     def _report(self, decision: leadership.Decision) -> None:

@@ -35,6 +35,7 @@ from jobsync.backends.base import (
     Registration,
     Revoke,
 )
+from jobsync.backends.capabilities import Reaped
 from jobsync.backends.postgres import PostgresBackend
 from jobsync.backends.url import open_backend as open_url
 from jobsync.core.errors import BackendUnavailable, InvalidArgument, LockTimeout
@@ -238,6 +239,19 @@ def test_reap_claims_skips_the_locked_claim_row(held: Held) -> None:
     assert held.open_claims() == {"k1"}
     held.user.rollback()
     assert db.reap_claims(SITE) == 1
+    assert held.open_claims() == frozenset()
+
+
+def test_reap_counts_says_what_it_skipped(held: Held) -> None:
+    """The leader keeps reaping while a reap skips claims of an ended incarnation (a
+    dead worker's transaction still open on the server): ``reap_counts`` says so."""
+    db = held.db
+    db.register(SITE, "a", 600.0, process="pa")  # a's incarnation is over (no fence)
+    assert db.reap_counts(SITE) == Reaped(released=1, skipped=1)  # k2; k1 locked
+    assert db.reap_counts(SITE) == Reaped(released=0, skipped=1)  # still locked
+    held.user.rollback()
+    assert db.reap_counts(SITE) == Reaped(released=1, skipped=0)
+    assert db.reap_counts(SITE) == Reaped(released=0, skipped=0)
     assert held.open_claims() == frozenset()
 
 

@@ -18,7 +18,7 @@ import attrs
 
 from jobsync.backends import _checks as checks
 from jobsync.backends import base as B
-from jobsync.backends.capabilities import Completion
+from jobsync.backends.capabilities import Completion, Reaped
 from jobsync.backends.memory.records import ClaimKey
 from jobsync.backends.memory.site import SiteState
 from jobsync.backends.memory.transaction import MemoryTransaction
@@ -393,6 +393,9 @@ class _ClaimVerbs(_HandleCore, ClaimVerb, SettleVerbs):
         return self._run(site, lambda s, _: s.claims.completions(after, limit))
 
     def reap_claims(self, site: str) -> int:
+        return self.reap_counts(site).released
+
+    def reap_counts(self, site: str) -> Reaped:
         self._begin("reap_claims")
         site = checks.site_name(site)
         held: list[tuple[str, str]] = []
@@ -408,7 +411,8 @@ class _ClaimVerbs(_HandleCore, ClaimVerb, SettleVerbs):
             )
 
         self._wait_unless_bounded(site, gone_keys)
-        return self._run(site, lambda s, now: s.reap(now), held)
+        released, skipped = self._run(site, lambda s, now: s.reap(now), held)
+        return Reaped(released=released, skipped=skipped)
 
 
 class MemoryBackend(_SiteVerbs, _ClaimVerbs):

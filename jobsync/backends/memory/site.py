@@ -221,14 +221,16 @@ class _RecordVerbs(_SiteCore):
                 claimed.add(request.task_key)  # a retry whose first answer was lost
         return frozenset(claimed)
 
-    def reap(self, now: float) -> int:
+    def reap(self, now: float) -> tuple[int, int]:
+        """(claims released, claims of ended incarnations kept: locked by a transaction)."""
         claimers = self.claims.open_incarnations()
         gone = [(name, inc) for name, inc in claimers if self.gone(name, inc, now)]
         for name, inc in gone:
             self._mark_dead(name, inc)
         released = sum(self.claims.release_all(inc) for _, inc in gone)
+        skipped = len(self.claims.open_keys_of(inc for _, inc in gone))
         self._purge_nodes(now)
-        return released
+        return released, skipped
 
     def claimer_names(self) -> list[str]:
         """Names of the nodes with an open claim, sorted."""

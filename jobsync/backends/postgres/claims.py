@@ -19,7 +19,7 @@ import psycopg
 
 from jobsync.backends import _checks as checks
 from jobsync.backends.base import DEAD_NODE_RETENTION, AuditRecord
-from jobsync.backends.capabilities import Completion
+from jobsync.backends.capabilities import Completion, Reaped
 from jobsync.backends.postgres import rows
 from jobsync.backends.postgres.handle import Queries, Row, _Handle, translate, unknown_site
 from jobsync.backends.postgres.session import Session
@@ -169,17 +169,23 @@ class _Claims(ClaimVerb, SettleVerbs, _Handle):
         return self._call("read_completions", site, body)
 
     def reap_claims(self, site: str) -> int:
+        return self.reap_counts(site).released
+
+    def reap_counts(self, site: str) -> Reaped:
         site = checks.site_name(site)
 
         params = {"site": site, "retention": DEAD_NODE_RETENTION}
 
         # One autocommit statement, without the site lock (see settle_queries.REAP).
-        def body(s: Session, q: Queries) -> int:
+        # Its last column counts the ended incarnations' claims in the statement's
+        # snapshot, those it deleted included: the rest were skipped as locked.
+        def body(s: Session, q: Queries) -> Reaped:
             row = s.execute(q["REAP"], params).fetchone()
             assert row is not None
             if not row[0]:
                 raise unknown_site(site)
-            return int(row[1])
+            released = int(row[1])
+            return Reaped(released=released, skipped=max(0, int(row[3]) - released))
 
         return self._call("reap_claims", site, body)
 

@@ -152,4 +152,6 @@ purged AS (
       AND NOT EXISTS (SELECT 1 FROM {token} t WHERE t.site = n.site AND t.node = n.name)
       AND NOT EXISTS (SELECT 1 FROM h WHERE h.node = n.name)
     RETURNING 1)
-SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM d), (SELECT count(*) FROM purged)"""
+SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM d), (SELECT count(*) FROM purged),
+    (SELECT count(*) FROM {audit} a WHERE a.site = %(site)s AND a.status = 'claimed'
+       AND a.incarnation IN (SELECT incarnation FROM gone))"""

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from jobsync.backends import _checks as C
 from jobsync.backends.base import AuditRecord
-from jobsync.backends.capabilities import Completion
+from jobsync.backends.capabilities import Completion, Reaped
 from jobsync.backends.settle import HERE, ClaimOrder, ClaimVerb, Settlement, SettleVerbs
 from jobsync.backends.sqlite import queries as Q
 from jobsync.backends.sqlite import rows as R
@@ -157,6 +157,10 @@ class _Claims(ClaimVerb, SettleVerbs, _Session):
                 Completion(token=t, claimed_at=c, completed_at=d, cost=cost)
                 for t, c, d, cost in found
             )
+
+    def reap_counts(self, site: str) -> Reaped:
+        """The whole file is locked for the statement: nothing is ever skipped."""
+        return Reaped(released=self.reap_claims(site), skipped=0)
 
     def reap_claims(self, site: str) -> int:
         C.site_name(site)
