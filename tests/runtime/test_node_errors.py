@@ -278,6 +278,22 @@ def test_the_leader_reaps_when_a_node_dies_not_on_every_pass() -> None:
     assert reaped()["reap_claims"] <= reaps + 2  # at most once more per reconciliation interval
 
 
+DAY = datetime.date(2024, 1, 1)
+
+
+def _completed_in_open_transaction(store: MemoryStore, b: Node) -> Any:
+    """``b`` claims task "t" and completes it inside a user transaction left open,
+    which holds the claim row; returns the transaction."""
+    token = min(b.snapshot.tokens)
+    request = ClaimRequest(task_key="t", token=token, epoch=b.snapshot.epochs[token])
+    assert b.backend.claim(SITE, DAY, "b", b.incarnation or 0, [request]) == {"t"}
+    tx = store.transaction("b's user")
+    transactional = b.backend
+    assert isinstance(transactional, TransactionalCompletion)
+    assert transactional.complete_in(tx, SITE, DAY, b.incarnation or 0, ["t"]) == {"t"}
+    return tx
+
+
 def test_a_claim_skipped_while_locked_is_reaped_once_more_on_a_quiet_site() -> None:
     clock = VirtualClock()
     store = MemoryStore(clock)
@@ -285,14 +301,7 @@ def test_a_claim_skipped_while_locked_is_reaped_once_more_on_a_quiet_site() -> N
     assert drive([a, b], clock, 10, lambda: a.ready and b.ready)
     drive([a, b], clock, 2 * CFG.rebalance_check_interval_sec)
     assert a.stats["reaps"] == 0  # nobody died: a quiet site reaps nothing
-    token = min(b.snapshot.tokens)
-    day = datetime.date(2024, 1, 1)
-    request = ClaimRequest(task_key="t", token=token, epoch=b.snapshot.epochs[token])
-    assert b.backend.claim(SITE, day, "b", b.incarnation or 0, [request]) == {"t"}
-    tx = store.transaction("b's user")
-    transactional = b.backend
-    assert isinstance(transactional, TransactionalCompletion)
-    assert transactional.complete_in(tx, SITE, day, b.incarnation or 0, ["t"]) == {"t"}
+    day, tx = DAY, _completed_in_open_transaction(store, b)
     b.tick(clock.t, [Signal.DRAIN])  # b leaves while its user's transaction holds the row
     assert drive([a, b], clock, 5, lambda: b.state is NodeState.STOPPED)
     assert drive([a], clock, 2, lambda: a.stats["reaps"] > 0)
@@ -315,14 +324,7 @@ def test_a_claim_locked_past_the_second_reap_is_reaped_once_its_transaction_ends
     store = MemoryStore(clock)
     a, b = make(store, "a"), make(store, "b")
     assert drive([a, b], clock, 10, lambda: a.ready and b.ready)
-    token = min(b.snapshot.tokens)
-    day = datetime.date(2024, 1, 1)
-    request = ClaimRequest(task_key="t", token=token, epoch=b.snapshot.epochs[token])
-    assert b.backend.claim(SITE, day, "b", b.incarnation or 0, [request]) == {"t"}
-    tx = store.transaction("b's user")
-    transactional = b.backend
-    assert isinstance(transactional, TransactionalCompletion)
-    assert transactional.complete_in(tx, SITE, day, b.incarnation or 0, ["t"]) == {"t"}
+    day, tx = DAY, _completed_in_open_transaction(store, b)
     drive([a], clock, CFG.heartbeat_timeout_sec + 1)  # b crashed, its transaction open
     assert a.stats["reaps"] == 1
     drive([a], clock, 2 * CFG.rebalance_check_interval_sec + 1)  # still open
