@@ -331,6 +331,14 @@ def _count(db: dict[str, str], query: str, *params: object) -> Any:
     return row[0]
 
 
+def _wait_started(worker: subprocess.Popen[str], log: Path) -> None:
+    """Until the worker says ``ready``; fail with its log if it ends first."""
+    O.wait_for(
+        lambda: O.log_says(log, "ready") or worker.poll() is not None, 60, f"{log.stem} to start"
+    )
+    assert worker.poll() is None, log.read_text()
+
+
 @pytest.mark.slow
 def test_zero_downtime_new_workers_claim_nothing_until_the_originals_stop_then_take_over(
     original_python: Path, db: dict[str, str], tmp_path: Path
@@ -339,13 +347,16 @@ def test_zero_downtime_new_workers_claim_nothing_until_the_originals_stop_then_t
     feeder = _Feeder(db)
     processes: list[subprocess.Popen[str]] = []
     try:
-        originals = [
-            O.original_worker(
-                original_python, db, name, "--timeout=6", log=tmp_path / f"{name}.log"
-            )
-            for name in ("orig-1", "orig-2")
-        ]
-        processes += originals
+        originals = []
+        for name in ("orig-1", "orig-2"):
+            # One after the other: the original creates its tables with CREATE
+            # TABLE IF NOT EXISTS, which two processes starting at once can race
+            # on (a unique violation in pg_type ends the loser at start).
+            log = tmp_path / f"{name}.log"
+            originals.append(O.original_worker(original_python, db, name, "--timeout=6", log=log))
+            worker = originals[-1]
+            processes.append(worker)
+            _wait_started(worker, log)
         processed_by = "SELECT count(*) FROM processed WHERE fleet = %s"
         O.wait_for(lambda: _count(db, processed_by, "original") >= 20, 60, "originals at work")
 
@@ -366,7 +377,7 @@ def test_zero_downtime_new_workers_claim_nothing_until_the_originals_stop_then_t
 
         originals[0].send_signal(signal.SIGTERM)  # leaves cleanly: audit written, row gone
         originals[1].send_signal(signal.SIGKILL)  # its heartbeat times out
-        assert originals[0].wait(timeout=30) == 0
+        assert originals[0].wait(timeout=30) == 0, (tmp_path / "orig-1.log").read_text()
         originals[1].wait(timeout=30)
         stopped = time.monotonic()
         O.wait_for(lambda: all(O.log_says(log, "ready") for log in logs), 60, "the takeover")
