@@ -100,6 +100,7 @@ from jobsync.core.model import (  # re-exported: the values the verbs speak in
     NodeRecord,
     OwnedTokens,
     PlanCommit,
+    Reaped,
     Registration,
     Revoke,
     SiteInfo,
@@ -129,6 +130,7 @@ __all__ = [
     "NodeRecord",
     "OwnedTokens",
     "PlanCommit",
+    "Reaped",
     "Registration",
     "Revoke",
     "SiteInfo",
@@ -379,13 +381,14 @@ class CoordinationBackend(Protocol):
         """Claims and completions of a date (optionally of one node), by task key."""
         ...
 
-    def reap_claims(self, site: str) -> int:
+    def reap_claims(self, site: str) -> Reaped:
         """Release open claims whose incarnation's lease has expired (statement clock),
         skipping claim rows locked by an open transaction, and delete node rows
         that are not live, whose lease ended more than ``DEAD_NODE_RETENTION``
         seconds ago, whose fence is over and that no token row names.  Holds no
         lock on a live node's row beyond one statement.  Returns how many claims
-        were released."""
+        it released and how many open claims of ended incarnations it skipped as
+        locked (the caller looks again later while any are)."""
         ...
 
     def replace_locks(

@@ -28,27 +28,6 @@ class Completion:
     cost: float | None = None
 
 
-@attrs.frozen(kw_only=True)
-class Reaped:
-    """What one reap did: claims released, and claims of ended incarnations it left
-    because an open transaction held their rows (a later reap must look again)."""
-
-    released: int
-    skipped: int
-
-
-@runtime_checkable
-class ReapCounts(Protocol):
-    """A backend whose reap also says what it had to skip.  Without it the leader
-    looks once more a reconciliation interval after a death and then stops; with
-    it, it keeps looking while claims of ended incarnations are held locked (a
-    dead worker's transaction the server has not seen end yet)."""
-
-    def reap_counts(self, site: str) -> Reaped:
-        """``reap_claims``, counting what it released and what it skipped."""
-        ...
-
-
 @runtime_checkable
 class CompletionFeed(Protocol):
     """A backend that lists completions in the order they finished, in bounded batches:

@@ -219,6 +219,16 @@ class ClusterView:
 
 
 @attrs.frozen(kw_only=True)
+class Reaped:
+    """What one reap did: claims it released, and open claims of ended incarnations
+    it left because an open transaction held their rows (a dead worker's, until
+    the server sees its connection end): a later reap must look again."""
+
+    released: int
+    skipped: int
+
+
+@attrs.frozen(kw_only=True)
 class Glance:
     """A non-leader's read of the node rows: its own and the leader's, nothing else.
 

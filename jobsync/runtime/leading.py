@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 import attrs
 
 from jobsync.backends.base import NodeRecord
-from jobsync.backends.capabilities import ReapCounts
 from jobsync.core import rules
 from jobsync.core.errors import ConflictError, NotLeader
 from jobsync.core.locks import LockConflict
@@ -202,8 +201,8 @@ class Leading:
         incarnation ended (a dead row, or a row live at the previous read and now
         gone: it deregistered, releasing what it could), for claim rows that a
         transaction held locked at the time (they are skipped, not waited on);
-        again every reconciliation interval while a reap says it skipped some
-        (``ReapCounts``).  Nothing else: a quiet site reaps nothing."""
+        again every reconciliation interval while a reap says it skipped some.
+        Nothing else: a quiet site reaps nothing."""
         node, agenda = self.node, self.node.agenda
         live = frozenset((n.name, n.incarnation) for n in nodes if rules.is_live(n, backend_now))
         dead = frozenset((n.name, n.incarnation) for n in nodes) - live
@@ -218,12 +217,8 @@ class Leading:
                 agenda.at(REAP, later, reason="an incarnation ended", wakes=False)
         if not died and now < agenda.when(REAP):
             return
-        backend = node.backend
-        skipped = None  # unknown: look once more only (see below)
-        if isinstance(backend, ReapCounts):  # raising, it is retried: the deaths stay new
-            skipped = backend.reap_counts(node.site).skipped
-        else:
-            backend.reap_claims(node.site)
+        # Raising, it is retried: the deaths stay new.
+        skipped = node.backend.reap_claims(node.site).skipped
         node.stats["reaps"] += 1
         self._reaped = dead  # deleted rows drop out: the set stays small
         if skipped:

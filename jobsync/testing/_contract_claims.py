@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from jobsync.backends.base import ClaimRequest
+from jobsync.backends.base import ClaimRequest, Reaped
 from jobsync.backends.capabilities import CompletionFeed
 from jobsync.core.errors import InvalidArgument, JobSyncError
 from jobsync.core.hashing import canonical
@@ -191,20 +191,20 @@ class ClaimContract:
         done, open_, alive = scene.key_on(1, "d"), scene.key_on(1, "o"), scene.key_on(0)
         assert scene.claim(b, done, open_) == {done, open_} and scene.claim(a, alive) == {alive}
         assert scene.db.complete(scene.site, DAY, b.incarnation, [done]) == {done}
-        assert scene.db.reap_claims(scene.site) == 0
+        assert scene.db.reap_claims(scene.site).released == 0
         scene.expire(b)
-        assert scene.db.reap_claims(scene.site) == 1
+        assert scene.db.reap_claims(scene.site) == Reaped(released=1, skipped=0)
         assert scene.audit() == {done: "done", alive: "claimed"}
-        assert scene.db.reap_claims(scene.site) == 0
+        assert scene.db.reap_claims(scene.site).released == 0
 
     def test_reap_waits_for_a_superseded_incarnations_fence(self, scene: Scene) -> None:
         _, b1 = _pair(scene, SHORT_LEASE)
         key = scene.key_on(1)
         assert scene.claim(b1, key) == {key}
         b2 = scene.join("b")
-        assert scene.db.reap_claims(scene.site) == 0
+        assert scene.db.reap_claims(scene.site).released == 0
         scene.wait_until(b2.fence_until)
-        assert scene.db.reap_claims(scene.site) == 1
+        assert scene.db.reap_claims(scene.site).released == 1
         assert scene.audit() == {}
 
     def test_concurrent_claims_take_each_task_once(self, scene: Scene) -> None:

@@ -423,10 +423,10 @@ class LostReplyContract:
         d = _register(scene, "d", "pd", 10.0)
         ended = d.registered_at + 10.0
         scene.set_time(ended + DEAD_NODE_RETENTION)  # ended exactly the retention ago
-        assert scene.db.reap_claims(scene.site) == 0
+        assert scene.db.reap_claims(scene.site).released == 0
         assert scene.row("d") is not None
         scene.set_time(ended + DEAD_NODE_RETENTION + 1.0)
-        assert scene.db.reap_claims(scene.site) == 0
+        assert scene.db.reap_claims(scene.site).released == 0
         assert scene.row("d") is None
         assert scene.row("a") is not None and scene.heartbeat(a) is RENEWED
 
@@ -437,10 +437,10 @@ class LostReplyContract:
         view = scene.view()
         scene.commit(a, view=view, assigns=[scene.assign(view, 1, t)])
         scene.set_time(t.registered_at + 10.0 + DEAD_NODE_RETENTION + 1.0)
-        assert scene.db.reap_claims(scene.site) == 0
+        assert scene.db.reap_claims(scene.site).released == 0
         assert scene.row("t") is not None, "deleted while token 1 still names it"
         scene.reassign(a, t, a)
-        assert scene.db.reap_claims(scene.site) == 0
+        assert scene.db.reap_claims(scene.site).released == 0
         assert scene.row("t") is None
 
     def test_reap_keeps_a_dead_row_whose_fence_is_not_over(self, scene: Scene) -> None:
@@ -450,12 +450,12 @@ class LostReplyContract:
         f = _register(scene, "f", "p2", 10.0)
         assert f.fence_until == f.registered_at + 5_000.0
         scene.set_time(f.registered_at + 10.0 + DEAD_NODE_RETENTION + 1.0)
-        assert scene.db.reap_claims(scene.site) == 0
+        assert scene.db.reap_claims(scene.site).released == 0
         assert scene.row("f") is not None, "deleted while its fence still runs"
         scene.set_time(just_before(f.fence_until))
-        assert scene.db.reap_claims(scene.site) == 0
+        assert scene.db.reap_claims(scene.site).released == 0
         assert scene.row("f") is not None, "deleted while its fence still runs"
         scene.set_time(f.fence_until + 1.0)
-        assert scene.db.reap_claims(scene.site) == 0
+        assert scene.db.reap_claims(scene.site).released == 0
         assert scene.row("f") is None
         assert scene.heartbeat(a) is RENEWED

@@ -32,10 +32,10 @@ from jobsync.backends.base import (
     DirectAssign,
     HeartbeatOutcome,
     PlanCommit,
+    Reaped,
     Registration,
     Revoke,
 )
-from jobsync.backends.capabilities import Reaped
 from jobsync.backends.postgres import PostgresBackend
 from jobsync.backends.url import open_backend as open_url
 from jobsync.core.errors import BackendUnavailable, InvalidArgument, LockTimeout
@@ -180,7 +180,7 @@ def test_a_plans_direct_assign_skips_the_locked_claim_row_and_commits(held: Held
     assert took < PROMPT and db.site_info(SITE).generation == gen  # type: ignore[union-attr]
     assert held.open_claims() == {"k1"}  # k2 released, k1 skipped (locked)
     held.user.rollback()  # the completion is undone: k1 is an open claim of a gone incarnation
-    assert db.reap_claims(SITE) == 1
+    assert db.reap_claims(SITE).released == 1
     assert held.open_claims() == frozenset()
 
 
@@ -234,24 +234,24 @@ def test_release_refuses_a_connection_that_would_commit_on_its_own(held: Held, p
 def test_reap_claims_skips_the_locked_claim_row(held: Held) -> None:
     db = held.db
     db.register(SITE, "a", 600.0, process="pa")  # a's incarnation is over (no fence)
-    released, took = _timed(lambda: db.reap_claims(SITE))
-    assert released == 1 and took < PROMPT  # k2; k1 skipped
+    reaped, took = _timed(lambda: db.reap_claims(SITE))
+    assert reaped.released == 1 and took < PROMPT  # k2; k1 skipped
     assert held.open_claims() == {"k1"}
     held.user.rollback()
-    assert db.reap_claims(SITE) == 1
+    assert db.reap_claims(SITE).released == 1
     assert held.open_claims() == frozenset()
 
 
-def test_reap_counts_says_what_it_skipped(held: Held) -> None:
+def test_reap_claims_says_what_it_skipped(held: Held) -> None:
     """The leader keeps reaping while a reap skips claims of an ended incarnation (a
-    dead worker's transaction still open on the server): ``reap_counts`` says so."""
+    dead worker's transaction still open on the server): the reap says so."""
     db = held.db
     db.register(SITE, "a", 600.0, process="pa")  # a's incarnation is over (no fence)
-    assert db.reap_counts(SITE) == Reaped(released=1, skipped=1)  # k2; k1 locked
-    assert db.reap_counts(SITE) == Reaped(released=0, skipped=1)  # still locked
+    assert db.reap_claims(SITE) == Reaped(released=1, skipped=1)  # k2; k1 locked
+    assert db.reap_claims(SITE) == Reaped(released=0, skipped=1)  # still locked
     held.user.rollback()
-    assert db.reap_counts(SITE) == Reaped(released=1, skipped=0)
-    assert db.reap_counts(SITE) == Reaped(released=0, skipped=0)
+    assert db.reap_claims(SITE) == Reaped(released=1, skipped=0)
+    assert db.reap_claims(SITE) == Reaped(released=0, skipped=0)
     assert held.open_claims() == frozenset()
 
 
@@ -267,7 +267,7 @@ def test_deregister_skips_the_locked_claim_row(held: Held) -> None:
     assert (row.incarnation, row.state) == (held.a.incarnation, NODE_DEAD)
     assert db.heartbeat(SITE, "a", held.a.incarnation).outcome is HeartbeatOutcome.EXPIRED
     held.user.rollback()
-    assert db.reap_claims(SITE) == 1
+    assert db.reap_claims(SITE).released == 1
     assert held.open_claims() == frozenset()
 
 
@@ -433,7 +433,7 @@ def test_reap_claims_holds_no_lock_on_a_live_node_row(
     with _held_open_before_commit(reaper, lambda: reaper.reap_claims(SITE)) as run:
         assert _locked_node_rows(pg_dsn, pg_schema) == set()
         _beats_promptly(beater, ("y", nodes.y))
-    assert run.get("value") == 1, run  # kx; ky is a live worker's
+    assert run.get("value") == Reaped(released=1, skipped=0), run  # kx; ky is a live worker's
     assert not run["paused"]  # one statement in autocommit: nothing to hold open
     # Even inside the statement's own transaction (held open here by the test), the
     # live claimer's row is not locked: only claimers whose lease ran out are.
@@ -472,7 +472,7 @@ def test_a_heartbeat_racing_reap_claims_of_its_own_claim_never_both_succeed(
             time.sleep(0.0005)
         results = _race(
             lambda: beater.heartbeat(SITE, name, x.incarnation).outcome is RENEWED,
-            lambda: reaper.reap_claims(SITE) > 0,
+            lambda: reaper.reap_claims(SITE).released > 0,
         )
         assert not any(isinstance(r, Exception) for r in results), results
         renewed, reaped = results
@@ -538,7 +538,7 @@ def test_reap_claims_purges_only_old_dead_rows_that_nothing_names(
                 "WHERE name = 'fenced'"
             ).format(node)
         )
-    assert db.reap_claims(SITE) == 0
+    assert db.reap_claims(SITE).released == 0
     _, rows = db.read_nodes(SITE)
     assert sorted(n.name for n in rows) == ["fenced", "leader", "owner", "recent"]
 

@@ -657,7 +657,7 @@ def test_reap_purges_old_dead_rows_without_a_bump(
     assert db.deregister(SITE, "e", tomb.incarnation) is True
     clock.set(gone.registered_at + 10.0 + DEAD_NODE_RETENTION + 1.0)
     counter = db.site_info(SITE).change_counter  # type: ignore[union-attr]
-    assert db.reap_claims(SITE) == 0
+    assert db.reap_claims(SITE).released == 0
     assert raw(path, "SELECT name FROM sync_node ORDER BY name") == [("a",)]
     assert db.site_info(SITE).change_counter == counter  # type: ignore[union-attr]
     assert db.heartbeat(SITE, "a", leader.incarnation).outcome.value == "renewed"

@@ -67,12 +67,11 @@ class Faulty:
 
     def __getattr__(self, verb: str) -> Any:
         real = getattr(self.inner, verb)
-        key = "reap_claims" if verb == "reap_counts" else verb  # one verb, two answers
-        if key not in self.armed:
+        if verb not in self.armed:
             return real
 
         def fail(*args: object, **kwargs: object) -> object:
-            raise self.armed.pop(key)
+            raise self.armed.pop(verb)
 
         return fail
 

@@ -18,7 +18,7 @@ import attrs
 
 from jobsync.backends import _checks as checks
 from jobsync.backends import base as B
-from jobsync.backends.capabilities import Completion, Reaped
+from jobsync.backends.capabilities import Completion
 from jobsync.backends.memory.records import ClaimKey
 from jobsync.backends.memory.site import SiteState
 from jobsync.backends.memory.transaction import MemoryTransaction
@@ -27,7 +27,7 @@ from jobsync.backends.settle import HERE, ClaimOrder, ClaimVerb, Settlement, Set
 from jobsync.core import rules
 from jobsync.core.errors import BackendUnavailable, InvalidArgument
 from jobsync.core.hashing import validate_hash_function, validate_total_tokens
-from jobsync.core.model import Joining
+from jobsync.core.model import Joining, Reaped
 
 if TYPE_CHECKING:
     from jobsync.backends.memory.store import MemoryStore
@@ -392,10 +392,7 @@ class _ClaimVerbs(_HandleCore, ClaimVerb, SettleVerbs):
         after, limit = checks.completion_window(after, limit)
         return self._run(site, lambda s, _: s.claims.completions(after, limit))
 
-    def reap_claims(self, site: str) -> int:
-        return self.reap_counts(site).released
-
-    def reap_counts(self, site: str) -> Reaped:
+    def reap_claims(self, site: str) -> Reaped:
         self._begin("reap_claims")
         site = checks.site_name(site)
         held: list[tuple[str, str]] = []

@@ -18,8 +18,8 @@ from typing import Any
 import psycopg
 
 from jobsync.backends import _checks as checks
-from jobsync.backends.base import DEAD_NODE_RETENTION, AuditRecord
-from jobsync.backends.capabilities import Completion, Reaped
+from jobsync.backends.base import DEAD_NODE_RETENTION, AuditRecord, Reaped
+from jobsync.backends.capabilities import Completion
 from jobsync.backends.postgres import rows
 from jobsync.backends.postgres.handle import Queries, Row, _Handle, translate, unknown_site
 from jobsync.backends.postgres.session import Session
@@ -168,10 +168,7 @@ class _Claims(ClaimVerb, SettleVerbs, _Handle):
 
         return self._call("read_completions", site, body)
 
-    def reap_claims(self, site: str) -> int:
-        return self.reap_counts(site).released
-
-    def reap_counts(self, site: str) -> Reaped:
+    def reap_claims(self, site: str) -> Reaped:
         site = checks.site_name(site)
 
         params = {"site": site, "retention": DEAD_NODE_RETENTION}

@@ -19,8 +19,8 @@ import sqlite3
 from collections.abc import Callable, Sequence
 
 from jobsync.backends import _checks as C
-from jobsync.backends.base import AuditRecord
-from jobsync.backends.capabilities import Completion, Reaped
+from jobsync.backends.base import AuditRecord, Reaped
+from jobsync.backends.capabilities import Completion
 from jobsync.backends.settle import HERE, ClaimOrder, ClaimVerb, Settlement, SettleVerbs
 from jobsync.backends.sqlite import queries as Q
 from jobsync.backends.sqlite import rows as R
@@ -158,11 +158,8 @@ class _Claims(ClaimVerb, SettleVerbs, _Session):
                 for t, c, d, cost in found
             )
 
-    def reap_counts(self, site: str) -> Reaped:
-        """The whole file is locked for the statement: nothing is ever skipped."""
-        return Reaped(released=self.reap_claims(site), skipped=0)
-
-    def reap_claims(self, site: str) -> int:
+    def reap_claims(self, site: str) -> Reaped:
+        """The whole file is locked for the transaction: nothing is ever skipped."""
         C.site_name(site)
         with self._tx("reap_claims") as conn:
             self._site(conn, site)
@@ -181,7 +178,7 @@ class _Claims(ClaimVerb, SettleVerbs, _Session):
                     if rules.purgeable(n, now, named_by_tokens=n.name in named)
                 ]
                 conn.executemany(Q.PURGE_NODE, purge)  # no bump: a dead row counts for no plan
-            return released
+            return Reaped(released=released, skipped=0)
 
 
 def _each(
