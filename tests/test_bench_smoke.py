@@ -142,10 +142,11 @@ def test_scale_sim_200_nodes_form_balanced_and_heal() -> None:
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_scale_processes_one_connection_each() -> None:
-    from tests.support.pg import _unavailable, find_bindir
+    from tests.support.pg import find_bindir
+    from tests.support.require import POSTGRES, unavailable
 
     if find_bindir() is None:  # fails instead under JOBSYNC_REQUIRE_POSTGRES=1
-        _unavailable("no PostgreSQL binaries for a throwaway cluster")
+        unavailable(POSTGRES, "no PostgreSQL binaries for a throwaway cluster")
     r = scale.run_processes(4, "fast", window=3.0, tokens=SMALL)
     assert r["connections_per_worker_min"] == r["connections_per_worker_max"] == 1, r
     assert r["max_connections"] == 14

@@ -34,6 +34,7 @@ import attrs
 import pytest
 
 from jobsync import CoordinationConfig, Job
+from tests.support.require import POSTGRES, unavailable
 
 from .test_original_readme import _flask_stand_in
 
@@ -109,7 +110,9 @@ def cluster() -> Iterator[Any]:
 
     address = _free_loopback() if sys.platform.startswith("linux") else None
     if find_bindir() is None or address is None:
-        pytest.skip("needs local PostgreSQL binaries and a free port 5432 on a loopback address")
+        # The original's README names port 5432, so its server needs a loopback
+        # address of its own (the shared server holds 127.0.0.1:5432).
+        unavailable(POSTGRES, "no PostgreSQL binaries or free port 5432 on a loopback address")
     server = OwnedPgServer(settings={"listen_addresses": address})
     server.port = 5432
     try:

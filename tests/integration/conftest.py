@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.pg import OwnedPgServer, _unavailable
+from tests.support.pg import OwnedPgServer
 from tests.support.pgbouncer import pgbouncer_for
+from tests.support.require import POSTGRES, unavailable
 
 SERVER_SETTINGS = {
     # Commit times of the results rows: the checker orders accepted writes by them.
@@ -25,7 +26,7 @@ def fault_server(pg_server: str) -> Iterator[OwnedPgServer]:
     try:
         server = OwnedPgServer(settings=SERVER_SETTINGS)
     except RuntimeError as exc:
-        _unavailable(str(exc))
+        unavailable(POSTGRES, str(exc))
         raise
     try:
         server.start()

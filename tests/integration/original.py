@@ -27,16 +27,18 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from tests.support.require import ORIGINAL, unavailable
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 REQUIREMENTS = HERE / "original-requirements.txt"
-REQUIRE_ENV = "JOBSYNC_REQUIRE_ORIGINAL"
 VERSION = "1.3.14"
 V1_1 = "1.1.1"
 
@@ -46,10 +48,8 @@ def _cache() -> Path:
     return Path(base)
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"the original jobsync is required ({REQUIRE_ENV}=1): {reason}")
-    pytest.skip(f"the original jobsync could not be installed from PyPI: {reason}")
+def _unavailable(reason: str) -> NoReturn:
+    unavailable(ORIGINAL, f"the original jobsync could not be installed from PyPI: {reason}")
 
 
 def _pip(python: Path, *args: str) -> None:

@@ -30,6 +30,7 @@ from jobsync.backends.base import Backend
 from jobsync.cli import main
 from jobsync.cli.connect import open_cli_backend
 from jobsync.dashboard import Dashboard
+from tests.support.require import CHROMIUM, unavailable
 from tests.support.webdriver import Browser, find_chromium
 
 from .harness import FAST, REPO, TOLERANCE, Cluster, wait_for
@@ -56,10 +57,7 @@ return {
 @pytest.fixture
 def browser() -> Iterator[Browser]:
     if find_chromium() is None:
-        reason = "no Chromium: install Debian's chromium and chromium-driver packages"
-        if os.environ.get("JOBSYNC_REQUIRE_CHROMIUM") == "1":
-            pytest.fail(reason + " (JOBSYNC_REQUIRE_CHROMIUM=1)")
-        pytest.skip(reason)
+        unavailable(CHROMIUM, "no Chromium: install Debian's chromium and chromium-driver packages")
     with Browser.start(width=1400, height=1000) as started:
         yield started
 

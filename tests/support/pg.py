@@ -49,7 +49,8 @@ from typing import Any
 
 import pytest
 
-REQUIRE_ENV = "JOBSYNC_REQUIRE_POSTGRES"
+from tests.support.require import POSTGRES, unavailable
+
 DSN_ENV = "JOBSYNC_TEST_DSN"
 DEFAULT_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 _PG_ENV = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE")
@@ -252,12 +253,6 @@ class ServerFinder:
             self.owned = None
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 # -- fixtures and hooks -----------------------------------------------------------
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
@@ -273,7 +268,7 @@ def pg_server() -> Iterator[str]:
     finder.find()
     try:
         if finder.dsn is None:
-            _unavailable(finder.reason)
+            unavailable(POSTGRES, finder.reason)
         assert finder.dsn is not None
         yield finder.dsn
     finally:
@@ -308,7 +303,7 @@ def owned_pg_server(pg_server: str) -> Iterator[OwnedPgServer]:
     try:
         server = OwnedPgServer()
     except RuntimeError as exc:
-        _unavailable(str(exc))
+        unavailable(POSTGRES, str(exc))
         raise
     try:
         server.start()

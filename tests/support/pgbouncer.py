@@ -20,7 +20,6 @@ it when ``JOBSYNC_REQUIRE_PGBOUNCER=1`` (CI installs the package).
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import subprocess
@@ -33,8 +32,8 @@ from typing import Any
 import pytest
 
 from tests.support.pg import _run_as, free_port
+from tests.support.require import PGBOUNCER, unavailable
 
-REQUIRE_ENV = "JOBSYNC_REQUIRE_PGBOUNCER"
 POOL_SIZE = 10
 
 
@@ -181,17 +180,11 @@ class PgBouncer:
         self.close()
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get(REQUIRE_ENV) == "1":
-        pytest.fail(f"{REQUIRE_ENV}=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 @contextlib.contextmanager
 def pgbouncer_for(server_dsn: str, **kwargs: Any) -> Iterator[PgBouncer]:
     """A PgBouncer in front of ``server_dsn``; skips (or fails in CI) without the binary."""
     if find_pgbouncer() is None:
-        _unavailable("pgbouncer is not installed (apt-get install pgbouncer)")
+        unavailable(PGBOUNCER, "pgbouncer is not installed (apt-get install pgbouncer)")
     with PgBouncer(server_dsn, **kwargs) as bouncer:
         yield bouncer
 
