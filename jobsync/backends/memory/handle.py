@@ -408,8 +408,7 @@ class _ClaimVerbs(_HandleCore, ClaimVerb, SettleVerbs):
             )
 
         self._wait_unless_bounded(site, gone_keys)
-        released, skipped = self._run(site, lambda s, now: s.reap(now), held)
-        return Reaped(released=released, skipped=skipped)
+        return self._run(site, lambda s, now: s.reap(now), held)
 
 
 class MemoryBackend(_SiteVerbs, _ClaimVerbs):

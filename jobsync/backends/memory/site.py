@@ -221,8 +221,8 @@ class _RecordVerbs(_SiteCore):
                 claimed.add(request.task_key)  # a retry whose first answer was lost
         return frozenset(claimed)
 
-    def reap(self, now: float) -> tuple[int, int]:
-        """(claims released, claims of ended incarnations kept: locked by a transaction)."""
+    def reap(self, now: float) -> M.Reaped:
+        """Release ended incarnations' claims; those a transaction locks are skipped."""
         claimers = self.claims.open_incarnations()
         gone = [(name, inc) for name, inc in claimers if self.gone(name, inc, now)]
         for name, inc in gone:
@@ -230,7 +230,7 @@ class _RecordVerbs(_SiteCore):
         released = sum(self.claims.release_all(inc) for _, inc in gone)
         skipped = len(self.claims.open_keys_of(inc for _, inc in gone))
         self._purge_nodes(now)
-        return released, skipped
+        return M.Reaped(released=released, skipped=skipped)
 
     def claimer_names(self) -> list[str]:
         """Names of the nodes with an open claim, sorted."""
